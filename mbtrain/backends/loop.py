@@ -1,0 +1,86 @@
+"""The per-example reference: the book's ``update_mini_batch`` calling ``backprop``.
+
+This is ``network2.py`` of *Neural Networks and Deep Learning* with rows as 1-D
+vectors instead of ``(n, 1)`` columns. It is deliberately never optimized: it
+is the correctness oracle for the matrix backends and the baseline arm of the
+benchmarks.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..activations import sigmoid, softmax
+
+
+def backprop(weights, biases, cost, x, y):
+    """Gradient of the cost of one example ``x`` (n_in,) with target ``y`` (k,).
+
+    Returns ``(nabla_w, nabla_b)``, lists shaped like ``weights`` and ``biases``.
+    """
+    activation = x
+    activations = [x]  # layer by layer
+    zs = []
+    last = len(weights) - 1
+    for l, (w, b) in enumerate(zip(weights, biases)):
+        z = w @ activation + b
+        zs.append(z)
+        if l == last and cost.output_activation == "softmax":
+            activation = softmax(z)
+        else:
+            activation = sigmoid(z)
+        activations.append(activation)
+    nabla_w = [None] * len(weights)
+    nabla_b = [None] * len(biases)
+    # BP1: output error; BP3/BP4: bias and weight gradients
+    delta = cost.delta(zs[-1][None, :], activations[-1][None, :], y[None, :])[0]
+    nabla_b[-1] = delta
+    nabla_w[-1] = np.outer(delta, activations[-2])
+    # BP2: propagate the error back, sigma'(z) = a (1 - a)
+    for l in range(2, len(weights) + 1):
+        a = activations[-l]
+        delta = (weights[-l + 1].T @ delta) * (a * (1 - a))
+        nabla_b[-l] = delta
+        nabla_w[-l] = np.outer(delta, activations[-l - 1])
+    return nabla_w, nabla_b
+
+
+class LoopBackend:
+    name = "loop"
+
+    def _sum_gradients(self, net, X, Y):
+        nabla_w = [np.zeros_like(w) for w in net.weights]
+        nabla_b = [np.zeros_like(b) for b in net.biases]
+        for x, y in zip(X, Y):
+            delta_nabla_w, delta_nabla_b = backprop(net.weights, net.biases, net.cost, x, y)
+            nabla_w = [nw + dnw for nw, dnw in zip(nabla_w, delta_nabla_w)]
+            nabla_b = [nb + dnb for nb, dnb in zip(nabla_b, delta_nabla_b)]
+        return nabla_w, nabla_b
+
+    def loss_gradient(self, net, X, Y, lmbda, n):
+        m = X.shape[0]
+        nabla_w, nabla_b = self._sum_gradients(net, X, Y)
+        grad = np.empty_like(net.params)
+        gw, gb = net.layout.views(grad)
+        for g, nw, w in zip(gw, nabla_w, net.weights):
+            g[...] = nw / m + (lmbda / n) * w
+        for g, nb in zip(gb, nabla_b):
+            g[...] = nb / m
+        return grad
+
+    def update_mini_batch(self, net, X, Y, eta, lmbda, n):
+        """The book's update: ``w <- (1 - eta*lmbda/n) w - (eta/m) nabla_w``."""
+        m = X.shape[0]
+        nabla_w, nabla_b = self._sum_gradients(net, X, Y)
+        for w, nw in zip(net.weights, nabla_w):
+            w[...] = (1 - eta * (lmbda / n)) * w - (eta / m) * nw
+        for b, nb in zip(net.biases, nabla_b):
+            b[...] = b - (eta / m) * nb
+
+    @np.errstate(over="ignore", invalid="ignore")  # divergence is detected and reported by the caller
+    def sgd_epoch(self, net, X, Y, order, batch_size, eta, lmbda, n):
+        for k, start in enumerate(range(0, len(order), batch_size)):
+            rows = order[start:start + batch_size]
+            self.update_mini_batch(net, X[rows], Y[rows], eta, lmbda, n)
+            if not np.isfinite(net.params).all():
+                return k
+        return -1

@@ -1,0 +1,72 @@
+"""Matrix-based backprop over a whole mini-batch in plain numpy.
+
+The book's "fully matrix-based approach" with rows as examples: the forward
+pass of a batch ``A`` (m, n_in) through a layer is ``A @ W.T + b``; backward,
+``grad_W = delta.T @ A_prev``, ``grad_b = delta.sum(0)`` and the hidden error
+``delta_prev = (delta @ W) * a_prev * (1 - a_prev)``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..activations import sigmoid, softmax
+
+
+def forward(weights, biases, cost, X):
+    """Return ``(zs, activations)`` per layer for the batch ``X`` (m, n_in)."""
+    activations = [X]
+    zs = []
+    last = len(weights) - 1
+    for l, (w, b) in enumerate(zip(weights, biases)):
+        z = activations[-1] @ w.T + b
+        zs.append(z)
+        activations.append(softmax(z) if l == last and cost.output_activation == "softmax" else sigmoid(z))
+    return zs, activations
+
+
+def backward(weights, cost, zs, activations, Y):
+    """Return ``(sum_grad_w, sum_grad_b)``: the per-example gradients summed over the batch."""
+    L = len(weights)
+    grad_w = [None] * L
+    grad_b = [None] * L
+    delta = cost.delta(zs[-1], activations[-1], Y)
+    for l in range(L - 1, -1, -1):
+        grad_w[l] = delta.T @ activations[l]
+        grad_b[l] = delta.sum(axis=0)
+        if l > 0:
+            a = activations[l]
+            delta = (delta @ weights[l]) * (a * (1 - a))
+    return grad_w, grad_b
+
+
+class NumpyBackend:
+    name = "numpy"
+
+    def loss_gradient(self, net, X, Y, lmbda, n):
+        m = X.shape[0]
+        zs, activations = forward(net.weights, net.biases, net.cost, X)
+        sum_w, sum_b = backward(net.weights, net.cost, zs, activations, Y)
+        grad = np.empty_like(net.params)
+        gw, gb = net.layout.views(grad)
+        for g, s, w in zip(gw, sum_w, net.weights):
+            g[...] = s / m + (lmbda / n) * w
+        for g, s in zip(gb, sum_b):
+            g[...] = s / m
+        return grad
+
+    @np.errstate(over="ignore", invalid="ignore")  # divergence is detected and reported by the caller
+    def sgd_epoch(self, net, X, Y, order, batch_size, eta, lmbda, n):
+        decay = 1 - eta * (lmbda / n)
+        for k, start in enumerate(range(0, len(order), batch_size)):
+            rows = order[start:start + batch_size]
+            m = len(rows)
+            zs, activations = forward(net.weights, net.biases, net.cost, X[rows])
+            sum_w, sum_b = backward(net.weights, net.cost, zs, activations, Y[rows])
+            for w, s in zip(net.weights, sum_w):
+                w *= decay
+                w -= (eta / m) * s
+            for b, s in zip(net.biases, sum_b):
+                b -= (eta / m) * s
+            if not np.isfinite(net.params).all():
+                return k
+        return -1

@@ -1,0 +1,49 @@
+"""The ``mbtrain`` console script: one argparse parser, subcommands from modules.
+
+Each module in :data:`COMMAND_MODULES` has ``register(subparsers)``, which adds
+its subcommands and sets ``func(args) -> int`` (the exit code) on each.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMAND_MODULES = (
+    "mbtrain.commands.gradcheck",
+    "mbtrain.commands.train",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mbtrain",
+        description="Fully vectorized mini-batch training of sigmoid MLPs: "
+                    "gradient checks, training, benchmarks and batch-size sweeps.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run 'mbtrain COMMAND --help' for a command's options and an example.",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"mbtrain {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

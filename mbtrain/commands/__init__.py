@@ -1,0 +1,1 @@
+"""Subcommands of the ``mbtrain`` console script, one module per group."""

@@ -1,0 +1,191 @@
+"""The network: sizes, cost, dtype and one flat parameter buffer.
+
+Rows are examples: ``X`` is ``(n_samples, n_features)``; weights keep the book's
+``(n_out, n_in)`` layout so a learner can compare them with their own.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _validation as v
+from .activations import sigmoid, softmax
+from .backends import DEFAULT_BACKEND, get_backend
+from .costs import Cost, get_cost
+from .params import ParameterLayout
+
+INITS = ("gaussian", "scaled")
+
+
+class Network:
+    """A feed-forward sigmoid network trained by mini-batch SGD.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Layer widths, input first, e.g. ``[784, 30, 10]``; any depth >= 2.
+    cost : {"quadratic", "cross_entropy", "softmax"} or Cost
+        The cost, which also fixes the output activation (softmax for
+        ``"softmax"``, sigmoid otherwise). See :mod:`mbtrain.costs`.
+    init : {"gaussian", "scaled"}
+        ``"gaussian"``: weights and biases N(0, 1) (book, chapter 1);
+        ``"scaled"``: weights N(0, 1/n_in), biases N(0, 1) (book, chapter 3).
+    dtype : {"float32", "float64"}
+        The dtype of the parameters and of every computation; inputs are cast
+        to it once.
+    seed : int or None
+        Seeds the network's own random stream, used for initialization and,
+        unless ``fit`` is given a seed, for the shuffle order.
+
+    Attributes
+    ----------
+    sizes : tuple of int
+    weights : list of ndarray, ``(sizes[l+1], sizes[l])``, views into ``params``
+    biases : list of ndarray, ``(sizes[l+1],)``, views into ``params``
+    params : ndarray, the flat parameter vector (layout: :mod:`mbtrain.params`)
+    cost : Cost
+    dtype : numpy.dtype
+    rng : numpy.random.Generator
+    """
+
+    def __init__(self, sizes, cost="quadratic", init="gaussian", dtype="float32", seed=None):
+        self.sizes = v.check_sizes(sizes)
+        self.cost = get_cost(cost)
+        self.dtype = v.check_dtype(dtype)
+        if init not in INITS:
+            raise ValueError(f"init: unknown initialization {init!r}; choose one of {list(INITS)}")
+        self.init = init
+        self.layout = ParameterLayout(self.sizes)
+        self.rng = np.random.default_rng(seed)
+        self.params = np.empty(self.layout.size, dtype=self.dtype)
+        self._initialize()
+
+    def _initialize(self) -> None:
+        # Drawn in float64 and cast, so float32 and float64 networks built from the
+        # same seed start from the same weights (up to rounding).
+        for w in self.weights:
+            scale = 1.0 if self.init == "gaussian" else 1.0 / np.sqrt(w.shape[1])
+            w[...] = self.rng.standard_normal(w.shape) * scale
+        for b in self.biases:
+            b[...] = self.rng.standard_normal(b.shape)
+
+    # -- parameters -------------------------------------------------------
+    @property
+    def weights(self) -> list[np.ndarray]:
+        return self.layout.views(self.params)[0]
+
+    @weights.setter
+    def weights(self, values) -> None:
+        self._set_layers(values, self.biases)
+
+    @property
+    def biases(self) -> list[np.ndarray]:
+        return self.layout.views(self.params)[1]
+
+    @biases.setter
+    def biases(self, values) -> None:
+        self._set_layers(self.weights, values)
+
+    def _set_layers(self, weights, biases) -> None:
+        if len(weights) != self.layout.n_layers or len(biases) != self.layout.n_layers:
+            raise ValueError(f"need {self.layout.n_layers} weight matrices and bias vectors")
+        self.params[...] = self.layout.pack(weights, biases, self.dtype)
+
+    @property
+    def n_params(self) -> int:
+        return self.layout.size
+
+    def copy(self) -> "Network":
+        """An independent copy (parameters and random stream)."""
+        return self.astype(self.dtype)
+
+    def astype(self, dtype) -> "Network":
+        """A copy with parameters cast to ``dtype``."""
+        other = object.__new__(Network)
+        other.__dict__.update(self.__dict__)
+        other.dtype = v.check_dtype(dtype)
+        other.params = self.params.astype(other.dtype)
+        other.rng = np.random.default_rng()
+        other.rng.bit_generator.state = self.rng.bit_generator.state
+        if hasattr(self, "history"):
+            other.history = self.history.copy()
+        return other
+
+    def __repr__(self) -> str:
+        return (f"Network(sizes={list(self.sizes)}, cost={self.cost.name!r}, "
+                f"init={self.init!r}, dtype={self.dtype.name!r})")
+
+    # -- inference ------------------------------------------------------
+    def _check_X(self, X, name="X"):
+        return v.check_X(X, self.sizes[0], self.dtype, name=name)
+
+    def _check_targets(self, X, y, name="y"):
+        return v.check_targets(y, X.shape[0], self.sizes[-1], self.dtype, name=name)
+
+    def _feedforward(self, X):
+        """``(z, a)`` of the output layer for a checked ``X``."""
+        a = X
+        weights, biases = self.weights, self.biases
+        for l, (w, b) in enumerate(zip(weights, biases)):
+            z = a @ w.T + b
+            last = l == len(weights) - 1
+            a = softmax(z) if last and self.cost.output_activation == "softmax" else sigmoid(z)
+        return z, a
+
+    def forward(self, X) -> np.ndarray:
+        """Output activations, shape ``(n_samples, sizes[-1])``, in the network's dtype."""
+        return self._feedforward(self._check_X(X))[1]
+
+    def predict(self, X) -> np.ndarray:
+        """Integer class labels, the argmax of the output activations."""
+        return self.forward(X).argmax(axis=1)
+
+    def score(self, X, y) -> float:
+        """Accuracy: the fraction of rows whose predicted label equals ``y``.
+
+        ``y`` is integer labels or a target matrix (its row argmax is the label).
+        """
+        X = self._check_X(X)
+        labels = v.check_labels(y, X.shape[0])
+        return float(np.mean(self._feedforward(X)[1].argmax(axis=1) == labels))
+
+    def loss(self, X, Y, lmbda=0.0, n=None) -> float:
+        """Mean cost over the rows plus ``lmbda / (2 n) * sum ||W||^2``.
+
+        ``Y`` is integer labels (one-hot encoded) or a target matrix; ``n``
+        defaults to the number of rows. Biases are never regularized.
+        """
+        X = self._check_X(X)
+        Y = self._check_targets(X, Y, name="Y")
+        lmbda = v.check_nonnegative_float(lmbda, "lmbda")
+        n = X.shape[0] if n is None else v.check_positive_int(n, "n")
+        z, a = self._feedforward(X)
+        cost = float(np.mean(self.cost.fn(z, a, Y), dtype=np.float64))
+        l2 = sum(float(np.sum(np.square(w, dtype=np.float64))) for w in self.weights)
+        return cost + lmbda / (2 * n) * l2
+
+    def gradients(self, X, Y, lmbda=0.0, n=None, backend=DEFAULT_BACKEND):
+        """The exact gradient of :meth:`loss` with the same arguments.
+
+        Returns
+        -------
+        (grad_weights, grad_biases) : lists of ndarray shaped like ``weights``
+            and ``biases``, in the network's dtype (views into one flat vector).
+        """
+        impl = get_backend(backend)
+        X = self._check_X(X)
+        Y = self._check_targets(X, Y, name="Y")
+        lmbda = v.check_nonnegative_float(lmbda, "lmbda")
+        n = X.shape[0] if n is None else v.check_positive_int(n, "n")
+        return self.layout.views(impl.loss_gradient(self, X, Y, lmbda, n))
+
+    def fit(self, X, y, epochs, batch_size, eta, lmbda=0.0, backend=DEFAULT_BACKEND,
+            shuffle=True, seed=None, validation_data=None, **options):
+        """Train by mini-batch SGD; returns the per-epoch history (a DataFrame).
+
+        See :func:`mbtrain.training.fit` for every option.
+        """
+        from .training import fit
+
+        return fit(self, X, y, epochs=epochs, batch_size=batch_size, eta=eta, lmbda=lmbda,
+                   backend=backend, shuffle=shuffle, seed=seed,
+                   validation_data=validation_data, **options)

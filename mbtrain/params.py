@@ -1,0 +1,80 @@
+"""One contiguous parameter buffer with per-layer views.
+
+Layout of the flat vector, layer after layer (``l = 0 .. L-2``)::
+
+    [ W_0 (n_1, n_0) row-major | b_0 (n_1,) | W_1 (n_2, n_1) | b_1 (n_2,) | ... ]
+
+``W_l`` keeps the book's ``(n_out, n_in)`` layout. Because every weight matrix
+and bias vector is a view into the same buffer, the flat vector is free: SGD
+and optimizers can update it in one operation, gradients can be returned in the
+same layout, and the numba kernels receive one array plus the layer sizes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ParameterLayout:
+    """Offsets of each layer's weights and biases in the flat buffer."""
+
+    sizes: tuple[int, ...]
+
+    @property
+    def n_layers(self) -> int:
+        """Number of weight layers (``len(sizes) - 1``)."""
+        return len(self.sizes) - 1
+
+    @property
+    def weight_offsets(self) -> tuple[int, ...]:
+        return tuple(self._offsets()[0])
+
+    @property
+    def bias_offsets(self) -> tuple[int, ...]:
+        return tuple(self._offsets()[1])
+
+    @property
+    def size(self) -> int:
+        """Total number of parameters."""
+        return sum(n_out * n_in + n_out for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]))
+
+    def _offsets(self) -> tuple[list[int], list[int]]:
+        w_offsets, b_offsets, offset = [], [], 0
+        for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
+            w_offsets.append(offset)
+            offset += n_out * n_in
+            b_offsets.append(offset)
+            offset += n_out
+        return w_offsets, b_offsets
+
+    def views(self, flat: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Split ``flat`` into ``(weights, biases)`` views, no copy."""
+        if flat.shape != (self.size,):
+            raise ValueError(f"flat parameter vector must have shape ({self.size},), got {flat.shape}")
+        weights, biases = [], []
+        for (n_in, n_out), w_off, b_off in zip(
+            zip(self.sizes[:-1], self.sizes[1:]), *self._offsets()
+        ):
+            weights.append(flat[w_off:w_off + n_out * n_in].reshape(n_out, n_in))
+            biases.append(flat[b_off:b_off + n_out])
+        return weights, biases
+
+    def pack(self, weights, biases, dtype) -> np.ndarray:
+        """Copy per-layer arrays into a new flat vector, checking every shape."""
+        flat = np.empty(self.size, dtype=dtype)
+        w_views, b_views = self.views(flat)
+        for l, (dst, src) in enumerate(zip(w_views, weights)):
+            src = np.asarray(src)
+            if src.shape != dst.shape:
+                raise ValueError(f"weights[{l}] must have shape {dst.shape}, got {src.shape}")
+            dst[...] = src
+        for l, (dst, src) in enumerate(zip(b_views, biases)):
+            src = np.asarray(src)
+            if src.shape == dst.shape + (1,):  # the book's (n, 1) column vectors
+                src = src[:, 0]
+            if src.shape != dst.shape:
+                raise ValueError(f"biases[{l}] must have shape {dst.shape}, got {src.shape}")
+            dst[...] = src
+        return flat

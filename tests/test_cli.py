@@ -1,0 +1,80 @@
+"""The console script: help, gradcheck exit codes, a short training run."""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from mbtrain.cli import main
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "gradcheck" in out and "train" in out
+
+
+def test_gradcheck_passes_and_prints_a_table(capsys):
+    assert main(["gradcheck", "--sizes", "5,4,3", "--cost", "cross_entropy"]) == 0
+    out = capsys.readouterr().out
+    assert "max_rel_error" in out and "gradcheck OK" in out
+    assert out.count("weights") >= 2 and out.count("biases") >= 2
+
+
+def test_gradcheck_of_a_wrong_user_backprop_exits_nonzero(tmp_path, capsys):
+    user = tmp_path / "my_backprop.py"
+    user.write_text(textwrap.dedent("""
+        import numpy as np
+
+        def sigmoid(z):
+            return 1 / (1 + np.exp(-z))
+
+        def gradients(net, X, Y):
+            acts = [X]
+            for w, b in zip(net.weights, net.biases):
+                acts.append(sigmoid(acts[-1] @ w.T + b))
+            a = acts[-1]
+            delta = (a - Y) * a * (1 - a)
+            m = len(X)
+            gw, gb = [None, None], [None, None]
+            gw[1], gb[1] = delta.T @ acts[1] / m, delta.mean(axis=0)
+            delta = delta @ net.weights[1]          # bug: sigma'(z) of the hidden layer is missing
+            gw[0], gb[0] = delta.T @ acts[0] / m, delta.mean(axis=0)
+            return gw, gb
+    """))
+    code = main(["gradcheck", "--sizes", "5,4,3", "--gradients", f"{user}:gradients"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "FAILED: layer 0 weights, layer 0 biases" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["gradcheck", "--sizes", "5"], "need at least an input and an output width"),
+    (["gradcheck", "--sizes", "5,x,3"], "expected comma-separated integers"),
+    (["train", "--eta", "-1"], "expected a finite number > 0"),
+])
+def test_bad_arguments_are_named(capsys, argv, message):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_cost_is_a_clear_error(capsys):
+    assert main(["gradcheck", "--cost", "hinge"]) == 2
+    assert "cost: unknown cost 'hinge'" in capsys.readouterr().err
+
+
+def test_train_runs(capsys):
+    assert main(["train", "--epochs", "2", "--batch-size", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "test accuracy" in out
+
+
+def test_console_script_entry_point():
+    result = subprocess.run([sys.executable, "-m", "mbtrain.cli", "gradcheck", "--sizes", "3,2,2"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "gradcheck OK" in result.stdout
