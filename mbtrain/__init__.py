@@ -10,11 +10,14 @@ from .backends import BACKENDS, DEFAULT_BACKEND
 from .costs import COSTS, Cost, register_cost
 from .gradcheck import GradcheckResult, gradcheck
 from .network import Network
-from .training import TrainingDiverged
+from .callbacks import EarlyStopping
+from .serialization import ModelFormatError, load
+from .training import TrainingDiverged, TrainingInterrupted
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BACKENDS", "COSTS", "Cost", "DEFAULT_BACKEND", "GradcheckResult", "Network",
-    "TrainingDiverged", "gradcheck", "register_cost", "__version__",
+    "BACKENDS", "COSTS", "Cost", "DEFAULT_BACKEND", "EarlyStopping", "GradcheckResult",
+    "ModelFormatError", "Network", "TrainingDiverged", "TrainingInterrupted", "gradcheck", "load",
+    "register_cost", "__version__",
 ]

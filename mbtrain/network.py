@@ -182,10 +182,19 @@ class Network:
             shuffle=True, seed=None, validation_data=None, **options):
         """Train by mini-batch SGD; returns the per-epoch history (a DataFrame).
 
-        See :func:`mbtrain.training.fit` for every option.
+        Options: ``monitor``, ``progress``, ``callbacks``, ``early_stopping``,
+        ``checkpoint``; see :func:`mbtrain.training.fit` for all of them.
         """
         from .training import fit
 
         return fit(self, X, y, epochs=epochs, batch_size=batch_size, eta=eta, lmbda=lmbda,
                    backend=backend, shuffle=shuffle, seed=seed,
                    validation_data=validation_data, **options)
+
+    # -- persistence ----------------------------------------------------------
+    def save(self, path, format="npz"):
+        """Save atomically: ``"npz"`` (mbtrain's, with history and random state) or
+        ``"network2"`` (the book's JSON). See :mod:`mbtrain.serialization`."""
+        from .serialization import save
+
+        return save(self, path, format=format)

@@ -1,11 +1,14 @@
 """The training loop: a thin Python driver around a backend's ``sgd_epoch``.
 
 The driver owns what is not arithmetic: argument checks, the shuffle order
-(indices, never a shuffled copy of the data), timing, monitoring, the history
-and the divergence check. The arithmetic of an epoch is one backend call.
+(indices, never a shuffled copy of the data), timing, monitoring, progress,
+the history, callbacks, checkpoints, Ctrl-C and the divergence check. The
+arithmetic of an epoch is one backend call (a few, when a progress bar is
+shown, so it can move).
 """
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -13,13 +16,19 @@ import pandas as pd
 
 from . import _validation as v
 from .backends import get_backend
+from .backends.numpy_matrix import backward, forward
+from .callbacks import EarlyStopping
+
+_EVAL_CHUNK = 8192  # rows per forward/backward pass when monitoring: bounds memory
+_PROGRESS_STEPS = 50  # progress bar updates per epoch
 
 
 class TrainingDiverged(FloatingPointError):
     """Raised when a parameter or the loss stops being finite.
 
     The network is left with the last finite parameters (those before the
-    offending mini-batch); ``epoch`` and ``batch`` say where it happened.
+    offending mini-batch, or before the epoch whose loss was not finite);
+    ``epoch`` and ``batch`` say where it happened.
     """
 
     def __init__(self, message, epoch, batch):
@@ -28,18 +37,53 @@ class TrainingDiverged(FloatingPointError):
         self.batch = batch
 
 
-def loss_and_accuracy(net, X, Y, labels, lmbda, n):
-    """Loss (as :meth:`Network.loss`) and accuracy of checked arrays, one forward pass."""
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``fit``: the network holds the last completed epoch.
+
+    ``epoch`` is the last completed epoch (0 if none), ``checkpoint`` the file
+    that holds it (or None); ``net.history`` has every completed epoch.
+    """
+
+    def __init__(self, message, epoch, checkpoint):
+        super().__init__(message)
+        self.epoch = epoch
+        self.checkpoint = checkpoint
+
+
+def evaluate(net, X, Y, labels, lmbda, n, gradient_norms=False):
+    """Loss (as :meth:`Network.loss`), accuracy and, optionally, per-layer gradient norms.
+
+    One forward (and backward) pass over checked arrays, in chunks of rows so
+    the work space stays small whatever the data size. The gradient is that of
+    the loss over all rows: ``||dC/dW_l||`` per layer ``l`` (Frobenius norm, L2
+    term included) — a hidden-delta bug shows as norms that grow layer after
+    layer towards the input.
+    """
+    total_cost, correct = 0.0, 0
+    sums_w = [np.zeros(w.shape, dtype=np.float64) for w in net.weights] if gradient_norms else None
     with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported, not warned about
-        z, a = net._feedforward(X)
-        cost = float(np.mean(net.cost.fn(z, a, Y), dtype=np.float64))
+        for start in range(0, X.shape[0], _EVAL_CHUNK):
+            stop = start + _EVAL_CHUNK
+            zs, activations = forward(net.weights, net.biases, net.cost, X[start:stop])
+            total_cost += float(np.sum(net.cost.fn(zs[-1], activations[-1], Y[start:stop]), dtype=np.float64))
+            correct += int(np.count_nonzero(activations[-1].argmax(axis=1) == labels[start:stop]))
+            if gradient_norms:
+                grad_w, _ = backward(net.weights, net.cost, zs, activations, Y[start:stop])
+                for s, g in zip(sums_w, grad_w):
+                    s += g
+        m = X.shape[0]
+        loss = total_cost / m
         if lmbda:
-            cost += lmbda / (2 * n) * sum(float(np.sum(np.square(w, dtype=np.float64))) for w in net.weights)
-    return cost, float(np.mean(a.argmax(axis=1) == labels))
+            loss += lmbda / (2 * n) * sum(float(np.sum(np.square(w, dtype=np.float64))) for w in net.weights)
+        norms = None
+        if gradient_norms:
+            norms = [float(np.linalg.norm(s / m + (lmbda / n) * w)) for s, w in zip(sums_w, net.weights)]
+    return loss, correct / m, norms
 
 
 def fit(net, X, y, *, epochs, batch_size, eta, lmbda=0.0, backend="numba", shuffle=True,
-        seed=None, validation_data=None, monitor=True):
+        seed=None, validation_data=None, monitor=True, progress=None, callbacks=(),
+        early_stopping=None, checkpoint=None):
     """Train ``net`` in place by mini-batch SGD and return the per-epoch history.
 
     Parameters
@@ -59,25 +103,40 @@ def fit(net, X, y, *, epochs, batch_size, eta, lmbda=0.0, backend="numba", shuff
     shuffle : bool
         Shuffle the row order each epoch (indices only).
     seed : int or None
-        None draws the shuffle order from ``net.rng`` (so two calls of 5 epochs
-        equal one of 10); an int reseeds ``net.rng`` first.
+        None draws the shuffle order from ``net.rng``, so two calls of 5 epochs
+        leave exactly the weights of one call of 10; an int reseeds ``net.rng``.
     validation_data : (X_val, y_val) or None
     monitor : bool
-        False records only ``epoch`` and ``seconds`` (for benchmarking).
+        False records only ``epoch``, ``seconds`` and ``examples_per_second``
+        and computes nothing else per epoch (for benchmarking).
+    progress : bool or None
+        A progress bar per epoch on stderr; None shows it only on a terminal.
+    callbacks : sequence of callables ``(net, history) -> bool | None``
+        Called after each epoch with this call's history so far; True stops.
+    early_stopping : int, EarlyStopping or None
+        Stop when ``val_accuracy`` has not improved for that many epochs (an
+        int is the patience) and restore the best epoch's parameters.
+    checkpoint : path or None
+        Save the network (atomically) after every epoch.
 
     Returns
     -------
     pandas.DataFrame, one row per epoch: ``epoch``, ``seconds`` (run time of the
     epoch's arithmetic; compilation is in ``history.attrs["compile_seconds"]``),
-    ``examples_per_second`` and, when monitoring, ``train_loss``,
-    ``train_accuracy`` (on the full training set at epoch end) and
-    ``val_loss``, ``val_accuracy`` when validation data is given. The same
-    rows are appended to ``net.history``.
+    ``examples_per_second``; when monitoring also ``train_loss`` and
+    ``train_accuracy`` (the full training set at epoch end), ``val_loss`` and
+    ``val_accuracy`` (with validation data) and ``grad_norm_0`` ... (the norm of
+    the full training-set gradient of each layer's weights). The rows are also
+    appended to ``net.history``, whose epochs continue across calls.
 
     Raises
     ------
     TrainingDiverged
-        A parameter became NaN or inf; ``net`` keeps the last finite parameters.
+        A parameter or the loss became NaN or inf; ``net`` keeps the last finite
+        parameters.
+    TrainingInterrupted
+        Ctrl-C; ``net`` keeps the last completed epoch (also on disk with
+        ``checkpoint``).
     """
     impl = get_backend(backend)
     epochs = v.check_positive_int(epochs, "epochs")
@@ -88,6 +147,7 @@ def fit(net, X, y, *, epochs, batch_size, eta, lmbda=0.0, backend="numba", shuff
     Y = np.ascontiguousarray(net._check_targets(X, y))
     labels = Y.argmax(axis=1)
     n = X.shape[0]
+    validation = None
     if validation_data is not None:
         try:
             X_val, y_val = validation_data
@@ -95,49 +155,122 @@ def fit(net, X, y, *, epochs, batch_size, eta, lmbda=0.0, backend="numba", shuff
             raise TypeError("validation_data: expected a pair (X_val, y_val)") from None
         X_val = net._check_X(X_val, name="validation_data[0]")
         Y_val = net._check_targets(X_val, y_val, name="validation_data[1]")
-        labels_val = Y_val.argmax(axis=1)
+        validation = (X_val, Y_val, Y_val.argmax(axis=1))
+    watchers = _watchers(callbacks, early_stopping, validation, monitor)
     if seed is not None:
         net.rng = np.random.default_rng(seed)
+    show_progress = sys.stderr.isatty() if progress is None else bool(progress)
 
     compile_seconds = _compile(impl, net)
     previous = getattr(net, "history", None)
-    first_epoch = 1 if previous is None or previous.empty else int(previous["epoch"].iloc[-1]) + 1
+    previous = None if previous is None or previous.empty else previous
+    first_epoch = 1 if previous is None else int(previous["epoch"].iloc[-1]) + 1
     rows = []
-    for epoch in range(first_epoch, first_epoch + epochs):
-        order = net.rng.permutation(n) if shuffle else np.arange(n)
-        before = net.params.copy()
-        start = time.perf_counter()
-        bad_batch = impl.sgd_epoch(net, X, Y, order, batch_size, eta, lmbda, n)
-        seconds = time.perf_counter() - start
-        if bad_batch >= 0:
-            _restore_before(net, impl, before, X, Y, order, batch_size, bad_batch, eta, lmbda, n)
-            raise TrainingDiverged(
-                f"training diverged in epoch {epoch}, mini-batch {bad_batch} (rows "
-                f"{bad_batch * batch_size}..{min((bad_batch + 1) * batch_size, n) - 1} of the epoch's order): "
-                f"a parameter became NaN or inf with eta={eta}. The network keeps the parameters "
-                "from before that mini-batch; try a smaller eta.",
-                epoch=epoch, batch=bad_batch,
-            )
-        row = {"epoch": epoch, "seconds": seconds, "examples_per_second": n / seconds if seconds > 0 else np.inf}
-        if monitor:
-            row["train_loss"], row["train_accuracy"] = loss_and_accuracy(net, X, Y, labels, lmbda, n)
-            if not np.isfinite(row["train_loss"]):
+    history = pd.DataFrame()
+    try:
+        for epoch in range(first_epoch, first_epoch + epochs):
+            rng_state = net.rng.bit_generator.state
+            before = net.params.copy()
+            try:
+                order = net.rng.permutation(n) if shuffle else np.arange(n)
+                seconds, bad_batch = _run_epoch(impl, net, X, Y, order, batch_size, eta, lmbda,
+                                                show_progress, f"epoch {epoch}")
+            except KeyboardInterrupt:
                 net.params[...] = before
+                net.rng.bit_generator.state = rng_state
+                raise
+            if bad_batch >= 0:
+                _restore_before(net, impl, before, X, Y, order, batch_size, bad_batch, eta, lmbda, n)
                 raise TrainingDiverged(
-                    f"training diverged in epoch {epoch}: the training loss is {row['train_loss']}. "
-                    f"The network keeps the parameters from before epoch {epoch}; try a smaller eta.",
-                    epoch=epoch, batch=None,
+                    f"training diverged in epoch {epoch}, mini-batch {bad_batch} (rows "
+                    f"{bad_batch * batch_size}..{min((bad_batch + 1) * batch_size, n) - 1} of the epoch's "
+                    f"order): a parameter became NaN or inf with eta={eta}. The network keeps the "
+                    "parameters from before that mini-batch; try a smaller eta.",
+                    epoch=epoch, batch=bad_batch,
                 )
-            if validation_data is not None:
-                row["val_loss"], row["val_accuracy"] = loss_and_accuracy(
-                    net, X_val, Y_val, labels_val, lmbda, n)
-        rows.append(row)
+            row = {"epoch": epoch, "seconds": seconds,
+                   "examples_per_second": n / seconds if seconds > 0 else np.inf}
+            if monitor:
+                loss, accuracy, norms = evaluate(net, X, Y, labels, lmbda, n, gradient_norms=True)
+                if not np.isfinite(loss):
+                    net.params[...] = before
+                    raise TrainingDiverged(
+                        f"training diverged in epoch {epoch}: the training loss is {loss}. The network "
+                        f"keeps the parameters from before epoch {epoch}; try a smaller eta.",
+                        epoch=epoch, batch=None,
+                    )
+                row["train_loss"], row["train_accuracy"] = loss, accuracy
+                if validation is not None:
+                    row["val_loss"], row["val_accuracy"], _ = evaluate(net, *validation, lmbda, n)
+                row.update({f"grad_norm_{l}": norm for l, norm in enumerate(norms)})
+            rows.append(row)
+            history = _history_frame(rows, compile_seconds, impl.name)
+            net.history = history if previous is None else pd.concat([previous, history], ignore_index=True)
+            if checkpoint is not None:
+                net.save(checkpoint)
+            stop = False
+            for watch in watchers:
+                stop = bool(watch(net, history)) or stop
+            if stop:
+                break
+    except KeyboardInterrupt:
+        done = rows[-1]["epoch"] if rows else first_epoch - 1
+        where = f"; saved in {checkpoint}" if checkpoint is not None and rows else ""
+        message = (f"training interrupted during epoch {done + 1}: the network holds the parameters "
+                   f"after epoch {done}{where}")
+        print(f"mbtrain: {message}", file=sys.stderr)
+        raise TrainingInterrupted(message, epoch=done, checkpoint=checkpoint if rows else None) from None
+    finally:
+        for watch in watchers:
+            if isinstance(watch, EarlyStopping):
+                watch.finish(net)
+    return history if rows else _history_frame(rows, compile_seconds, impl.name)
 
-    history = pd.DataFrame(rows)
+
+def _watchers(callbacks, early_stopping, validation, monitor):
+    if callable(callbacks):
+        callbacks = [callbacks]
+    watchers = list(callbacks or ())
+    for i, cb in enumerate(watchers):
+        if not callable(cb):
+            raise TypeError(f"callbacks[{i}]: expected a callable (net, history) -> bool, got {cb!r}")
+    if early_stopping is not None:
+        if not isinstance(early_stopping, EarlyStopping):
+            early_stopping = EarlyStopping(patience=early_stopping)
+        if validation is None or not monitor:
+            raise ValueError("early_stopping: needs validation_data and monitor=True")
+        early_stopping.reset()
+        watchers.append(early_stopping)
+    return watchers
+
+
+def _run_epoch(impl, net, X, Y, order, batch_size, eta, lmbda, show_progress, label):
+    """One epoch; returns ``(seconds, bad_batch)``; several calls when showing progress."""
+    n = X.shape[0]
+    if not show_progress:
+        start = time.perf_counter()
+        bad = impl.sgd_epoch(net, X, Y, order, batch_size, eta, lmbda, n)
+        return time.perf_counter() - start, bad
+    from tqdm.auto import tqdm
+
+    n_batches = -(-len(order) // batch_size)
+    step = max(1, -(-n_batches // _PROGRESS_STEPS)) * batch_size  # rows per call, whole batches
+    seconds = 0.0
+    with tqdm(total=len(order), desc=label, unit="ex", unit_scale=True, leave=False, file=sys.stderr) as bar:
+        for offset in range(0, len(order), step):
+            start = time.perf_counter()
+            bad = impl.sgd_epoch(net, X, Y, order[offset:offset + step], batch_size, eta, lmbda, n)
+            seconds += time.perf_counter() - start
+            if bad >= 0:
+                return seconds, offset // batch_size + bad
+            bar.update(min(step, len(order) - offset))
+    return seconds, -1
+
+
+def _history_frame(rows, compile_seconds, backend):
+    history = pd.DataFrame(rows, columns=None if rows else ["epoch", "seconds", "examples_per_second"])
     history.attrs["compile_seconds"] = compile_seconds
-    history.attrs["backend"] = impl.name
-    net.history = history if previous is None or previous.empty else pd.concat(
-        [previous, history], ignore_index=True)
+    history.attrs["backend"] = backend
     return history
 
 
