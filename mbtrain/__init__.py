@@ -6,6 +6,7 @@ Public API::
     history = net.fit(X, y, epochs=10, batch_size=10, eta=3.0)
     mbtrain.gradcheck(net, X[:8], y[:8]).table
 """
+from . import datasets
 from .backends import BACKENDS, DEFAULT_BACKEND
 from .costs import COSTS, Cost, register_cost
 from .gradcheck import GradcheckResult, gradcheck
@@ -19,5 +20,5 @@ __version__ = "0.1.0"
 __all__ = [
     "BACKENDS", "COSTS", "Cost", "DEFAULT_BACKEND", "EarlyStopping", "GradcheckResult",
     "ModelFormatError", "Network", "TrainingDiverged", "TrainingInterrupted", "gradcheck", "load",
-    "register_cost", "__version__",
+    "datasets", "register_cost", "__version__",
 ]

@@ -12,6 +12,7 @@ import sys
 COMMAND_MODULES = (
     "mbtrain.commands.gradcheck",
     "mbtrain.commands.train",
+    "mbtrain.bench.cli",
 )
 
 
@@ -43,6 +44,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. piped into `head`: stop quietly, as Unix tools do
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -94,6 +94,26 @@ class Network:
     def n_params(self) -> int:
         return self.layout.size
 
+    def get_params(self) -> np.ndarray:
+        """A copy of the flat parameter vector (float64, for optimizers).
+
+        Order, layer after layer: ``W_0`` row-major ``(n_1, n_0)``, ``b_0``,
+        ``W_1``, ``b_1``, ... (see :mod:`mbtrain.params`).
+        """
+        return self.params.astype(np.float64)
+
+    def set_params(self, theta) -> None:
+        """Set every parameter from a flat vector in :meth:`get_params`'s order."""
+        theta = np.asarray(theta)
+        if theta.shape != (self.layout.size,):
+            raise ValueError(f"theta: expected a flat vector of {self.layout.size} parameters "
+                             f"for sizes {list(self.sizes)}, got shape {theta.shape}")
+        if theta.dtype.kind not in "iuf":
+            raise TypeError(f"theta: expected a numeric vector, got dtype {theta.dtype}")
+        if not np.isfinite(theta).all():
+            raise ValueError(f"theta: entry {int(np.argmax(~np.isfinite(theta)))} is NaN or inf")
+        self.params[...] = theta
+
     def copy(self) -> "Network":
         """An independent copy (parameters and random stream)."""
         return self.astype(self.dtype)
@@ -190,6 +210,15 @@ class Network:
         return fit(self, X, y, epochs=epochs, batch_size=batch_size, eta=eta, lmbda=lmbda,
                    backend=backend, shuffle=shuffle, seed=seed,
                    validation_data=validation_data, **options)
+
+    def fit_full_batch(self, X, y, method="L-BFGS-B", maxiter=200, lmbda=0.0, **options):
+        """Train on the whole set with ``scipy.optimize.minimize`` (L-BFGS-B, TNC, BFGS, CG).
+
+        See :func:`mbtrain.optimize.fit_full_batch`; scipy is an optional extra.
+        """
+        from .optimize import fit_full_batch
+
+        return fit_full_batch(self, X, y, method=method, maxiter=maxiter, lmbda=lmbda, **options)
 
     # -- persistence ----------------------------------------------------------
     def save(self, path, format="npz"):

@@ -1,51 +1,150 @@
-"""``mbtrain train``: train a network on a data set and report test accuracy."""
+"""``mbtrain train`` and ``mbtrain evaluate``: train on a data set, evaluate a saved model."""
 from __future__ import annotations
 
+import argparse
 import sys
-
-import numpy as np
+from pathlib import Path
 
 from . import _args
+from ._data import DATASET_CHOICES, confusion_matrix, load_dataset, validation_split
 
-EXAMPLE = """example:
-  mbtrain train --dataset synthetic --sizes 16,20,4 --epochs 5 --batch-size 10 --eta 3.0"""
+TRAIN_EXAMPLE = """examples:
+  mbtrain train --dataset digits --sizes 64,30,10 --epochs 10 --batch-size 10 --eta 3.0 --out digits.npz
+  mbtrain train --dataset fashion-mnist --sizes 784,100,10 --cost cross_entropy --epochs 10 \\
+      --batch-size 10 --eta 0.5 --lmbda 5.0 --out model.npz
+
+The model is saved (atomically) after every epoch, so Ctrl-C keeps the last
+completed epoch; the history goes to OUT with the suffix .history.csv."""
+
+EVALUATE_EXAMPLE = """example:
+  mbtrain evaluate model.npz --dataset fashion-mnist"""
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a network and report test accuracy",
-                              description=__doc__, epilog=EXAMPLE, formatter_class=_args.Formatter)
-    p.add_argument("--dataset", default="synthetic", help="synthetic (generated blobs)")
-    p.add_argument("--sizes", type=_args.sizes, default=[16, 20, 4], help="layer widths")
+                              description="Train a network by mini-batch SGD on a data set, report "
+                                          "test accuracy, save the model and its history.",
+                              epilog=TRAIN_EXAMPLE, formatter_class=_args.Formatter)
+    p.add_argument("--dataset", default="synthetic", choices=DATASET_CHOICES,
+                   help="data set; synthetic is generated blobs")
+    p.add_argument("--data-dir", help="directory searched first for the data set's files")
+    p.add_argument("--sizes", type=_args.sizes,
+                   help="layer widths; default: the data set's inputs, 30 hidden, its classes")
     p.add_argument("--cost", default="quadratic", help="quadratic, cross_entropy or softmax")
     p.add_argument("--init", default="gaussian", help="gaussian or scaled")
     p.add_argument("--epochs", type=_args.positive_int, default=5)
     p.add_argument("--batch-size", type=_args.positive_int, default=10)
     p.add_argument("--eta", type=_args.positive_float, default=3.0, help="learning rate")
     p.add_argument("--lmbda", type=_args.nonnegative_float, default=0.0, help="L2 strength")
+    p.add_argument("--validation", default="0.1", type=_validation_spec,
+                   help="validation rows held out of the training set: a count, a fraction, "
+                        "'book' (the last 10,000) or 0 for none")
+    p.add_argument("--early-stopping", type=_args.positive_int, metavar="PATIENCE",
+                   help="stop when validation accuracy has not improved for PATIENCE epochs")
     p.add_argument("--backend", default="numba", help="loop, numpy or numba")
-    p.add_argument("--dtype", default="float32", help="float32 or float64")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=run)
+    p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    p.add_argument("--seed", type=int, default=0, help="initialization, validation split and shuffle")
+    p.add_argument("--out", type=Path, help="save the model here (.npz); history beside it")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_train)
+
+    e = subparsers.add_parser("evaluate", help="accuracy and confusion matrix of a saved model",
+                              description="Evaluate a saved model (mbtrain .npz or the book's network2 "
+                                          "JSON) on a data set's test rows.",
+                              epilog=EVALUATE_EXAMPLE, formatter_class=_args.Formatter)
+    e.add_argument("model", type=Path, help="a saved model")
+    e.add_argument("--dataset", required=True, choices=DATASET_CHOICES)
+    e.add_argument("--data-dir", help="directory searched first for the data set's files")
+    e.add_argument("--seed", type=int, default=0, help="seed of the synthetic data set")
+    e.set_defaults(func=run_evaluate)
 
 
-def run(args) -> int:
-    from .. import Network
-    from ..synthetic import make_blobs
-
-    if args.dataset != "synthetic":
-        print(f"mbtrain train: error: --dataset: unknown data set {args.dataset!r}", file=sys.stderr)
-        return 2
-    X, y = make_blobs(n_samples=2500, n_features=args.sizes[0], n_classes=args.sizes[-1],
-                      dtype=args.dtype, seed=args.seed)
-    X_train, y_train, X_test, y_test = X[:2000], y[:2000], X[2000:], y[2000:]
+def _validation_spec(text: str) -> str:
+    if text in ("0", "none", "book"):
+        return text
     try:
-        net = Network(args.sizes, cost=args.cost, init=args.init, dtype=args.dtype, seed=args.seed)
-        history = net.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size, eta=args.eta,
-                          lmbda=args.lmbda, backend=args.backend, validation_data=(X_test, y_test))
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count, a fraction, 'book' or 0, got {text!r}") from None
+    if not (0 < value < 1 or (value >= 1 and value == int(value))):
+        raise argparse.ArgumentTypeError(f"expected a whole count >= 1 or a fraction in (0, 1), got {text!r}")
+    return text
+
+
+def _fail(command: str, exc: BaseException) -> int:
+    print(f"mbtrain {command}: error: {exc}", file=sys.stderr)
+    return 2
+
+
+def run_train(args) -> int:
+    from .. import Network, TrainingDiverged, TrainingInterrupted
+
+    n_features = args.sizes[0] if args.sizes else None
+    n_classes = args.sizes[-1] if args.sizes else None
+    try:
+        X_train, y_train, X_test, y_test = load_dataset(args.dataset, args.dtype, args.data_dir,
+                                                        n_features, n_classes, seed=args.seed)
+        sizes = args.sizes or [X_train.shape[1], 30, int(max(y_train.max(), y_test.max())) + 1]
+        if sizes[0] != X_train.shape[1]:
+            raise ValueError(f"--sizes: the input width is {sizes[0]} but {args.dataset} rows have "
+                             f"{X_train.shape[1]} features")
+        X_fit, y_fit, validation = validation_split(X_train, y_train, args.validation, args.seed)
+        if args.early_stopping and validation is None:
+            raise ValueError("--early-stopping: needs validation rows (--validation must not be 0)")
+        net = Network(sizes, cost=args.cost, init=args.init, dtype=args.dtype, seed=args.seed)
+        if args.out is not None and args.out.parent and not args.out.parent.is_dir():
+            raise ValueError(f"--out: the directory {args.out.parent} does not exist")
+    except (ValueError, TypeError, OSError) as exc:
+        return _fail("train", exc)
+
+    val_note = f", {len(validation[1])} validation rows" if validation else ""
+    print(f"training {net} on {len(y_fit)} rows of {args.dataset}{val_note}: {args.epochs} epochs, "
+          f"batch size {args.batch_size}, eta {args.eta}, lmbda {args.lmbda}, backend {args.backend}")
+    try:
+        history = net.fit(X_fit, y_fit, epochs=args.epochs, batch_size=args.batch_size, eta=args.eta,
+                          lmbda=args.lmbda, backend=args.backend, validation_data=validation,
+                          early_stopping=args.early_stopping, checkpoint=args.out,
+                          progress=False if args.quiet else None)
+    except TrainingInterrupted:
+        return 130
+    except TrainingDiverged as exc:
+        return _fail("train", exc)
     except (ValueError, TypeError) as exc:
-        print(f"mbtrain train: error: {exc}", file=sys.stderr)
-        return 2
-    with np.printoptions(precision=4):
-        print(history.to_string(index=False))
-    print(f"test accuracy {net.score(X_test, y_test):.4f} ({len(y_test)} rows, data set {args.dataset})")
+        return _fail("train", exc)
+    shown = [c for c in ("epoch", "seconds", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
+             if c in history]
+    print(history[shown].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"compile time {history.attrs['compile_seconds']:.2f} s (apart from the epoch times above)")
+    saved = ""
+    if args.out is not None:
+        net.save(args.out)  # early stopping may have restored an earlier epoch's parameters
+        history_path = args.out.with_suffix(".history.csv")
+        net.history.to_csv(history_path, index=False)
+        saved = f"; model saved to {args.out}, history to {history_path}"
+    print(f"test accuracy {net.score(X_test, y_test):.4f} on {len(y_test)} test rows of {args.dataset}{saved}")
+    return 0
+
+
+def run_evaluate(args) -> int:
+    import mbtrain
+
+    try:
+        net = mbtrain.load(args.model)
+        X_train, y_train, X_test, y_test = load_dataset(args.dataset, net.dtype.name, args.data_dir,
+                                                        net.sizes[0], net.sizes[-1], seed=args.seed)
+        if X_test.shape[1] != net.sizes[0]:
+            raise ValueError(f"{args.model}: the model takes {net.sizes[0]} inputs but {args.dataset} rows have "
+                             f"{X_test.shape[1]} features")
+        if y_test.max() >= net.sizes[-1]:
+            raise ValueError(f"{args.model}: the model has {net.sizes[-1]} outputs but {args.dataset} has "
+                             f"label {int(y_test.max())}")
+    except (ValueError, TypeError, OSError) as exc:
+        return _fail("evaluate", exc)
+    predicted = net.predict(X_test)
+    accuracy = float((predicted == y_test).mean())
+    print(f"{args.model}: {net}")
+    print(f"test accuracy {accuracy:.4f} on {len(y_test)} test rows of {args.dataset}; "
+          f"test loss {net.loss(X_test, y_test):.4f}")
+    print("confusion matrix (rows: true class, columns: predicted class):")
+    print(confusion_matrix(y_test, predicted, net.sizes[-1]).to_string())
     return 0

@@ -1,0 +1,37 @@
+"""Data sets for mbtrain: named loaders, readers for the usual file formats, validation splits.
+
+Shape legend: ``n`` examples, ``f`` features per example (784 for 28x28 images,
+64 for the 8x8 digits). Every reader returns ``X`` ``(n, f)`` in ``float32``
+(default) or ``float64``, scaled to [0, 1], and ``y`` ``(n,)`` int64::
+
+    X_train, y_train, X_test, y_test = mbtrain.datasets.load("fashion-mnist")
+    X_train, y_train, X_val, y_val = mbtrain.datasets.book_split(X_train, y_train)
+
+Modules, one concern each:
+
+- :mod:`~mbtrain.datasets.catalog`: named data sets (``load``), search path, cache;
+- :mod:`~mbtrain.datasets.idx`: the IDX format of MNIST, Fashion-MNIST, KMNIST;
+- :mod:`~mbtrain.datasets.book_pickle`: the book's ``mnist.pkl.gz``, unpickled safely;
+- :mod:`~mbtrain.datasets.npz`: ``.npz`` archives (``x_train, y_train, x_test, y_test``);
+- :mod:`~mbtrain.datasets.csvfile`: CSV with a label column;
+- :mod:`~mbtrain.datasets.remote`: verified, atomic downloads from mirrors;
+- :mod:`~mbtrain.datasets.splits`: validation splits.
+
+Every error about a file is a :class:`DataFormatError` (a ``ValueError``)
+whose message starts with the file's path.
+"""
+from ._io import DataFormatError
+from .book_pickle import RestrictedUnpickler, UnsafePickleError, read_book_pickle
+from .catalog import DATASETS, cache_dir, load, locate, search_dirs
+from .csvfile import read_csv
+from .idx import read_idx, read_idx_images, read_idx_labels, read_idx_pair
+from .npz import read_npz
+from .remote import DownloadError, download, download_file
+from .splits import book_split, train_validation_split
+
+__all__ = [
+    "DATASETS", "DataFormatError", "DownloadError", "RestrictedUnpickler", "UnsafePickleError",
+    "book_split", "cache_dir", "download", "download_file", "load", "locate", "read_book_pickle",
+    "read_csv", "read_idx", "read_idx_images", "read_idx_labels", "read_idx_pair", "read_npz",
+    "search_dirs", "train_validation_split",
+]

@@ -1,0 +1,221 @@
+"""The IDX format of MNIST, Fashion-MNIST and KMNIST (``*-idx3-ubyte``, ``*-idx1-ubyte``, gzipped or not).
+
+Layout (all integers big-endian)::
+
+    bytes 0-1   zero
+    byte  2     type code: 0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32, 0x0D float32, 0x0E float64
+    byte  3     number of dimensions d
+    4 * d       the size of each dimension, uint32
+    ...         the items, row-major
+
+Shapes: ``n`` examples, ``f = rows * cols`` pixels per example (784 for 28x28).
+
+Every check on the header happens before the payload is converted: the sizes
+the header declares are compared with the bytes the file really holds, so a
+corrupted header claiming 10^12 items fails at once instead of allocating.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._validation import check_dtype
+from ._convert import integer_labels, scale_to_unit
+from ._io import DataFormatError, as_path, gunzip, is_gzip
+
+IDX_TYPES = {
+    0x08: np.dtype("u1"),
+    0x09: np.dtype("i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+@dataclass(frozen=True)
+class IdxHeader:
+    """What an IDX header declares: item dtype, shape, and where the items start."""
+
+    type_code: int
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    offset: int
+
+    @property
+    def payload_bytes(self) -> int:
+        # Python ints: a hostile header cannot overflow the product.
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def parse_header(data, path, file_size: int) -> IdxHeader:
+    """Parse and check an IDX header against the file's real size (in bytes, decompressed).
+
+    Parameters
+    ----------
+    data : bytes-like
+        At least the first ``4 + 4 * 255`` bytes of the (decompressed) file, or all of it.
+    path : path, for error messages
+    file_size : int
+        The real (decompressed) size of the file.
+    """
+    if file_size < 4:
+        raise DataFormatError(f"{path}: not an IDX file: only {file_size} bytes, the header alone needs 4")
+    zero, type_code, ndim = int.from_bytes(data[0:2], "big"), data[2], data[3]
+    if zero != 0:
+        hint = " (it looks like a gzip file that failed to decompress)" if bytes(data[:2]) == b"\x1f\x8b" else ""
+        raise DataFormatError(
+            f"{path}: not an IDX file: bytes 0-1 of the magic number must be 0, got "
+            f"{bytes(data[:4]).hex(' ')}{hint}"
+        )
+    if type_code not in IDX_TYPES:
+        known = ", ".join(f"0x{c:02X}" for c in IDX_TYPES)
+        raise DataFormatError(f"{path}: unknown IDX type code 0x{type_code:02X} at byte 2 (known: {known})")
+    if ndim == 0:
+        raise DataFormatError(f"{path}: IDX header declares 0 dimensions (byte 3)")
+    offset = 4 + 4 * ndim
+    if file_size < offset:
+        raise DataFormatError(
+            f"{path}: truncated IDX header: {ndim} dimensions need {offset} header bytes, the file has {file_size}"
+        )
+    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    header = IdxHeader(type_code, IDX_TYPES[type_code], shape, offset)
+    expected = offset + header.payload_bytes
+    if file_size < expected:
+        raise DataFormatError(
+            f"{path}: truncated or corrupted: the header declares shape {shape} of "
+            f"{header.dtype.name}, i.e. {expected:,} bytes, but the file holds {file_size:,}"
+        )
+    if file_size > expected:
+        raise DataFormatError(
+            f"{path}: corrupted: {file_size - expected:,} unexpected bytes after the "
+            f"{expected:,} that the header (shape {shape}, {header.dtype.name}) declares"
+        )
+    return header
+
+
+def _read_checked(path) -> tuple[IdxHeader, bytes]:
+    """Header and the whole (decompressed) file content, checked against each other."""
+    path = as_path(path)
+    if is_gzip(path):
+        # The decompressed size is only known by decompressing; that costs what the
+        # file really holds, and the header is checked before anything else is built.
+        data = gunzip(path)
+        return parse_header(data, path, len(data)), data
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(4 + 4 * 255)
+        header = parse_header(head, path, size)  # fails before the payload is read
+        f.seek(0)
+        data = f.read()
+    if len(data) != size:
+        raise DataFormatError(f"{path}: file changed while being read ({size:,} bytes, then {len(data):,})")
+    return header, data
+
+
+def read_idx(path) -> np.ndarray:
+    """Any IDX file as an array of the shape and type its header declares.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An IDX file, gzipped or not (recognised by content, not by name).
+
+    Returns
+    -------
+    ndarray
+        Shape as declared, dtype as the type code says (``uint8`` for MNIST).
+        Single-byte types are a read-only view over the file content (no copy);
+        multi-byte types are converted to native byte order.
+
+    Raises
+    ------
+    DataFormatError (a ValueError)
+        Wrong magic number, unknown type code, truncated or over-long file,
+        damaged gzip stream; the message names the file.
+    """
+    header, data = _read_checked(path)
+    items = np.frombuffer(data, dtype=header.dtype, offset=header.offset).reshape(header.shape)
+    if header.dtype.itemsize > 1:
+        items = items.astype(header.dtype.newbyteorder("="))
+    return items
+
+
+def _uint8_items(path, header: IdxHeader, data: bytes, role: str) -> np.ndarray:
+    if header.type_code != 0x08:
+        raise DataFormatError(
+            f"{path}: {role} must be unsigned bytes (IDX type code 0x08), got 0x{header.type_code:02X} "
+            f"({header.dtype.name})"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header.offset)
+
+
+def _image_pixels(path) -> np.ndarray:
+    """The uint8 pixels of an IDX image file, ``(n, f)``, a read-only view over its bytes."""
+    path = as_path(path)
+    header, data = _read_checked(path)
+    if len(header.shape) < 2:
+        raise DataFormatError(
+            f"{path}: an image file needs at least 2 dimensions (n, rows, cols), the header declares "
+            f"shape {header.shape} (is this a labels file?)"
+        )
+    return _uint8_items(path, header, data, "images").reshape(header.shape[0], -1)
+
+
+def read_idx_images(path, dtype="float32") -> np.ndarray:
+    """An IDX image file as float rows in [0, 1].
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        e.g. ``train-images-idx3-ubyte.gz``: uint8 items, shape ``(n, rows, cols)``
+        (any number of dimensions >= 2; all but the first are flattened).
+    dtype : {"float32", "float64"}
+
+    Returns
+    -------
+    X : ndarray, ``(n, rows * cols)``, ``dtype``, values ``pixel / 255``
+        The only array of ``dtype`` ever allocated: the file's bytes are viewed,
+        not copied, and converted once into ``X``.
+    """
+    check_dtype(dtype)
+    return scale_to_unit(_image_pixels(path), 255, dtype)
+
+
+def read_idx_labels(path) -> np.ndarray:
+    """An IDX label file as an int64 vector ``(n,)``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        e.g. ``train-labels-idx1-ubyte.gz``: uint8 items, shape ``(n,)``.
+    """
+    path = as_path(path)
+    header, data = _read_checked(path)
+    if len(header.shape) != 1:
+        raise DataFormatError(
+            f"{path}: a label file has 1 dimension, the header declares shape {header.shape} "
+            f"(is this an image file?)"
+        )
+    return integer_labels(_uint8_items(path, header, data, "labels"), str(path))
+
+
+def read_idx_pair(images_path, labels_path, dtype="float32") -> tuple[np.ndarray, np.ndarray]:
+    """Images and their labels, checked to have one label per image.
+
+    Returns
+    -------
+    X : ndarray, ``(n, f)``, ``dtype``, in [0, 1]
+    y : ndarray, ``(n,)``, int64
+    """
+    check_dtype(dtype)
+    y = read_idx_labels(labels_path)
+    pixels = _image_pixels(images_path)
+    if pixels.shape[0] != y.shape[0]:  # checked before the float array is allocated
+        raise DataFormatError(
+            f"{images_path}: holds {pixels.shape[0]:,} images but {labels_path} holds {y.shape[0]:,} labels"
+        )
+    return scale_to_unit(pixels, 255, dtype), y
