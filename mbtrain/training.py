@@ -251,7 +251,7 @@ def _run_epoch(impl, net, X, Y, order, batch_size, eta, lmbda, show_progress, la
         start = time.perf_counter()
         bad = impl.sgd_epoch(net, X, Y, order, batch_size, eta, lmbda, n)
         return time.perf_counter() - start, bad
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # the text bar: tqdm.auto wants ipywidgets in notebooks
 
     n_batches = -(-len(order) // batch_size)
     step = max(1, -(-n_batches // _PROGRESS_STEPS)) * batch_size  # rows per call, whole batches
