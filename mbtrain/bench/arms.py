@@ -1,0 +1,333 @@
+"""Benchmark arms: the ways of running one SGD epoch that ``mbtrain bench`` compares.
+
+An arm is registered under a name in :data:`ARMS` and, for one network and
+data set, hands out a *runner* that owns its own copy of the parameters::
+
+    arm = get_arm("numba")
+    runner = arm.runner(net, X, Y)      # copies net's parameters, casts data once
+    runner.epoch(order, batch_size, eta, lmbda, n)
+    runner.params()                     # flat vector in mbtrain's layout
+    runner.reset()                      # back to the weights it started from
+
+``X`` is ``(n_samples, n_features)`` in the network's dtype and ``Y`` the
+one-hot target matrix ``(n_samples, n_classes)``; ``order`` is an int64 array
+of row indices. The book's update rule is
+``w <- (1 - eta*lmbda/n) w - (eta/m) sum grad C_x`` (biases not decayed).
+
+Kinds of arm:
+
+- ``"reference"``: the per-example ``loop`` backend, the oracle every other arm
+  is checked against;
+- ``"backend"``: mbtrain's own matrix backends (``numpy``, ``numba``);
+- ``"peer"``: other libraries running the same network from the same weights
+  and batch order (``torch``; ``sklearn``, which trains its own loss).
+
+A test (or a user) can add an arm with :func:`register_arm`; the harness checks
+every arm against the reference before timing it, so a wrong arm is reported,
+not timed.
+"""
+from __future__ import annotations
+
+import importlib.util
+import time
+
+import numpy as np
+
+from ..backends import get_backend
+
+ARMS: dict[str, "Arm"] = {}
+
+
+def register_arm(arm: "Arm") -> "Arm":
+    """Add ``arm`` to :data:`ARMS` under ``arm.name`` (replacing one of that name)."""
+    ARMS[arm.name] = arm
+    return arm
+
+
+def get_arm(name: str) -> "Arm":
+    """The arm registered under ``name``."""
+    try:
+        return ARMS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"arms: unknown arm {name!r}; choose from {sorted(ARMS)}") from None
+
+
+class Arm:
+    """Interface of an arm; subclasses set the attributes and implement :meth:`runner`.
+
+    Attributes
+    ----------
+    name : str
+    kind : {"reference", "backend", "peer"}
+    description : str
+        One line for the report (what it is, what loss it trains).
+    """
+
+    name = ""
+    kind = "backend"
+    description = ""
+
+    def unavailable_reason(self, net) -> str | None:
+        """Why this arm cannot run ``net`` here (library missing, cost unsupported), or None."""
+        return None
+
+    def loss_name(self, net) -> str:
+        """The loss this arm trains for ``net`` (``net.cost.name`` unless it is a peer with its own)."""
+        return net.cost.name
+
+    def compile(self, net) -> float:
+        """Compile or load whatever the arm needs for ``net``'s dtype and cost; returns seconds."""
+        return 0.0
+
+    def runner(self, net, X, Y):
+        raise NotImplementedError
+
+    def set_threads(self, n_threads: int):
+        """Set the arm's own thread pool to ``n_threads``; returns a function that restores it."""
+        return lambda: None
+
+    def thread_info(self) -> dict:
+        """Thread counts the arm runs with, for the report."""
+        return {}
+
+
+class BackendRunner:
+    """Runner for an mbtrain backend: works on a copy of the network."""
+
+    def __init__(self, backend, net, X, Y):
+        self.backend = backend
+        self.net = net.copy()
+        self.initial = net.params.copy()
+        self.X = np.ascontiguousarray(X, dtype=net.dtype)
+        self.Y = np.ascontiguousarray(Y, dtype=net.dtype)
+
+    def epoch(self, order, batch_size, eta, lmbda, n):
+        bad = self.backend.sgd_epoch(self.net, self.X, self.Y, order, batch_size, eta, lmbda, n)
+        if bad >= 0:
+            raise FloatingPointError(f"{self.backend.name}: diverged in mini-batch {bad}")
+
+    def params(self) -> np.ndarray:
+        return self.net.params.copy()
+
+    def reset(self) -> None:
+        self.net.params[...] = self.initial
+
+
+class BackendArm(Arm):
+    """An mbtrain backend (``loop``, ``numpy``, ``numba``) as an arm."""
+
+    def __init__(self, name, kind="backend", description=""):
+        self.name = name
+        self.kind = kind
+        self.description = description
+
+    def runner(self, net, X, Y):
+        return BackendRunner(get_backend(self.name), net, X, Y)
+
+
+class NumbaArm(BackendArm):
+    def __init__(self):
+        super().__init__("numba", description="mbtrain's numba backend: one jitted call per epoch")
+
+    def unavailable_reason(self, net):
+        if net.cost.kernel_id is None:
+            return f"no numba kernel for cost {net.cost.name!r}"
+        return None
+
+    def compile(self, net):
+        from ..backends.numba_matrix import compile_kernels
+
+        return compile_kernels(net.dtype.name, net.cost.name)
+
+    def set_threads(self, n_threads):
+        import numba
+
+        previous = numba.get_num_threads()
+        numba.set_num_threads(min(n_threads, numba.config.NUMBA_NUM_THREADS))
+        return lambda: numba.set_num_threads(previous)
+
+    def thread_info(self):
+        import numba
+
+        return {"numba_threads": numba.get_num_threads()}
+
+
+# -- torch --------------------------------------------------------------------------
+
+
+class TorchRunner:
+    """The same network in PyTorch (CPU): autograd for the gradient, ``torch.optim.SGD`` for the step.
+
+    The book's L2 rule is SGD's ``weight_decay = lmbda / n`` on the weights only
+    (``w <- w - eta (g + (lmbda/n) w) = (1 - eta lmbda/n) w - eta g``); biases are
+    in a parameter group without decay. The loss is the mean over the
+    mini-batch, so ``eta * grad`` is the book's ``(eta/m) sum grad C_x``.
+    """
+
+    def __init__(self, net, X, Y):
+        import torch
+
+        self.torch = torch
+        self.net = net
+        self.dtype = torch.float32 if net.dtype == np.float32 else torch.float64
+        self.initial = net.params.copy()
+        self.X = torch.from_numpy(np.ascontiguousarray(X, dtype=net.dtype))
+        self.Y = torch.from_numpy(np.ascontiguousarray(Y, dtype=net.dtype))
+        self.weights = [torch.nn.Parameter(torch.from_numpy(w.copy())) for w in net.weights]
+        self.biases = [torch.nn.Parameter(torch.from_numpy(b.copy())) for b in net.biases]
+        self.cost = net.cost.name
+        self._optimizer = None
+        self._optimizer_key = None
+
+    def _loss(self, A, Y):
+        F = self.torch.nn.functional
+        last = len(self.weights) - 1
+        for l, (w, b) in enumerate(zip(self.weights, self.biases)):
+            Z = F.linear(A, w, b)
+            A = Z if l == last else self.torch.sigmoid(Z)
+        if self.cost == "quadratic":
+            out = self.torch.sigmoid(A)
+            return 0.5 * ((out - Y) ** 2).sum(dim=1).mean()
+        if self.cost == "cross_entropy":
+            return F.binary_cross_entropy_with_logits(A, Y, reduction="none").sum(dim=1).mean()
+        return -(Y * F.log_softmax(A, dim=1)).sum(dim=1).mean()
+
+    def _sgd(self, eta, lmbda, n):
+        key = (eta, lmbda, n)
+        if key != self._optimizer_key:
+            self._optimizer = self.torch.optim.SGD(
+                [{"params": self.weights, "weight_decay": lmbda / n},
+                 {"params": self.biases, "weight_decay": 0.0}],
+                lr=eta, momentum=0.0)
+            self._optimizer_key = key
+        return self._optimizer
+
+    def epoch(self, order, batch_size, eta, lmbda, n):
+        torch = self.torch
+        optimizer = self._sgd(eta, lmbda, n)
+        order = torch.from_numpy(np.ascontiguousarray(order, dtype=np.int64))
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            self._loss(self.X.index_select(0, rows), self.Y.index_select(0, rows)).backward()
+            optimizer.step()
+
+    def params(self):
+        return self.net.layout.pack([w.detach().numpy() for w in self.weights],
+                                    [b.detach().numpy() for b in self.biases], self.net.dtype)
+
+    def reset(self):
+        ws, bs = self.net.layout.views(self.initial)
+        with self.torch.no_grad():
+            for p, v in zip(self.weights + self.biases, ws + bs):
+                p.copy_(self.torch.from_numpy(v))
+
+
+class TorchArm(Arm):
+    name = "torch"
+    kind = "peer"
+    description = "PyTorch CPU: autograd + torch.optim.SGD (weight decay lmbda/n on weights only), same cost"
+
+    def unavailable_reason(self, net):
+        if importlib.util.find_spec("torch") is None:
+            return "PyTorch is not installed"
+        if net.cost.name not in ("quadratic", "cross_entropy", "softmax"):
+            return f"no PyTorch version of cost {net.cost.name!r}"
+        return None
+
+    def compile(self, net):
+        start = time.perf_counter()
+        import torch  # noqa: F401  (import time is torch's start-up cost)
+
+        return time.perf_counter() - start
+
+    def runner(self, net, X, Y):
+        return TorchRunner(net, X, Y)
+
+    def set_threads(self, n_threads):
+        import torch
+
+        previous = torch.get_num_threads()
+        torch.set_num_threads(n_threads)
+        return lambda: torch.set_num_threads(previous)
+
+    def thread_info(self):
+        import torch
+
+        return {"torch_threads": torch.get_num_threads(), "torch_version": torch.__version__}
+
+
+# -- scikit-learn ---------------------------------------------------------------------
+
+
+class SklearnRunner:
+    """``MLPClassifier(solver="sgd", momentum=0, activation="logistic")`` driven by ``partial_fit``.
+
+    scikit-learn trains log-loss with a softmax output (not ``net``'s cost), so
+    it is a peer with its own loss: it is checked against the reference run
+    with the ``softmax`` cost. Its coefficients are ``(n_in, n_out)``, the
+    transpose of mbtrain's. Its L2 term is ``alpha / m`` per mini-batch of ``m``
+    rows; ``alpha = lmbda * batch_size / n`` gives the book's ``lmbda / n`` on
+    every full mini-batch. ``partial_fit`` with ``shuffle=False`` runs one
+    epoch over the rows in the order given, so each epoch receives ``X[order]``
+    (the gather is part of the timed epoch, as in the other arms).
+    """
+
+    def __init__(self, net, X, Y):
+        from sklearn.neural_network import MLPClassifier
+
+        self.net = net
+        self.initial = net.params.copy()
+        self.X = np.ascontiguousarray(X, dtype=net.dtype)
+        self.labels = np.asarray(Y).argmax(axis=1)
+        self.classes = np.arange(net.sizes[-1])
+        self.model = MLPClassifier(
+            hidden_layer_sizes=tuple(net.sizes[1:-1]), activation="logistic", solver="sgd",
+            momentum=0.0, nesterovs_momentum=False, learning_rate="constant", shuffle=False,
+            alpha=0.0, batch_size=1, learning_rate_init=1.0, early_stopping=False, max_iter=1,
+            n_iter_no_change=2 ** 30,
+        )
+        # One call to build coefs_ and the optimizer, then the shared initial weights.
+        self.model.partial_fit(self.X[:1], self.labels[:1], classes=self.classes)
+        self.reset()
+
+    def epoch(self, order, batch_size, eta, lmbda, n):
+        self.model.set_params(batch_size=batch_size, learning_rate_init=eta, alpha=lmbda * batch_size / n)
+        self.model._optimizer.learning_rate = eta  # partial_fit reuses the optimizer it built
+        self.model.partial_fit(self.X[order], self.labels[order])
+
+    def params(self):
+        return self.net.layout.pack([c.T for c in self.model.coefs_], self.model.intercepts_, self.net.dtype)
+
+    def reset(self):
+        ws, bs = self.net.layout.views(self.initial)
+        self.model.coefs_ = [np.ascontiguousarray(w.T) for w in ws]
+        self.model.intercepts_ = [b.copy() for b in bs]
+
+
+class SklearnArm(Arm):
+    name = "sklearn"
+    kind = "peer"
+    description = ("scikit-learn MLPClassifier (sgd, momentum 0, logistic): trains log-loss with a "
+                   "softmax output, its own loss")
+
+    def unavailable_reason(self, net):
+        if importlib.util.find_spec("sklearn") is None:
+            return "scikit-learn is not installed"
+        if net.sizes[-1] < 3:
+            return "scikit-learn uses a single logistic output for two classes"
+        return None
+
+    def loss_name(self, net):
+        return "softmax"  # multinomial log-loss with a softmax output
+
+    def runner(self, net, X, Y):
+        return SklearnRunner(net, X, Y)
+
+
+register_arm(BackendArm("loop", kind="reference",
+                        description="the book's per-example backprop loop (the reference)"))
+register_arm(BackendArm("numpy", description="mbtrain's matrix backprop in plain numpy (BLAS)"))
+register_arm(NumbaArm())
+register_arm(TorchArm())
+register_arm(SklearnArm())

@@ -1,0 +1,237 @@
+"""``mbtrain bench``, ``mbtrain sweep`` and ``mbtrain report``."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import signal
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from ..commands import _args
+from .data import DATASETS
+
+BENCH_EXAMPLE = """example:
+  mbtrain bench --quick
+  mbtrain bench --dataset fashion-mnist --sizes 784,30,10 --batch-sizes 1,10,100,1000 --repeats 5
+
+Every arm is first checked against the loop reference on one mini-batch, then
+timed; results.csv, machine.json, report.md and plots go to --out."""
+
+SWEEP_EXAMPLE = """example:
+  mbtrain sweep --quick
+  mbtrain sweep --dataset fashion-mnist --target 0.85 --eta-policy grid --seeds 3
+
+results.csv, machine.json, report.md and plots go to --out."""
+
+REPORT_EXAMPLE = """example:
+  mbtrain report mbtrain-results/bench-20250101-120000
+  mbtrain report new_results --compare old_results"""
+
+
+def _str_list(text):
+    values = [part.strip() for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    return values
+
+
+def _float_list(text):
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0.5,1,2, got {text!r}") from None
+    if not values or any(not v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive numbers like 0.5,1,2, got {text!r}")
+    return values
+
+
+def _fraction(text):
+    value = _args.positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected an accuracy in (0, 1], got {text!r}")
+    return value
+
+
+def _common(p, default_sizes):
+    p.add_argument("--dataset", default="auto", choices=DATASETS,
+                   help="data set; auto: Fashion-MNIST when installed, else the shipped 8x8 digits")
+    p.add_argument("--train-rows", type=_args.positive_int, default=None,
+                   help="use only this many training rows (random subset)")
+    p.add_argument("--sizes", type=_args.sizes, default=default_sizes,
+                   help="layer widths; first/last are set to the data's features/classes if they differ")
+    p.add_argument("--cost", default="quadratic", help="quadratic, cross_entropy or softmax")
+    p.add_argument("--init", default="gaussian", help="gaussian or scaled")
+    p.add_argument("--eta", type=_args.positive_float, default=3.0, help="learning rate")
+    p.add_argument("--lmbda", type=_args.nonnegative_float, default=0.0, help="L2 strength (book's rule)")
+    p.add_argument("--threads", type=_args.positive_int, default=1,
+                   help="threads for BLAS, numba and torch alike; 1 compares arms per core (several "
+                        "spin-waiting thread pools in one process slow each other down on small machines)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="result folder (default: mbtrain-results/COMMAND-TIMESTAMP)")
+    p.add_argument("--quick", action="store_true",
+                   help="a reduced run that finishes in under a minute (on digits unless --dataset is given)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it is off anyway when not a tty)")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("bench", help="throughput of every arm against the hardware floor",
+                              description=__doc__.splitlines()[0] + "\n\n" + (
+                                  "Throughput of the loop, numpy and numba backends (and PyTorch / scikit-learn as "
+                                  "peers where installed) per batch size and dtype."),
+                              epilog=BENCH_EXAMPLE, formatter_class=_args.Formatter)
+    _common(p, [784, 30, 10])
+    p.add_argument("--batch-sizes", type=_args.int_list, default=[1, 10, 100, 1000])
+    p.add_argument("--arms", type=_str_list, default=["loop", "numpy", "numba", "torch", "sklearn"],
+                   help="arms to run; peers that are not installed are reported and skipped")
+    p.add_argument("--dtype", type=_str_list, default=["float32", "float64"], help="dtypes, comma-separated")
+    p.add_argument("--repeats", type=_args.positive_int, default=5, help="timed epochs per measurement")
+    p.add_argument("--max-epoch-seconds", type=_args.positive_float, default=1.0,
+                   help="arms slower than this per epoch are timed on a subset of rows and scaled")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the batch order")
+    p.set_defaults(func=run_bench)
+
+    p = subparsers.add_parser("sweep", help="time to a target accuracy across batch sizes",
+                              description="Train to a target validation accuracy for each batch size, eta "
+                                          "and seed; report epochs, steps and seconds to target and the "
+                                          "gradient noise scale.",
+                              epilog=SWEEP_EXAMPLE, formatter_class=_args.Formatter)
+    _common(p, [784, 30, 10])
+    p.add_argument("--batch-sizes", type=_args.int_list, default=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000])
+    p.add_argument("--target", type=_fraction, default=0.85, help="target validation accuracy")
+    p.add_argument("--max-epochs", type=_args.positive_int, default=30)
+    p.add_argument("--eta-policy", default="fixed", choices=["fixed", "linear", "sqrt", "grid"],
+                   help="eta per batch size: fixed, linear or sqrt scaling from --ref-batch-size, or a grid")
+    p.add_argument("--ref-batch-size", type=_args.positive_int, default=10,
+                   help="the batch size at which --eta applies (linear, sqrt, grid)")
+    p.add_argument("--eta-grid", type=_float_list, default=[0.25, 0.5, 1.0, 2.0, 4.0],
+                   help="grid policy: factors times the sqrt-scaled eta")
+    p.add_argument("--seeds", type=_args.positive_int, default=3, help="seeds 0..N-1")
+    p.add_argument("--evals-per-epoch", type=_args.positive_int, default=4,
+                   help="validation accuracy checks per epoch (the resolution of steps to target)")
+    p.add_argument("--dtype", default="float32", help="float32 or float64")
+    p.add_argument("--backend", default="numba", help="numba, numpy or loop")
+    p.set_defaults(func=run_sweep)
+
+    p = subparsers.add_parser("report", help="rebuild report.md and plots from a result folder",
+                              description="Rebuild report.md and the plots of a bench or sweep folder from "
+                                          "its results.csv and machine.json alone.",
+                              epilog=REPORT_EXAMPLE, formatter_class=_args.Formatter)
+    p.add_argument("folder", type=Path, help="a folder written by mbtrain bench or mbtrain sweep")
+    p.add_argument("--compare", type=Path, default=None, help="another result folder to compare with")
+    p.set_defaults(func=run_report)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Treat SIGTERM (``timeout``, a batch scheduler) like Ctrl-C: keep the results, write the report."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _out(args, command):
+    if args.out is not None:
+        return args.out
+    return Path("mbtrain-results") / f"{command}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+
+
+def _error(command, exc) -> int:
+    print(f"mbtrain {command}: error: {exc}", file=sys.stderr)
+    return 2
+
+
+def _load(args, command):
+    from .data import fit_sizes, load_data
+
+    dataset = args.dataset
+    if args.quick and dataset == "auto":
+        dataset = "digits"  # --quick: the shipped set, always there and meaningful in seconds
+    data = load_data(dataset, dtype="float64", train_rows=args.train_rows)
+    sizes, note = fit_sizes(args.sizes, data)
+    if note:
+        print(f"mbtrain {command}: {note}", file=sys.stderr)
+    return data, sizes, note
+
+
+def _finish(command, result, started) -> int:
+    minutes = (time.perf_counter() - started) / 60
+    where = result.out / "report.md"
+    if result.interrupted:
+        print(f"mbtrain {command}: interrupted after {minutes:.1f} min; what was measured is in "
+              f"{result.out}/results.csv and the report in {where}", file=sys.stderr)
+        return 130
+    print(f"mbtrain {command}: done in {minutes:.1f} min; report: {where}")
+    return 0
+
+
+def run_bench(args) -> int:
+    from .throughput import bench
+
+    started = time.perf_counter()
+    command = shlex.join(["mbtrain"] + sys.argv[1:]) if sys.argv[0].endswith("mbtrain") else shlex.join(sys.argv)
+    try:
+        data, sizes, note = _load(args, "bench")
+        batch_sizes, repeats, max_seconds = args.batch_sizes, args.repeats, args.max_epoch_seconds
+        if args.quick:
+            repeats = min(repeats, 3)
+            max_seconds = min(max_seconds, 0.3)
+        out = _out(args, "bench")
+        print(f"mbtrain bench: {data.name}, sizes {sizes}, writing to {out}")
+        with _sigterm_as_interrupt():
+            result = bench(data.X_train, data.y_train, sizes, out=out, cost=args.cost, init=args.init, eta=args.eta,
+                           lmbda=args.lmbda, batch_sizes=batch_sizes, arms=args.arms, dtypes=args.dtype,
+                           repeats=repeats, seed=args.seed, threads=args.threads, max_epoch_seconds=max_seconds,
+                           dataset=data.name, dataset_note=data.note + (f"; {note}" if note else ""),
+                           quick=args.quick, command=command, progress=False if args.no_progress else None)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        return _error("bench", exc)
+    return _finish("bench", result, started)
+
+
+def run_sweep(args) -> int:
+    from .sweep import sweep
+
+    started = time.perf_counter()
+    command = shlex.join(["mbtrain"] + sys.argv[1:]) if sys.argv[0].endswith("mbtrain") else shlex.join(sys.argv)
+    try:
+        data, sizes, note = _load(args, "sweep")
+        if note:
+            data.note += f"; {note}"
+        batch_sizes, seeds, max_epochs = args.batch_sizes, args.seeds, args.max_epochs
+        if args.quick:
+            seeds = min(seeds, 2)
+        out = _out(args, "sweep")
+        print(f"mbtrain sweep: {data.name}, sizes {sizes}, writing to {out}")
+        with _sigterm_as_interrupt():
+            result = sweep(data, sizes, out=out, cost=args.cost, init=args.init, dtype=args.dtype,
+                           batch_sizes=batch_sizes, target=args.target, max_epochs=max_epochs, eta=args.eta,
+                           eta_policy=args.eta_policy, ref_batch_size=args.ref_batch_size, grid_factors=args.eta_grid,
+                           lmbda=args.lmbda, seeds=seeds, evals_per_epoch=args.evals_per_epoch, backend=args.backend,
+                           threads=args.threads, quick=args.quick, command=command,
+                           progress=False if args.no_progress else None)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        return _error("sweep", exc)
+    return _finish("sweep", result, started)
+
+
+def run_report(args) -> int:
+    from .report import write_report
+
+    try:
+        path = write_report(args.folder, compare=args.compare)
+    except (ValueError, FileNotFoundError) as exc:
+        return _error("report", exc)
+    print(f"mbtrain report: wrote {path}")
+    return 0

@@ -1,0 +1,111 @@
+"""results.csv: one tidy table, one row per measurement, appended and flushed as measured.
+
+Every row has a ``kind``:
+
+``floor``   the measured GEMM rate and bandwidth for one dtype, with the epoch floor they imply;
+``check``   an arm's update on one mini-batch compared with the ``loop`` reference;
+``bench``   one timed epoch of one arm at one batch size and dtype (``repeat`` numbers them);
+``curve``   one evaluation point of a sweep run (learning curve);
+``sweep``   one sweep run (batch size, eta, seed) to the target accuracy;
+``noise``   a gradient-noise-scale estimate at one point of training.
+
+All kinds share the columns of :data:`COLUMNS`; a row leaves empty what does
+not apply to it (e.g. ``epochs_to_target`` when the target was not reached).
+Because the header is fixed up front, a run interrupted half-way leaves a
+valid CSV with every row measured so far.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pandas as pd
+
+COLUMNS = [
+    "kind", "dataset", "sizes", "cost", "dtype", "arm", "arm_kind", "loss", "status", "note",
+    "batch_size", "eta", "eta_policy", "lmbda", "seed", "repeat", "threads",
+    # bench
+    "rows", "rows_timed", "epoch_seconds", "examples_per_second", "compile_seconds", "warmup_seconds",
+    "check_error", "check_tolerance",
+    # floor
+    "floor_seconds", "floor_bound", "compute_floor_seconds", "memory_floor_seconds",
+    "epoch_flops", "epoch_bytes", "gemm_flops_per_second", "bandwidth_bytes_per_second",
+    # curve
+    "epoch", "steps", "seconds", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
+    # sweep
+    "target", "max_epochs", "reached", "epochs_to_target", "steps_to_target", "seconds_to_target",
+    "examples_to_target", "best_val_accuracy", "final_train_loss", "final_val_loss",
+    # noise
+    "noise_scale", "trace_sigma", "grad_norm_sq", "noise_rows",
+]
+
+
+def _cell(value):
+    if value is None:
+        return ""
+    if isinstance(value, float) and math.isnan(value):
+        return ""
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, bool):
+        return str(value)
+    return value
+
+
+class ResultsWriter:
+    """Append rows to ``path`` (a new CSV with the :data:`COLUMNS` header), flushing each one.
+
+    Parameters
+    ----------
+    path : str or Path
+        Overwritten when it exists: a run owns its output folder.
+    on_row : callable or None
+        Called with each row (a dict) after it is on disk; the harness counts
+        measurements with it and tests raise ``KeyboardInterrupt`` from it.
+    """
+
+    def __init__(self, path, on_row=None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "w", newline="", encoding="utf-8")
+        self._writer = csv.DictWriter(self._file, fieldnames=COLUMNS, extrasaction="raise")
+        self._writer.writeheader()
+        self._file.flush()
+        self.on_row = on_row
+        self.count = 0
+
+    def write(self, **row) -> dict:
+        """Write one row (unknown keys are an error, missing ones are left empty)."""
+        unknown = set(row) - set(COLUMNS)
+        if unknown:
+            raise ValueError(f"row: unknown columns {sorted(unknown)}; add them to results.COLUMNS")
+        self._writer.writerow({k: _cell(v) for k, v in row.items()})
+        self._file.flush()
+        self.count += 1
+        if self.on_row is not None:
+            self.on_row(row)
+        return row
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def read_results(path) -> pd.DataFrame:
+    """Read a results.csv (or the folder holding one) into a DataFrame with every column of :data:`COLUMNS`."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"results: no results.csv at {path}")
+    frame = pd.read_csv(path, dtype={"sizes": str, "note": str, "status": str}, keep_default_na=True)
+    for column in COLUMNS:
+        if column not in frame:
+            frame[column] = pd.NA
+    return frame

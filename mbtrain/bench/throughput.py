@@ -1,0 +1,219 @@
+"""``bench``: examples per second of every arm, checked first, against the measured floor.
+
+For each arm and dtype: check its update on one mini-batch against the
+``loop`` reference (an arm that disagrees is reported as wrong and not timed),
+compile (reported apart), then for each batch size a warm-up epoch and
+``repeats`` timed epochs, every one from the same initial weights over the
+same batch order. Arms whose epoch would exceed ``max_epoch_seconds`` (the
+per-example ``loop`` on a large data set) are timed on the first rows of that
+order, whole mini-batches, and scaled to the full epoch; ``rows_timed`` in
+results.csv says so.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..network import Network
+from .arms import get_arm
+from .floor import epoch_bytes, epoch_flops, measure_floor
+from .machine import machine_info, thread_limits, write_machine
+from .results import ResultsWriter, read_results
+
+CHECK_TOLERANCE = {"float32": 1e-4, "float64": 1e-9}
+CHECK_ROWS = 32
+
+
+@dataclass
+class RunResult:
+    """What a bench or sweep run left behind."""
+
+    out: Path
+    results: pd.DataFrame
+    interrupted: bool = False
+
+
+def update_error(arm, net, X, Y, eta, lmbda, n, rows=CHECK_ROWS) -> float:
+    """Relative error of ``arm``'s SGD update on one mini-batch against the ``loop`` reference.
+
+    Both start from ``net``'s weights and take one step on the first ``rows``
+    rows; the reference runs in float64 with the loss the arm trains. The error
+    is ``||u_arm - u_ref|| / ||u_ref||`` over the whole parameter vector.
+    """
+    from ..costs import get_cost
+
+    m = min(rows, X.shape[0])
+    order = np.arange(m, dtype=np.int64)
+    runner = arm.runner(net, X[:m], Y[:m])
+    before = runner.params().astype(np.float64)
+    runner.epoch(order, m, eta, lmbda, n)
+    update = runner.params().astype(np.float64) - before
+
+    reference = net.astype("float64")
+    reference.cost = get_cost(arm.loss_name(net))
+    ref_runner = get_arm("loop").runner(reference, X[:m].astype(np.float64), Y[:m].astype(np.float64))
+    ref_runner.epoch(order, m, eta, lmbda, n)
+    ref_update = ref_runner.params() - before
+    scale = float(np.linalg.norm(ref_update)) or 1.0
+    return float(np.linalg.norm(update - ref_update)) / scale
+
+
+def _whole_batches(rows, batch_size, n):
+    return int(min(n, max(batch_size, math.ceil(rows / batch_size) * batch_size)))
+
+
+def bench(X, y, sizes, *, out, cost="quadratic", init="gaussian", eta=3.0, lmbda=0.0,
+          batch_sizes=(1, 10, 100, 1000), arms=("loop", "numpy", "numba", "torch", "sklearn"),
+          dtypes=("float32", "float64"), repeats=5, seed=0, threads=1, max_epoch_seconds=2.0,
+          dataset="custom", dataset_note="", quick=False, command=None, on_row=None, progress=None,
+          write_report=True) -> RunResult:
+    """Time one SGD epoch of each arm, batch size and dtype; write results.csv, machine.json, report.
+
+    Parameters
+    ----------
+    X : array (n_samples, sizes[0])
+    y : int labels (n_samples,)
+    sizes : list of int
+    out : str or Path
+        The result folder (created; results.csv and report.md in it are replaced).
+    eta, lmbda : float
+        The SGD step of every arm (and of the correctness check).
+    arms : sequence of str
+        Names in :data:`mbtrain.bench.arms.ARMS`; unavailable ones are reported and skipped.
+    repeats : int
+        Timed epochs per arm, batch size and dtype (after one warm-up epoch).
+    threads : int or None
+        Threads for BLAS, numba and torch alike; None: every available core.
+        The default, 1, compares arms per core: with several thread pools
+        loaded (OpenBLAS, torch's OpenMP, scikit-learn's) their spin-waiting
+        threads slow each other down 10-100x on a small machine.
+    max_epoch_seconds : float
+        Arms slower than this per epoch are timed on a subset of rows and scaled.
+    on_row : callable or None
+        Called after each row is on disk (tests interrupt a run from it).
+    progress : bool or None
+        tqdm progress bar; None shows it only on a terminal.
+
+    Returns
+    -------
+    RunResult, with ``interrupted`` True after Ctrl-C (everything measured is kept
+    and the report is written for it).
+    """
+    from tqdm import tqdm  # the text bar: tqdm.auto wants ipywidgets in notebooks
+
+    from .machine import available_cores
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    X = np.asarray(X)
+    labels = np.asarray(y, dtype=np.int64)
+    n = X.shape[0]
+    sizes = [int(s) for s in sizes]
+    threads = threads or available_cores()
+    arm_objects = [get_arm(name) for name in arms]
+    base = Network(sizes, cost=cost, init=init, dtype="float64", seed=seed)
+    order = np.random.default_rng(seed).permutation(n).astype(np.int64)
+    common = dict(dataset=dataset, sizes=",".join(map(str, sizes)), cost=base.cost.name, eta=eta,
+                  lmbda=lmbda, seed=seed, threads=threads, rows=n)
+
+    info = machine_info(command=command)
+    info.update(run="bench", dataset=dataset, dataset_note=dataset_note, quick=quick,
+                settings=dict(sizes=sizes, cost=base.cost.name, init=init, eta=eta, lmbda=lmbda,
+                              batch_sizes=list(batch_sizes), arms=list(arms), dtypes=list(dtypes),
+                              repeats=repeats, seed=seed, max_epoch_seconds=max_epoch_seconds),
+                arms={a.name: {"kind": a.kind, "description": a.description} for a in arm_objects})
+    writer = ResultsWriter(out / "results.csv", on_row=on_row)
+    interrupted = False
+    usable = [a for a in arm_objects if a.unavailable_reason(base) is None]
+    try:
+        with thread_limits(threads, arms=usable) as counts:
+            info["threads"] = counts
+            write_machine(out / "machine.json", info)
+            floor = measure_floor(dtypes, quick=quick)
+            info["floor"] = {"gemm_flops_per_second": floor.gemm_flops_per_second,
+                             "bandwidth_bytes_per_second": floor.bandwidth_bytes_per_second,
+                             "gemm_size": floor.gemm_size}
+            write_machine(out / "machine.json", info)
+            floors = {}
+            for dtype in dtypes:
+                floors[dtype] = floor.epoch_floor(sizes, n, dtype)
+                writer.write(kind="floor", dtype=dtype, **common, **floors[dtype],
+                             epoch_flops=epoch_flops(sizes, n), epoch_bytes=epoch_bytes(sizes, n, dtype),
+                             gemm_flops_per_second=floor.gemm_flops_per_second[np.dtype(dtype).name],
+                             bandwidth_bytes_per_second=floor.bandwidth_bytes_per_second,
+                             note=f"GEMM {floor.gemm_size}x{floor.gemm_size}; bandwidth: sum of "
+                                  f"{floor.bandwidth_array_bytes // 2 ** 20} MiB")
+            total = len(arm_objects) * len(dtypes) * len(batch_sizes) * repeats
+            bar = tqdm(total=total, desc="bench", unit="epoch", disable=None if progress is None else not progress)
+            try:
+                for dtype in dtypes:
+                    net = base.astype(dtype)
+                    Xd = np.ascontiguousarray(X, dtype=net.dtype)
+                    Yd = np.zeros((n, sizes[-1]), dtype=net.dtype)
+                    Yd[np.arange(n), labels] = 1
+                    for arm in arm_objects:
+                        _bench_arm(arm, net, Xd, Yd, order, writer, common, floors[dtype], dtype,
+                                   batch_sizes, repeats, eta, lmbda, max_epoch_seconds, bar)
+            finally:
+                bar.close()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        writer.close()
+    info["interrupted"] = interrupted
+    write_machine(out / "machine.json", info)
+    if write_report:
+        from .report import write_report as _write_report
+
+        _write_report(out)
+    return RunResult(out, read_results(out), interrupted)
+
+
+def _bench_arm(arm, net, X, Y, order, writer, common, floor, dtype, batch_sizes, repeats, eta, lmbda,
+               max_epoch_seconds, bar):
+    n = X.shape[0]
+    row = dict(common, arm=arm.name, arm_kind=arm.kind, loss=arm.loss_name(net), dtype=dtype)
+    reason = arm.unavailable_reason(net)
+    if reason is not None:
+        writer.write(kind="check", status="unavailable", note=reason, **row)
+        bar.update(len(batch_sizes) * repeats)
+        return
+    compile_seconds = arm.compile(net)
+    tolerance = CHECK_TOLERANCE[dtype]
+    try:
+        error = update_error(arm, net, X, Y, eta, lmbda, n)
+        status = "ok" if error <= tolerance else "wrong"
+        note = "" if status == "ok" else "update disagrees with the loop reference: not timed"
+    except Exception as exc:  # an arm that crashes is as wrong as one that disagrees
+        error, status, note = float("nan"), "wrong", f"check raised {type(exc).__name__}: {exc}"
+    writer.write(kind="check", status=status, check_error=error, check_tolerance=tolerance,
+                 compile_seconds=compile_seconds, note=note, **row)
+    if status != "ok":
+        bar.update(len(batch_sizes) * repeats)
+        return
+    runner = arm.runner(net, X, Y)
+    for batch_size in batch_sizes:
+        batch_size = int(min(batch_size, n))
+        # Warm-up on a probe of the order; its speed decides whether a full epoch fits the budget.
+        probe = _whole_batches(min(n, max(4 * batch_size, 256)), batch_size, n)
+        runner.reset()
+        start = time.perf_counter()
+        runner.epoch(order[:probe], batch_size, eta, lmbda, n)
+        warmup = time.perf_counter() - start
+        estimate = warmup * n / probe
+        rows_timed = n if estimate <= max_epoch_seconds else _whole_batches(
+            max(probe, n * max_epoch_seconds / estimate), batch_size, n)
+        for repeat in range(repeats):
+            runner.reset()
+            start = time.perf_counter()
+            runner.epoch(order[:rows_timed], batch_size, eta, lmbda, n)
+            seconds = (time.perf_counter() - start) * n / rows_timed
+            writer.write(kind="bench", status="ok", batch_size=batch_size, repeat=repeat, rows_timed=rows_timed,
+                         epoch_seconds=seconds, examples_per_second=n / seconds, compile_seconds=compile_seconds,
+                         warmup_seconds=warmup, check_error=error, **floor, **row)
+            bar.update(1)
