@@ -48,10 +48,11 @@ class LoopBackend:
     name = "loop"
 
     def _sum_gradients(self, net, X, Y):
-        nabla_w = [np.zeros_like(w) for w in net.weights]
-        nabla_b = [np.zeros_like(b) for b in net.biases]
+        weights, biases = net.weights, net.biases  # views, fetched once as the book's self.weights
+        nabla_w = [np.zeros_like(w) for w in weights]
+        nabla_b = [np.zeros_like(b) for b in biases]
         for x, y in zip(X, Y):
-            delta_nabla_w, delta_nabla_b = backprop(net.weights, net.biases, net.cost, x, y)
+            delta_nabla_w, delta_nabla_b = backprop(weights, biases, net.cost, x, y)
             nabla_w = [nw + dnw for nw, dnw in zip(nabla_w, delta_nabla_w)]
             nabla_b = [nb + dnb for nb, dnb in zip(nabla_b, delta_nabla_b)]
         return nabla_w, nabla_b
