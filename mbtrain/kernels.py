@@ -33,22 +33,27 @@ QUADRATIC, CROSS_ENTROPY, SOFTMAX = 0, 1, 2
 
 
 @njit(cache=True)
-def sigmoid_scalar(z):
-    """Logistic function of one value; ``exp`` only of ``-|z|``, so no overflow."""
+def sigmoid_scalar(z, one):
+    """Logistic function of one value; ``exp`` only of ``-|z|``, so no overflow.
+
+    ``one`` is 1 in the dtype of ``z`` (a literal ``1`` would widen float32 to float64).
+    """
     if z >= 0:
         e = np.exp(-z)
-        return 1 / (1 + e)
+        return one / (one + e)
     e = np.exp(z)
-    return e / (1 + e)
+    return e / (one + e)
 
 
 @njit(cache=True)
 def sigmoid_inplace(Z):
     """``Z <- sigmoid(Z)`` for a 2-D array."""
     m, n = Z.shape
+    slot = np.ones(1, dtype=Z.dtype)
+    one = slot[0]
     for i in range(m):
         for j in range(n):
-            Z[i, j] = sigmoid_scalar(Z[i, j])
+            Z[i, j] = sigmoid_scalar(Z[i, j], one)
 
 
 @njit(cache=True)
@@ -244,7 +249,11 @@ def sgd_epoch(params, sizes, X, Y, order, batch_size, eta, decay, cost_id, acts,
     finite (training stops there), or -1.
     """
     n_rows = order.shape[0]
-    one = decay - decay + 1
+    # numba types ``1`` as int64 and float32 (op) int64 as float64: cast through a
+    # dtype-typed scalar slot so a float32 epoch stays float32
+    slot = np.empty(1, dtype=params.dtype)
+    slot[0] = 1
+    one = slot[0]
     n_batches = (n_rows + batch_size - 1) // batch_size
     Y_buf = np.empty((batch_size, Y.shape[1]), dtype=Y.dtype)
     for k in range(n_batches):
@@ -256,7 +265,8 @@ def sgd_epoch(params, sizes, X, Y, order, batch_size, eta, decay, cost_id, acts,
         Yb = Y_buf[:m]
         gather_rows(Yb, Y, rows)
         batch_forward(acts, params, sizes, cost_id, m)
-        beta = -eta / m
+        slot[0] = m
+        beta = -eta / slot[0]
         check = batch_backward(params, acts, deltas, params, sizes, Yb, cost_id, m, decay, one, beta)
         if not np.isfinite(check):
             return k
@@ -271,7 +281,10 @@ def loss_gradient(grad, params, sizes, X, Y, cost_id, lmbda_over_n, acts, deltas
     A0[:, :] = X
     batch_forward(acts, params, sizes, cost_id, m)
     zero = lmbda_over_n - lmbda_over_n
-    batch_backward(grad, acts, deltas, params, sizes, Y, cost_id, m, lmbda_over_n, zero, (zero + 1) / m)
+    slot = np.empty(2, dtype=params.dtype)  # dtype-typed 1 and m (see sgd_epoch)
+    slot[0] = 1
+    slot[1] = m
+    batch_backward(grad, acts, deltas, params, sizes, Y, cost_id, m, lmbda_over_n, zero, slot[0] / slot[1])
 
 
 @njit(cache=True)

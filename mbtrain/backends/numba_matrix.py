@@ -1,16 +1,28 @@
-"""The numba backend: thin Python wrappers around :mod:`mbtrain.kernels`.
+"""The numba backend: thin Python wrappers around :mod:`mbtrain.fast_kernels`.
 
 The wrappers unpack the network into arrays and scalars of the network's
-dtype and make one jitted call per epoch (``kernels.sgd_epoch``); the Python
-driver in :mod:`mbtrain.training` only handles progress and history.
+dtype and make one jitted call per epoch; the Python driver in
+:mod:`mbtrain.training` only handles progress and history. The plain kernels
+of :mod:`mbtrain.kernels` stay as the oracle the fast ones are tested against.
+
+Serial or parallel: an epoch whose mini-batches have at least
+``PARALLEL_MIN_BATCH`` rows runs the ``parallel=True`` variant on
+``numba.get_num_threads()`` threads (so ``numba.set_num_threads`` is
+respected); smaller batches run serially, because starting a parallel region
+per mini-batch costs more than it saves (measured in
+``benchmarks/kernel_profile.py``).
 """
 from __future__ import annotations
 
 import time
 
+import numba
 import numpy as np
 
-from .. import kernels
+from .. import fast_kernels
+
+#: Smallest mini-batch run on several threads (below it the per-batch fork/join dominates).
+PARALLEL_MIN_BATCH = 64
 
 
 def _sizes_array(net) -> np.ndarray:
@@ -18,8 +30,8 @@ def _sizes_array(net) -> np.ndarray:
 
 
 def _work_buffers(net, batch_size: int):
-    """Per-batch activations and deltas for every layer, in the network's dtype."""
-    total = batch_size * sum(net.sizes)
+    """Per-batch activations and deltas of layers 1..L, in the network's dtype."""
+    total = batch_size * sum(net.sizes[1:])
     return np.empty(total, dtype=net.dtype), np.empty(total, dtype=net.dtype)
 
 
@@ -38,26 +50,37 @@ class NumbaBackend:
     def loss_gradient(self, net, X, Y, lmbda, n):
         dt = net.dtype.type
         grad = np.empty_like(net.params)
-        acts, deltas = _work_buffers(net, X.shape[0])
-        kernels.loss_gradient(
+        m = X.shape[0]
+        acts, deltas = _work_buffers(net, m)
+        fast_kernels.loss_gradient(
             grad, net.params, _sizes_array(net), np.ascontiguousarray(X), np.ascontiguousarray(Y),
-            _kernel_cost_id(net), dt(lmbda / n), acts, deltas,
+            _kernel_cost_id(net), dt(lmbda / n), dt(1 / max(m, 1)), dt(1), acts, deltas,
         )
         return grad
 
     def sgd_epoch(self, net, X, Y, order, batch_size, eta, lmbda, n):
         dt = net.dtype.type
-        acts, deltas = _work_buffers(net, min(batch_size, len(order)))
-        return int(kernels.sgd_epoch(
-            net.params, _sizes_array(net), X, Y, np.ascontiguousarray(order, dtype=np.int64),
-            int(min(batch_size, len(order))), dt(eta), dt(1 - eta * (lmbda / n)),
-            _kernel_cost_id(net), acts, deltas,
+        n_rows = len(order)
+        if n_rows == 0:
+            return -1
+        batch_size = int(min(batch_size, n_rows))
+        last = n_rows - (n_rows - 1) // batch_size * batch_size
+        acts, deltas = _work_buffers(net, batch_size)
+        n_threads = numba.get_num_threads()
+        parallel = n_threads > 1 and batch_size >= PARALLEL_MIN_BATCH
+        epoch = fast_kernels.sgd_epoch_parallel if parallel else fast_kernels.sgd_epoch_serial
+        return int(epoch(
+            net.params, _sizes_array(net), np.ascontiguousarray(X), np.ascontiguousarray(Y),
+            np.ascontiguousarray(order, dtype=np.int64), batch_size, dt(-eta / batch_size), dt(-eta / last),
+            dt(1 - eta * (lmbda / n)), dt(1), _kernel_cost_id(net), acts, deltas,
+            n_threads if parallel else 1,
         ))
 
     def forward(self, net, X, batch_size: int = 256):
         out = np.empty((X.shape[0], net.sizes[-1]), dtype=net.dtype)
-        acts, _ = _work_buffers(net, min(batch_size, X.shape[0]))
-        kernels.forward(out, net.params, _sizes_array(net), np.ascontiguousarray(X), _kernel_cost_id(net), acts)
+        acts, _ = _work_buffers(net, max(1, min(batch_size, X.shape[0])))
+        fast_kernels.forward(out, net.params, _sizes_array(net), np.ascontiguousarray(X),
+                             _kernel_cost_id(net), net.dtype.type(1), acts)
         return out
 
 
@@ -65,14 +88,18 @@ def compile_kernels(dtype="float32", cost="quadratic") -> float:
     """Compile (or load from the on-disk cache) the kernels for ``dtype``; returns seconds.
 
     Used by the benchmark harness to report compile time apart from run time.
+    Compiles the serial and the parallel epoch, the gradient and the forward pass.
     """
     from ..network import Network
 
     start = time.perf_counter()
     net = Network([3, 2, 2], cost=cost, dtype=dtype, seed=0)
-    X = np.zeros((2, 3), dtype=net.dtype)
-    Y = np.zeros((2, 2), dtype=net.dtype)
+    n = PARALLEL_MIN_BATCH
+    X = np.zeros((n, 3), dtype=net.dtype)
+    Y = np.zeros((n, 2), dtype=net.dtype)
     backend = NumbaBackend()
-    backend.sgd_epoch(net, X, Y, np.arange(2), 1, 0.1, 0.0, 2)
-    backend.loss_gradient(net, X, Y, 0.0, 2)
+    backend.sgd_epoch(net, X, Y, np.arange(n), 1, 0.1, 0.0, n)
+    backend.sgd_epoch(net, X, Y, np.arange(n), n, 0.1, 0.0, n)
+    backend.loss_gradient(net, X, Y, 0.0, n)
+    backend.forward(net, X)
     return time.perf_counter() - start

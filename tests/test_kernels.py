@@ -1,0 +1,264 @@
+"""Kernel-level tests: every fast kernel against the plain kernels and the numpy/loop references.
+
+Tiny sizes on purpose: this file also runs under ``NUMBA_DISABLE_JIT=1``, where
+the kernels are plain Python loops.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+import pytest
+
+from mbtrain import Network, fast_kernels as fk, kernels as pk
+from mbtrain.activations import sigmoid
+from mbtrain.backends import get_backend
+
+JIT_DISABLED = os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0")
+DTYPES = [np.float32, np.float64]
+COSTS = {0: "quadratic", 1: "cross_entropy", 2: "softmax"}
+SIZES = [[6, 5, 3], [6, 5, 4, 3], [6, 7, 5, 4, 3]]  # depth 2..4
+# float64 results agree to rounding; float32 ones to a few float32 ulps of the sums
+RTOL = {np.float32: 2e-4, np.float64: 1e-9}
+
+
+def sparse_data(n, sizes, dtype, seed=0):
+    """Rows with about half exact zeros (like image pixels), one-hot targets."""
+    rng = np.random.default_rng(seed)
+    X = rng.random((n, sizes[0]))
+    X[X < 0.5] = 0
+    Y = np.eye(sizes[-1])[rng.integers(0, sizes[-1], n)]
+    return X.astype(dtype), Y.astype(dtype)
+
+
+def rel_err(a, b):
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-2)))
+
+
+# -- elementwise pieces -------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sigmoid_rows_matches_reference_and_keeps_nan(dtype):
+    Z = np.array([[-1000, -30, -1, 0, 1, 30, 1000, np.nan]], dtype=dtype)
+    expected = sigmoid(Z)
+    fk.sigmoid_rows(Z, dtype(1))
+    assert Z.dtype == dtype
+    np.testing.assert_allclose(Z[:, :-1], expected[:, :-1], rtol=RTOL[dtype], atol=0)
+    assert Z[0, 0] == 0 and Z[0, 6] == 1 and np.isnan(Z[0, -1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cost_id", [0, 1, 2])
+def test_output_delta_rows_matches_plain(dtype, cost_id):
+    rng = np.random.default_rng(cost_id)
+    A = rng.random((5, 3)).astype(dtype)
+    Y = np.eye(3, dtype=dtype)[rng.integers(0, 3, 9)]
+    rows = np.array([8, 0, 3, 3, 5])
+    D = np.empty_like(A)
+    fk.output_delta_rows(D, A, Y, rows, cost_id)
+    expected = np.empty_like(A)
+    pk.output_delta(expected, A, Y[rows], cost_id)
+    np.testing.assert_allclose(D, expected, rtol=RTOL[dtype])
+
+
+# -- dense layer kernels --------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m, n_out, h_lo, h_hi", [(1, 3, 0, 3), (5, 9, 0, 9), (9, 10, 4, 10), (4, 4, 0, 4)])
+def test_dense_forward_rows_matches_numpy(dtype, m, n_out, h_lo, h_hi):
+    rng = np.random.default_rng(m)
+    A = rng.standard_normal((12, 7)).astype(dtype)
+    A[A < 0] = 0
+    W = rng.standard_normal((n_out, 7)).astype(dtype)
+    b = rng.standard_normal(n_out).astype(dtype)
+    rows = rng.integers(0, 12, m)
+    Z = np.full((m, n_out), -7, dtype=dtype)
+    fk.dense_forward_rows(Z, A, rows, W, b, h_lo, h_hi)
+    expected = A[rows] @ W.T + b
+    np.testing.assert_allclose(Z[:, h_lo:h_hi], expected[:, h_lo:h_hi], rtol=RTOL[dtype], atol=RTOL[dtype])
+    assert np.all(Z[:, :h_lo] == -7)  # units outside the share are untouched
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m", [0, 1, 2, 3, 4, 7, 8, 13, 19])  # every row-block remainder
+def test_dense_update_rows_matches_numpy(dtype, m):
+    rng = np.random.default_rng(m)
+    A = rng.standard_normal((20, 7)).astype(dtype)
+    A[A < 0] = 0
+    W = rng.standard_normal((5, 7)).astype(dtype)
+    b = rng.standard_normal(5).astype(dtype)
+    D = rng.standard_normal((m, 5)).astype(dtype)
+    rows = rng.integers(0, 20, m)
+    alpha_w, alpha_b, beta = dtype(0.9), dtype(1), dtype(-0.3)
+    W_exp = alpha_w * W + beta * D.T @ A[rows]
+    b_exp = alpha_b * b + beta * D.sum(axis=0)
+    W_new, b_new = W.copy(), b.copy()
+    check = fk.dense_update_rows(W_new, b_new, A, rows, D, alpha_w, alpha_b, beta, dtype(1), 1, 5)
+    np.testing.assert_allclose(W_new[1:], W_exp[1:], rtol=RTOL[dtype], atol=RTOL[dtype])
+    np.testing.assert_allclose(b_new[1:], b_exp[1:], rtol=RTOL[dtype], atol=RTOL[dtype])
+    assert np.all(W_new[0] == W[0]) and b_new[0] == b[0]  # unit 0 is another thread's share
+    assert check == pytest.approx(W_new[1:].sum() + b_new[1:].sum(), rel=1e-4, abs=1e-4)
+    assert W_new.dtype == dtype
+
+
+# -- whole epochs ---------------------------------------------------------------
+def run_plain_epoch(net, X, Y, order, batch_size, eta, lmbda):
+    dt = net.dtype.type
+    total = batch_size * sum(net.sizes)
+    return int(pk.sgd_epoch(net.params, np.asarray(net.sizes, np.int64), X, Y, order, batch_size, dt(eta),
+                            dt(1 - eta * lmbda / X.shape[0]), net.cost.kernel_id,
+                            np.empty(total, net.dtype), np.empty(total, net.dtype)))
+
+
+def run_fast_epoch(net, X, Y, order, batch_size, eta, lmbda, n_parts):
+    dt = net.dtype.type
+    n = order.shape[0]
+    last = n - (n - 1) // batch_size * batch_size
+    total = batch_size * sum(net.sizes[1:])
+    epoch = fk.sgd_epoch_parallel if n_parts > 1 else fk.sgd_epoch_serial
+    return int(epoch(net.params, np.asarray(net.sizes, np.int64), X, Y, order, batch_size,
+                     dt(-eta / batch_size), dt(-eta / last), dt(1 - eta * lmbda / X.shape[0]), dt(1),
+                     net.cost.kernel_id, np.empty(total, net.dtype), np.empty(total, net.dtype), n_parts))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sizes", SIZES)
+@pytest.mark.parametrize("cost_id", [0, 1, 2])
+@pytest.mark.parametrize("batch_size, n_parts", [(1, 1), (5, 1), (9, 1), (9, 2), (10, 3)])
+def test_sgd_epoch_matches_plain_kernel_and_numpy(dtype, sizes, cost_id, batch_size, n_parts):
+    X, Y = sparse_data(23, sizes, dtype)  # 23 rows: a short last batch for every batch size > 1
+    order = np.random.default_rng(1).permutation(23)
+    nets = {name: Network(sizes, cost=COSTS[cost_id], dtype=dtype, seed=0) for name in ("plain", "fast", "numpy")}
+    assert run_plain_epoch(nets["plain"], X, Y, order, batch_size, 3.0, 0.5) == -1
+    assert run_fast_epoch(nets["fast"], X, Y, order, batch_size, 3.0, 0.5, n_parts) == -1
+    assert get_backend("numpy").sgd_epoch(nets["numpy"], X, Y, order, batch_size, 3.0, 0.5, 23) == -1
+    assert nets["fast"].params.dtype == dtype
+    assert rel_err(nets["fast"].params, nets["plain"].params) < RTOL[dtype]
+    assert rel_err(nets["fast"].params, nets["numpy"].params) < RTOL[dtype]
+
+
+@pytest.mark.parametrize("cost", list(COSTS.values()))
+def test_backend_epoch_agrees_with_loop_in_float64(cost):
+    """The public contract: one epoch leaves loop, numpy and numba within 1e-9 (serial and parallel)."""
+    sizes = [12, 7, 5, 4]
+    X, Y = sparse_data(200, sizes, np.float64, seed=3)
+    order = np.random.default_rng(2).permutation(200)
+    for batch_size in (10, 100):
+        nets = {}
+        for name in ("loop", "numpy", "numba"):
+            nets[name] = Network(sizes, cost=cost, dtype="float64", seed=0)
+            assert get_backend(name).sgd_epoch(nets[name], X, Y, order, batch_size, 3.0, 0.5, 200) == -1
+        assert rel_err(nets["numba"].params, nets["loop"].params) < 1e-9
+        assert rel_err(nets["numpy"].params, nets["loop"].params) < 1e-9
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sizes", SIZES)
+@pytest.mark.parametrize("cost", list(COSTS.values()))
+def test_loss_gradient_and_forward_match_loop(dtype, sizes, cost):
+    X, Y = sparse_data(11, sizes, dtype, seed=4)
+    net = Network(sizes, cost=cost, dtype=dtype, seed=0)
+    g_loop = get_backend("loop").loss_gradient(net, X, Y, 0.7, 50)
+    g_numba = get_backend("numba").loss_gradient(net, X, Y, 0.7, 50)
+    assert g_numba.dtype == dtype
+    assert rel_err(g_numba, g_loop) < (1e-10 if dtype == np.float64 else 1e-3)
+    out = get_backend("numba").forward(net, X, batch_size=4)
+    np.testing.assert_allclose(out, net.forward(X), rtol=RTOL[dtype], atol=RTOL[dtype] / 10)
+
+
+# -- divergence -----------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_parts", [1, 2])
+def test_sgd_epoch_returns_first_diverged_batch(dtype, n_parts):
+    sizes = [6, 5, 3]
+    X, Y = sparse_data(40, sizes, dtype)
+    X[17, 2] = np.inf  # row 17 sits in batch 3 of the identity order with batch size 5
+    order = np.arange(40)
+    fast = Network(sizes, dtype=dtype, seed=0)
+    plain = Network(sizes, dtype=dtype, seed=0)
+    assert run_fast_epoch(fast, X, Y, order, 5, 3.0, 0.0, n_parts) == 3
+    assert run_plain_epoch(plain, X, Y, order, 5, 3.0, 0.0) == 3
+    assert not np.all(np.isfinite(fast.params))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_huge_eta_diverges_at_the_same_batch_as_numpy(dtype):
+    sizes = [6, 5, 3]
+    X, Y = sparse_data(30, sizes, dtype)
+    order = np.random.default_rng(0).permutation(30)
+    net, ref = Network(sizes, dtype=dtype, seed=0), Network(sizes, dtype=dtype, seed=0)
+    # the weight decay 1 - eta*lmbda/n is about -eta/30: |W| overflows in the second batch
+    eta = 1e37 if dtype == np.float32 else 1e300
+    got = get_backend("numba").sgd_epoch(net, X, Y, order, 3, eta, 1.0, 30)
+    expected = get_backend("numpy").sgd_epoch(ref, X, Y, order, 3, eta, 1.0, 30)
+    assert got == expected == 1
+
+
+# -- float32 stays float32 -------------------------------------------------------
+def _float32_calls():
+    """One float32 call of each kernel from Python, so each dispatcher holds a float32 signature."""
+    f = np.float32
+    net = Network([6, 5, 4, 3], dtype="float32", seed=0)
+    X, Y = sparse_data(16, net.sizes, f)
+    sizes = np.asarray(net.sizes)
+    rows = np.arange(5)
+    W, b = np.ones((5, 6), f), np.ones(5, f)
+    Z, D = np.ones((5, 5), f), np.ones((5, 5), f)
+    work = np.empty(16 * 18, f)
+    return {
+        "dense_forward_rows": lambda: fk.dense_forward_rows(Z, X, rows, W, b, 0, 5),
+        "dense_update_rows": lambda: fk.dense_update_rows(W, b, X, rows, D, f(1), f(1), f(-0.1), f(1), 0, 5),
+        "sigmoid_rows": lambda: fk.sigmoid_rows(Z, f(1)),
+        "output_delta_rows": lambda: fk.output_delta_rows(Z[:, :3], Z[:, :3], Y, rows, 0),
+        "update_units": lambda: fk.update_units(net.params, sizes, X, rows, rows, work, work.copy(), 5, 5, 0, 1,
+                                                f(1), f(1), f(-0.1), f(1)),
+        "sgd_epoch_serial": lambda: run_fast_epoch(net, X, Y, np.arange(16), 5, 3.0, 0.5, 1),
+        "fast.loss_gradient": lambda: fk.loss_gradient(np.empty_like(net.params), net.params, sizes, X, Y, 0,
+                                                       f(0.1), f(1 / 16), f(1), work, work.copy()),
+        "plain.sgd_epoch": lambda: run_plain_epoch(net, X, Y, np.arange(16), 5, 3.0, 0.5),
+        "plain.dense_backward": lambda: pk.dense_backward(W, b, W, b, D, Z, f(1), f(1), f(-0.1)),
+        "plain.loss_gradient": lambda: pk.loss_gradient(np.empty_like(net.params), net.params, sizes, X, Y, 0,
+                                                        f(0.1), np.empty(16 * 18, f), np.empty(16 * 18, f)),
+    }
+
+
+KERNELS_BY_NAME = {
+    "dense_forward_rows": fk.dense_forward_rows, "dense_update_rows": fk.dense_update_rows,
+    "sigmoid_rows": fk.sigmoid_rows, "output_delta_rows": fk.output_delta_rows, "update_units": fk.update_units,
+    "sgd_epoch_serial": fk.sgd_epoch_serial, "fast.loss_gradient": fk.loss_gradient,
+    "plain.sgd_epoch": pk.sgd_epoch, "plain.dense_backward": pk.dense_backward,
+    "plain.loss_gradient": pk.loss_gradient,
+}
+
+
+@pytest.mark.skipif(JIT_DISABLED, reason="inspects compiled code")
+@pytest.mark.parametrize("name", list(KERNELS_BY_NAME))
+def test_float32_kernels_never_widen_to_float64(name):
+    """No ``fpext float -> double`` in a float32 kernel body (numba types ``1`` as int64).
+
+    Recompiled without the on-disk cache, whose code cannot be inspected; only
+    the kernel's own function is searched, not the Python-facing wrapper
+    (which unboxes scalars through double).
+    """
+    import numba
+
+    _float32_calls()[name]()
+    kernel = KERNELS_BY_NAME[name]
+    options = {k: v for k, v in kernel.targetoptions.items() if k not in ("cache", "nopython")}
+    fresh = numba.njit(**options)(kernel.py_func)
+    sigs = [sig for sig in kernel.signatures
+            if any(getattr(t, "dtype", t) == numba.float32 for t in sig)]
+    assert sigs
+    for sig in sigs:
+        fresh.compile(sig)
+        ir = fresh.inspect_llvm(sig)
+        bodies = [fn for fn in ir.split("\ndefine ")[1:] if "@cpython." not in fn.split("(")[0]
+                  and "@cfunc." not in fn.split("(")[0]]
+        assert bodies
+        for body in bodies:
+            for value in re.findall(r"(%[\w.]+) = fpext float", body):
+                # boxing a value for Python (an error message) is fine; arithmetic is not
+                uses = re.findall(re.escape(value) + r"\b(?! =)", body)
+                boxing = re.findall(r"@PyFloat_FromDouble\(double " + re.escape(value) + r"\)", body)
+                assert len(uses) == len(boxing), f"{name}{sig} widens float32 to float64"
