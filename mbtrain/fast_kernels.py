@@ -130,7 +130,7 @@ def dense_forward_rows(Z, A, rows, W, b, h_lo, h_hi):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def dense_update_rows(W, b, A, rows, D, alpha_w, alpha_b, beta, one, h_lo, h_hi):
+def dense_update_rows(W, b, A, rows, D, alpha_w, alpha_b, beta, one, h_lo, h_hi, checked=True):
     """BP3/BP4 and the update, in place, for units ``h_lo <= h < h_hi``:
 
     ``W[h] <- alpha_w W[h] + beta sum_i D[i, h] A[rows[i]]``;
@@ -139,7 +139,9 @@ def dense_update_rows(W, b, A, rows, D, alpha_w, alpha_b, beta, one, h_lo, h_hi)
     In place on purpose: reading one array and writing another that is the same
     memory makes LLVM's runtime alias check fail and the loop run unvectorized
     (8x slower). ``one`` is 1 in the dtype of ``W``. Returns the sum of the
-    written values (finite exactly when they all are: the divergence check).
+    written values (finite exactly when they all are: the divergence check);
+    with ``checked=False`` only the biases are summed, saving a pass over ``W``
+    (the epoch then checks every parameter once, at its end).
     """
     m = rows.shape[0]
     n_in = W.shape[1]
@@ -195,9 +197,10 @@ def dense_update_rows(W, b, A, rows, D, alpha_w, alpha_b, beta, one, h_lo, h_hi)
             t += beta * D[i, h]
         b[h] = t
         check += t
-        w = W[h]
-        for j in range(n_in):
-            check += w[j]
+        if checked:
+            w = W[h]
+            for j in range(n_in):
+                check += w[j]
     return check
 
 
@@ -267,7 +270,7 @@ def deltas_rows(deltas, acts, params, sizes, Y, rows, batch_size, m, r_lo, r_hi,
 
 @njit(cache=True)
 def update_units(params, sizes, X, rows, ident, acts, deltas, batch_size, m, part, n_parts,
-                 alpha_w, alpha_b, beta, one):
+                 alpha_w, alpha_b, beta, one, checked=True):
     """Update share ``part`` of ``n_parts`` of every layer's units (weight rows) in place.
 
     Returns the check sum of the written values.
@@ -286,15 +289,15 @@ def update_units(params, sizes, X, rows, ident, acts, deltas, batch_size, m, par
             continue
         D = work_view(deltas, sizes, batch_size, l + 1, m)
         if l == 0:
-            check += dense_update_rows(W, b, X, rows, D, alpha_w, alpha_b, beta, one, h_lo, h_hi)
+            check += dense_update_rows(W, b, X, rows, D, alpha_w, alpha_b, beta, one, h_lo, h_hi, checked)
         else:
             check += dense_update_rows(W, b, work_view(acts, sizes, batch_size, l, m),
-                                       ident[:m], D, alpha_w, alpha_b, beta, one, h_lo, h_hi)
+                                       ident[:m], D, alpha_w, alpha_b, beta, one, h_lo, h_hi, checked)
     return check
 
 
 def _sgd_epoch(params, sizes, X, Y, order, batch_size, beta_full, beta_last, decay, one, cost_id, acts, deltas,
-               n_parts):
+               n_parts, checked):
     """One epoch of mini-batch SGD over ``X[order]``, updating ``params`` in place.
 
     Compiled twice from this one function: serially (``n_parts == 1``) and
@@ -304,6 +307,14 @@ def _sgd_epoch(params, sizes, X, Y, order, batch_size, beta_full, beta_last, dec
     ``beta_full = -eta / batch_size`` and ``beta_last = -eta / (rows of the
     last batch)`` arrive in the dtype of ``params`` (see the module notes).
     Returns the index of the first batch after which a parameter is not finite, or -1.
+
+    Divergence check: with ``checked`` every batch sums every written value (a
+    pass over the weights per batch). Without it only the biases are summed per
+    batch and every parameter once at the end of the epoch, and a non-finite
+    result returns ``n_batches``: "diverged, batch unknown". That is exact,
+    because a non-finite parameter stays non-finite through every later update
+    (inf and NaN absorb), so the caller restores the epoch's starting point and
+    reruns it ``checked`` to name the batch (:class:`NumbaBackend` does).
     """
     n_rows = order.shape[0]
     n_batches = (n_rows + batch_size - 1) // batch_size
@@ -325,12 +336,102 @@ def _sgd_epoch(params, sizes, X, Y, order, batch_size, beta_full, beta_last, dec
         beta = beta_full if m == batch_size else beta_last
         for p in prange(n_parts):
             checks[p] = update_units(params, sizes, X, rows, ident, acts, deltas, batch_size, m,
-                                     p, n_parts, decay, one, beta, one)
+                                     p, n_parts, decay, one, beta, one, checked)
         check = checks[0]
         for p in range(1, n_parts):
             check += checks[p]
         if not np.isfinite(check):
-            return k
+            return k if checked else n_batches
+    if not checked:
+        total = one - one
+        for i in range(params.shape[0]):
+            total += params[i]
+        if not np.isfinite(total):
+            return n_batches
+    return -1
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def first_layer_update_forward(W, b, x, c, alpha_w, z_next, x_next, fuse):
+    """Online SGD's first-layer step fused with the next example's first-layer forward.
+
+    ``W[h] <- alpha_w W[h] + c[h] x``, ``b[h] <- b[h] + c[h]`` and, when ``fuse``,
+    ``z_next[h] = W_new[h] . x_next + b_new[h]`` in the same pass: the updated
+    row is still in registers, so ``W`` (larger than L1 for image inputs)
+    streams from L2 twice per example instead of three times.
+    """
+    n_out, n_in = W.shape
+    for h in range(n_out):
+        w = W[h]
+        ch = c[h]
+        bh = b[h] + ch
+        b[h] = bh
+        if fuse and alpha_w == 1:  # no L2: one multiply-add per weight fewer
+            acc = bh - bh
+            for j in range(n_in):
+                v = w[j] + ch * x[j]
+                w[j] = v
+                acc += v * x_next[j]
+            z_next[h] = acc + bh
+        elif fuse:
+            acc = bh - bh
+            for j in range(n_in):
+                v = alpha_w * w[j] + ch * x[j]
+                w[j] = v
+                acc += v * x_next[j]
+            z_next[h] = acc + bh
+        else:
+            for j in range(n_in):
+                w[j] = alpha_w * w[j] + ch * x[j]
+
+
+@njit(cache=True)
+def sgd_epoch_online(params, sizes, X, Y, order, beta, decay, one, cost_id, acts, deltas):
+    """Batch size 1 (pure SGD): one example per step, first-layer update fused with the next forward.
+
+    Same arithmetic as :func:`_sgd_epoch` with ``batch_size == 1`` up to the
+    order of the first layer's dot products. Divergence is checked once at the
+    end (as ``_sgd_epoch`` unchecked): returns ``order.shape[0]`` if a
+    parameter is not finite, else -1.
+    """
+    n_rows = order.shape[0]
+    L = sizes.shape[0] - 1
+    ident = np.arange(1)
+    W0, b0 = layer_views(params, sizes, 0)
+    Z1 = work_view(acts, sizes, 1, 1, 1)
+    D1 = work_view(deltas, sizes, 1, 1, 1)
+    coef = np.empty(sizes[1], dtype=params.dtype)
+    dense_forward_rows(Z1, X, order[0:1], W0, b0, 0, W0.shape[0])
+    for k in range(n_rows):
+        rows = order[k:k + 1]
+        # first layer's z is in Z1 (computed by the previous step's fused pass)
+        if L == 1 and cost_id == SOFTMAX:
+            softmax_inplace(Z1)
+        else:
+            sigmoid_rows(Z1, one)
+        for l in range(1, L):
+            W, b = layer_views(params, sizes, l)
+            Z = work_view(acts, sizes, 1, l + 1, 1)
+            dense_forward_rows(Z, work_view(acts, sizes, 1, l, 1), ident, W, b, 0, W.shape[0])
+            if l == L - 1 and cost_id == SOFTMAX:
+                softmax_inplace(Z)
+            else:
+                sigmoid_rows(Z, one)
+        deltas_rows(deltas, acts, params, sizes, Y, rows, 1, 1, 0, 1, cost_id)
+        for l in range(1, L):
+            W, b = layer_views(params, sizes, l)
+            dense_update_rows(W, b, work_view(acts, sizes, 1, l, 1), ident, work_view(deltas, sizes, 1, l + 1, 1),
+                              decay, one, beta, one, 0, W.shape[0], False)
+        for h in range(coef.shape[0]):
+            coef[h] = beta * D1[0, h]
+        fuse = k + 1 < n_rows
+        nxt = order[k + 1] if fuse else order[k]
+        first_layer_update_forward(W0, b0, X[order[k]], coef, decay, Z1[0], X[nxt], fuse)
+    total = one - one
+    for i in range(params.shape[0]):
+        total += params[i]
+    if not np.isfinite(total):
+        return n_rows
     return -1
 
 

@@ -111,7 +111,7 @@ def run_plain_epoch(net, X, Y, order, batch_size, eta, lmbda):
                             np.empty(total, net.dtype), np.empty(total, net.dtype)))
 
 
-def run_fast_epoch(net, X, Y, order, batch_size, eta, lmbda, n_parts):
+def run_fast_epoch(net, X, Y, order, batch_size, eta, lmbda, n_parts, checked=True):
     dt = net.dtype.type
     n = order.shape[0]
     last = n - (n - 1) // batch_size * batch_size
@@ -119,7 +119,8 @@ def run_fast_epoch(net, X, Y, order, batch_size, eta, lmbda, n_parts):
     epoch = fk.sgd_epoch_parallel if n_parts > 1 else fk.sgd_epoch_serial
     return int(epoch(net.params, np.asarray(net.sizes, np.int64), X, Y, order, batch_size,
                      dt(-eta / batch_size), dt(-eta / last), dt(1 - eta * lmbda / X.shape[0]), dt(1),
-                     net.cost.kernel_id, np.empty(total, net.dtype), np.empty(total, net.dtype), n_parts))
+                     net.cost.kernel_id, np.empty(total, net.dtype), np.empty(total, net.dtype), n_parts,
+                     checked))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -180,6 +181,33 @@ def test_sgd_epoch_returns_first_diverged_batch(dtype, n_parts):
     assert run_fast_epoch(fast, X, Y, order, 5, 3.0, 0.0, n_parts) == 3
     assert run_plain_epoch(plain, X, Y, order, 5, 3.0, 0.0) == 3
     assert not np.all(np.isfinite(fast.params))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_parts", [1, 2])
+def test_unchecked_epoch_checks_once_at_the_end(dtype, n_parts):
+    """The fast path: same arithmetic as the checked one; divergence reported as n_batches."""
+    sizes = [6, 5, 3]
+    X, Y = sparse_data(40, sizes, dtype)
+    order = np.arange(40)
+    checked, unchecked = Network(sizes, dtype=dtype, seed=0), Network(sizes, dtype=dtype, seed=0)
+    assert run_fast_epoch(checked, X, Y, order, 5, 3.0, 0.5, n_parts, checked=True) == -1
+    assert run_fast_epoch(unchecked, X, Y, order, 5, 3.0, 0.5, n_parts, checked=False) == -1
+    np.testing.assert_array_equal(checked.params, unchecked.params)
+    X[17, 2] = np.inf
+    diverged = Network(sizes, dtype=dtype, seed=0)
+    assert run_fast_epoch(diverged, X, Y, order, 5, 3.0, 0.0, n_parts, checked=False) == 8  # 40 / 5 batches
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_backend_names_the_batch_after_an_unchecked_epoch_diverges(dtype):
+    sizes = [6, 5, 3]
+    X, Y = sparse_data(40, sizes, dtype)
+    X[17, 2] = np.inf
+    net, ref = Network(sizes, dtype=dtype, seed=0), Network(sizes, dtype=dtype, seed=0)
+    assert get_backend("numba").sgd_epoch(net, X, Y, np.arange(40), 5, 3.0, 0.0, 40) == 3
+    assert run_fast_epoch(ref, X, Y, np.arange(40), 5, 3.0, 0.0, 1) == 3
+    np.testing.assert_array_equal(net.params, ref.params)  # left as the checked run leaves it
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -262,3 +290,27 @@ def test_float32_kernels_never_widen_to_float64(name):
                 uses = re.findall(re.escape(value) + r"\b(?! =)", body)
                 boxing = re.findall(r"@PyFloat_FromDouble\(double " + re.escape(value) + r"\)", body)
                 assert len(uses) == len(boxing), f"{name}{sig} widens float32 to float64"
+
+
+# -- batch size 1: the fused online epoch -------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sizes", SIZES + [[6, 3]])
+@pytest.mark.parametrize("cost_id", [0, 1, 2])
+def test_online_epoch_matches_numpy(dtype, sizes, cost_id):
+    X, Y = sparse_data(23, sizes, dtype)
+    order = np.random.default_rng(2).permutation(23)
+    fast = Network(sizes, cost=COSTS[cost_id], dtype=dtype, seed=0)
+    ref = Network(sizes, cost=COSTS[cost_id], dtype=dtype, seed=0)
+    assert get_backend("numba").sgd_epoch(fast, X, Y, order, 1, 3.0, 0.5, 23) == -1
+    assert get_backend("numpy").sgd_epoch(ref, X, Y, order, 1, 3.0, 0.5, 23) == -1
+    tol = 2e-4 if dtype == np.float32 else 1e-11
+    np.testing.assert_allclose(fast.params, ref.params, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_online_epoch_divergence_names_the_example(dtype):
+    sizes = [6, 5, 3]
+    X, Y = sparse_data(12, sizes, dtype)
+    X[7, 1] = np.inf
+    net = Network(sizes, dtype=dtype, seed=0)
+    assert get_backend("numba").sgd_epoch(net, X, Y, np.arange(12), 1, 3.0, 0.0, 12) == 7

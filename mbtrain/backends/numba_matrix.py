@@ -69,12 +69,20 @@ class NumbaBackend:
         n_threads = numba.get_num_threads()
         parallel = n_threads > 1 and batch_size >= PARALLEL_MIN_BATCH
         epoch = fast_kernels.sgd_epoch_parallel if parallel else fast_kernels.sgd_epoch_serial
-        return int(epoch(
-            net.params, _sizes_array(net), np.ascontiguousarray(X), np.ascontiguousarray(Y),
-            np.ascontiguousarray(order, dtype=np.int64), batch_size, dt(-eta / batch_size), dt(-eta / last),
-            dt(1 - eta * (lmbda / n)), dt(1), _kernel_cost_id(net), acts, deltas,
-            n_threads if parallel else 1,
-        ))
+        args = (net.params, _sizes_array(net), np.ascontiguousarray(X), np.ascontiguousarray(Y),
+                np.ascontiguousarray(order, dtype=np.int64), batch_size, dt(-eta / batch_size), dt(-eta / last),
+                dt(1 - eta * (lmbda / n)), dt(1), _kernel_cost_id(net), acts, deltas,
+                n_threads if parallel else 1)
+        start = net.params.copy()  # one copy per epoch: the fast path checks divergence once, at the end
+        if batch_size == 1:
+            bad = int(fast_kernels.sgd_epoch_online(*args[:5], dt(-eta), args[8], args[9], args[10], acts, deltas))
+        else:
+            bad = int(epoch(*args, False))
+        n_batches = -(-n_rows // batch_size)
+        if bad == n_batches:  # diverged somewhere: rerun from the start, checking every batch, to say where
+            net.params[...] = start
+            bad = int(epoch(*args, True))
+        return bad
 
     def forward(self, net, X, batch_size: int = 256):
         out = np.empty((X.shape[0], net.sizes[-1]), dtype=net.dtype)
