@@ -6,11 +6,13 @@ Public API::
     history = net.fit(X, y, epochs=10, batch_size=10, eta=3.0)
     mbtrain.gradcheck(net, X[:8], y[:8]).table
 """
-from . import datasets
+from . import datasets, threads
 from .backends import BACKENDS, DEFAULT_BACKEND
 from .costs import COSTS, Cost, register_cost
 from .gradcheck import GradcheckResult, gradcheck
 from .network import Network
+from .optimize import loss_and_grad
+from .threads import get_num_threads, set_num_threads
 from .callbacks import EarlyStopping
 from .serialization import ModelFormatError, load
 from .training import TrainingDiverged, TrainingInterrupted
@@ -20,5 +22,6 @@ __version__ = "0.1.0"
 __all__ = [
     "BACKENDS", "COSTS", "Cost", "DEFAULT_BACKEND", "EarlyStopping", "GradcheckResult",
     "ModelFormatError", "Network", "TrainingDiverged", "TrainingInterrupted", "gradcheck", "load",
-    "datasets", "register_cost", "__version__",
+    "datasets", "get_num_threads", "loss_and_grad", "register_cost", "set_num_threads", "threads",
+    "__version__",
 ]
