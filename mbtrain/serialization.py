@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import json
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -99,70 +98,122 @@ def load(path, dtype=None):
     raise ModelFormatError(f"{path}: not a saved model (neither an mbtrain .npz nor network2 JSON)")
 
 
-def _load_npz(path, dtype):
-    from .network import Network
+def _n_params(sizes) -> int:
+    return sum(n_out * n_in + n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+
+
+def _checked_sizes(path, sizes) -> tuple[int, ...]:
+    from ._validation import check_sizes
 
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            missing = {"params", "metadata"} - set(archive.files)
-            if missing:
-                raise ModelFormatError(f"{path}: an .npz but not an mbtrain model (missing {sorted(missing)})")
-            params = archive["params"]
-            metadata = json.loads(str(archive["metadata"]))
-            history_csv = str(archive["history"]) if "history" in archive.files else ""
-    except ModelFormatError:
-        raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
-        raise ModelFormatError(f"{path}: corrupted or truncated model file ({exc})") from None
-    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
-        raise ModelFormatError(f"{path}: an .npz but not an mbtrain model (no '{FORMAT_NAME}' metadata)")
-    if metadata.get("format_version", 0) > FORMAT_VERSION:
+        return check_sizes(sizes)
+    except (TypeError, ValueError) as exc:
+        raise ModelFormatError(f"{path}: invalid model sizes ({exc})") from None
+
+
+def _load_npz(path, dtype):
+    from .datasets._io import NpzMembers
+    from .network import Network
+
+    # Every array is read through NpzMembers: a header may not claim more than
+    # the file holds, so a damaged or hostile model cannot make us allocate.
+    with NpzMembers(path, error=ModelFormatError) as archive:
+        missing = {"params", "metadata"} - set(archive.files)
+        if missing:
+            raise ModelFormatError(f"{path}: an .npz but not an mbtrain model (missing {sorted(missing)})")
+        metadata = _text(path, archive.read("metadata"), "metadata")
+        history_csv = _text(path, archive.read("history"), "history") if "history" in archive.files else ""
+        try:
+            metadata = json.loads(metadata)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise ModelFormatError(f"{path}: corrupted model metadata, not JSON ({exc})") from None
+        if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
+            raise ModelFormatError(f"{path}: an .npz but not an mbtrain model (no '{FORMAT_NAME}' metadata)")
+        version = metadata.get("format_version", 0)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise ModelFormatError(f"{path}: invalid model metadata (format_version {version!r} is not an integer)")
+        if version > FORMAT_VERSION:
+            raise ModelFormatError(
+                f"{path}: saved by a newer mbtrain (format version {version}); upgrade mbtrain")
+        if "sizes" not in metadata:
+            raise ModelFormatError(f"{path}: invalid model metadata (no 'sizes')")
+        sizes = _checked_sizes(path, metadata["sizes"])
+        params = archive.read("params")
+    if params.dtype.kind != "f" or params.ndim != 1:
+        raise ModelFormatError(f"{path}: params must be a flat float vector, got shape {params.shape} of {params.dtype}")
+    # Checked before the network is built: sizes claiming 10^12 parameters must
+    # not allocate them.
+    needed = _n_params(sizes)
+    if params.size != needed:
         raise ModelFormatError(
-            f"{path}: saved by a newer mbtrain (format version {metadata['format_version']}); upgrade mbtrain")
-    try:
-        net = Network(metadata["sizes"], cost=metadata["cost"], init=metadata.get("init", "gaussian"),
-                      dtype=dtype or metadata["dtype"])
-    except (KeyError, ValueError, TypeError) as exc:
-        raise ModelFormatError(f"{path}: invalid model metadata ({exc})") from None
-    if params.shape != (net.layout.size,):
-        raise ModelFormatError(
-            f"{path}: holds {params.size} parameters but sizes {list(net.sizes)} need {net.layout.size}")
+            f"{path}: holds {params.size} parameters but sizes {list(sizes)} need {needed}")
     if not np.isfinite(params).all():
         raise ModelFormatError(f"{path}: parameters contain NaN or inf")
+    try:
+        net = Network(sizes, cost=metadata.get("cost"), init=metadata.get("init", "gaussian"),
+                      dtype=dtype or metadata.get("dtype"))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ModelFormatError(f"{path}: invalid model metadata ({exc})") from None
     net.params[...] = params
     if "rng_state" in metadata:
         try:
             net.rng.bit_generator.state = metadata["rng_state"]
-        except (TypeError, ValueError, KeyError):
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError):
             pass  # a foreign random state: keep a fresh stream
     if history_csv:
-        net.history = pd.read_csv(io.StringIO(history_csv))
+        try:
+            net.history = pd.read_csv(io.StringIO(history_csv))
+        except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise ModelFormatError(f"{path}: corrupted training history ({exc})") from None
     return net
+
+
+def _text(path, array, name) -> str:
+    """A 0-d string array (how ``np.savez`` stores ``np.array(str)``) as text."""
+    if array.shape != () or array.dtype.kind != "U":
+        raise ModelFormatError(f"{path}: {name} must be a text scalar, got shape {array.shape} of {array.dtype}")
+    return str(array)
 
 
 def _load_network2(path, dtype):
     from .network import Network
 
     try:
-        data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ModelFormatError(f"{path}: not valid JSON, so not a network2 model ({exc})") from None
     if not isinstance(data, dict) or not {"sizes", "weights", "biases", "cost"} <= set(data):
         raise ModelFormatError(f"{path}: JSON but not a network2 model (needs sizes, weights, biases, cost)")
     cost = data["cost"]
-    if cost not in NETWORK2_COSTS:
+    if not isinstance(cost, str) or cost not in NETWORK2_COSTS:
         raise ModelFormatError(f"{path}: unknown network2 cost {cost!r}; expected one of {sorted(NETWORK2_COSTS)}")
-    if not isinstance(data["weights"], list) or not isinstance(data["biases"], list) or not (
-            len(data["weights"]) == len(data["biases"]) == len(data["sizes"]) - 1):
-        raise ModelFormatError(f"{path}: sizes {data['sizes']} do not match the number of weight matrices")
+    sizes = _checked_sizes(path, data["sizes"])
+    weights, biases = data["weights"], data["biases"]
+    if not isinstance(weights, list) or not isinstance(biases, list) or not (
+            len(weights) == len(biases) == len(sizes) - 1):
+        raise ModelFormatError(f"{path}: sizes {list(sizes)} do not match the number of weight matrices")
+    # Shapes are checked on arrays built from the file (bounded by its size)
+    # before the network is allocated from the sizes the file claims.
     try:
-        net = Network(data["sizes"], cost=NETWORK2_COSTS[cost], dtype=dtype or "float64")
-        net.params[...] = net.layout.pack([np.asarray(w, dtype=float) for w in data["weights"]],
-                                          [np.asarray(b, dtype=float) for b in data["biases"]], net.dtype)
+        weights = [np.asarray(w, dtype=np.float64) for w in weights]
+        biases = [np.asarray(b, dtype=np.float64) for b in biases]
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ModelFormatError(f"{path}: weights and biases must be nested lists of numbers ({exc})") from None
+    for l, (w, b) in enumerate(zip(weights, biases)):
+        n_in, n_out = sizes[l], sizes[l + 1]
+        if w.shape != (n_out, n_in) or b.shape not in ((n_out, 1), (n_out,)):
+            raise ModelFormatError(
+                f"{path}: layer {l}: sizes {list(sizes)} need weights ({n_out}, {n_in}) and biases ({n_out}, 1), "
+                f"got {w.shape} and {b.shape}")
+        if not (np.isfinite(w).all() and np.isfinite(b).all()):
+            raise ModelFormatError(f"{path}: layer {l}: parameters contain NaN or inf")
+    try:
+        net = Network(sizes, cost=NETWORK2_COSTS[cost], dtype=dtype or "float64")
+        net.params[...] = net.layout.pack(weights, biases, net.dtype)
     except (ValueError, TypeError) as exc:
         raise ModelFormatError(f"{path}: inconsistent network2 model ({exc})") from None
-    if not np.isfinite(net.params).all():
-        raise ModelFormatError(f"{path}: parameters contain NaN or inf")
+    if not np.isfinite(net.params).all():  # finite float64 values can overflow a float32 network
+        raise ModelFormatError(f"{path}: parameters overflow {net.dtype.name}")
     return net
 
 

@@ -18,13 +18,24 @@ BENCH_EXAMPLE = """example:
   mbtrain bench --dataset fashion-mnist --sizes 784,30,10 --batch-sizes 1,10,100,1000 --repeats 5
 
 Every arm is first checked against the loop reference on one mini-batch, then
-timed; results.csv, machine.json, report.md and plots go to --out."""
+timed, one measurement at a time (timings taken side by side would lie);
+results.csv, machine.json, report.md and plots go to --out. A run that was
+killed or interrupted continues with the same command plus --resume: what is
+already in results.csv is not measured again."""
 
 SWEEP_EXAMPLE = """example:
   mbtrain sweep --quick
   mbtrain sweep --dataset fashion-mnist --target 0.85 --eta-policy grid --seeds 3
+  mbtrain sweep --quick --jobs 2 --out results/sweep       # two runs at once (joblib)
+  mbtrain sweep --quick --scheduler tcp://10.0.0.5:8786    # on a Dask cluster
+  mbtrain sweep --quick --out results/sweep --resume       # continue a killed sweep
 
-results.csv, machine.json, report.md and plots go to --out."""
+results.csv, machine.json, report.md and plots go to --out. With --resume, runs
+already finished in --out/results.csv are skipped (the settings must be the
+same; a run cut short is redone, a half-written last line dropped). With
+--jobs or --scheduler the runs execute in worker processes and this process
+alone writes results.csv; their seconds are wall time shared with the other
+runs, which the report and the executor/jobs columns say."""
 
 REPORT_EXAMPLE = """example:
   mbtrain report mbtrain-results/bench-20250101-120000
@@ -46,6 +57,16 @@ def _float_list(text):
     if not values or any(not v > 0 for v in values):
         raise argparse.ArgumentTypeError(f"expected positive numbers like 0.5,1,2, got {text!r}")
     return values
+
+
+def _jobs(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of jobs like 2, or -1 for one per core, got {text!r}") from None
+    if value == 0 or value < -1:
+        raise argparse.ArgumentTypeError(f"expected a number of jobs >= 1, or -1 for one per core, got {text!r}")
+    return value
 
 
 def _fraction(text):
@@ -74,6 +95,9 @@ def _common(p, default_sizes):
     p.add_argument("--quick", action="store_true",
                    help="a reduced run that finishes in under a minute (on digits unless --dataset is given)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it is off anyway when not a tty)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out: skip what its results.csv already holds (same settings "
+                        "required); without it an existing results.csv is replaced")
 
 
 def register(subparsers) -> None:
@@ -113,6 +137,10 @@ def register(subparsers) -> None:
                    help="validation accuracy checks per epoch (the resolution of steps to target)")
     p.add_argument("--dtype", default="float32", help="float32 or float64")
     p.add_argument("--backend", default="numba", help="numba, numpy or loop")
+    p.add_argument("--jobs", type=_jobs, default=1,
+                   help="runs at once in worker processes (joblib; -1: one per core); 1 runs them here, serially")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run on a dask.distributed cluster, e.g. tcp://10.0.0.5:8786 (joblib's Dask backend)")
     p.set_defaults(func=run_sweep)
 
     p = subparsers.add_parser("report", help="rebuild report.md and plots from a result folder",
@@ -194,7 +222,8 @@ def run_bench(args) -> int:
                            lmbda=args.lmbda, batch_sizes=batch_sizes, arms=args.arms, dtypes=args.dtype,
                            repeats=repeats, seed=args.seed, threads=args.threads, max_epoch_seconds=max_seconds,
                            dataset=data.name, dataset_note=data.note + (f"; {note}" if note else ""),
-                           quick=args.quick, command=command, progress=False if args.no_progress else None)
+                           quick=args.quick, command=command, progress=False if args.no_progress else None,
+                           resume=args.resume)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         return _error("bench", exc)
     return _finish("bench", result, started)
@@ -220,7 +249,8 @@ def run_sweep(args) -> int:
                            eta_policy=args.eta_policy, ref_batch_size=args.ref_batch_size, grid_factors=args.eta_grid,
                            lmbda=args.lmbda, seeds=seeds, evals_per_epoch=args.evals_per_epoch, backend=args.backend,
                            threads=args.threads, quick=args.quick, command=command,
-                           progress=False if args.no_progress else None)
+                           progress=False if args.no_progress else None, resume=args.resume,
+                           jobs=args.jobs, scheduler=args.scheduler)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         return _error("sweep", exc)
     return _finish("sweep", result, started)

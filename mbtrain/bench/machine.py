@@ -111,3 +111,36 @@ def thread_limits(n_threads: int, arms=()):
         for undo in reversed(restore):
             undo()
         numba.set_num_threads(previous_numba)
+
+
+def check_resumable(folder, run: str, settings: dict) -> dict:
+    """machine.json of the run being resumed in ``folder``, checked to have ``run``'s ``settings``.
+
+    Resuming appends to results.csv, so it is only allowed when every setting
+    that shapes a measurement (sizes, batch sizes, etas, seeds, data rows ...)
+    is the same; how the work is spread (``--jobs``, ``--scheduler``) may differ.
+
+    Returns ``{}`` when the folder holds no earlier run (a fresh start).
+
+    Raises
+    ------
+    ValueError
+        Naming every setting that differs, or when results.csv exists without a
+        machine.json to check it against.
+    """
+    folder = Path(folder)
+    if not (folder / "results.csv").is_file():
+        return {}
+    previous = read_machine(folder)
+    if not previous:
+        raise ValueError(f"{folder}: cannot resume: results.csv has no machine.json beside it to check "
+                         f"its settings; use a new --out")
+    if previous.get("run") != run:
+        raise ValueError(f"{folder}: cannot resume: it holds a {previous.get('run')!r} run, not {run!r}")
+    old = previous.get("settings", {})
+    new = json.loads(json.dumps(settings, default=str))
+    differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if differ:
+        detail = "; ".join(f"{k}: was {old.get(k)!r}, now {new.get(k)!r}" for k in differ)
+        raise ValueError(f"{folder}: cannot resume with different settings ({detail}); use a new --out")
+    return previous

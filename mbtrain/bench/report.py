@@ -498,6 +498,23 @@ def compare_sections(results, other, other_name, lines):
 # -- the report -------------------------------------------------------------------------
 
 
+def execution_note(results: pd.DataFrame, machine: dict) -> str:
+    """How the numbers were taken: serially, or N runs at once (whose seconds then share the cores)."""
+    ways = results[["executor", "jobs"]].dropna().drop_duplicates() if "executor" in results else pd.DataFrame()
+    if ways.empty:
+        execution = machine.get("execution") or {"executor": "serial", "jobs": 1}
+        ways = pd.DataFrame([execution])[["executor", "jobs"]]
+    parts = []
+    for executor, jobs in ways.itertuples(index=False):
+        if executor == "serial":
+            parts.append("serially, one measurement at a time in one process")
+        else:
+            count = "as many as the workers take" if str(jobs) == "-1" else f"{jobs} at once"
+            parts.append(f"in parallel ({executor}, {count}): seconds are wall time while other runs shared the "
+                         "machine, comparable with each other but not with serial timings")
+    return "; and ".join(parts)
+
+
 def render_report(folder, compare=None) -> str:
     """The Markdown report of ``folder`` (and writes its plots there)."""
     folder = Path(folder)
@@ -519,6 +536,10 @@ def render_report(folder, compare=None) -> str:
     settings = machine.get("settings", {})
     if settings:
         lines.append("- settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
+    lines.append("- measured: " + execution_note(results, machine))
+    for earlier in machine.get("resumed_from", []):
+        lines.append(f"- resumed a run started {earlier.get('timestamp', '?')} (`{earlier.get('command', '?')}`); "
+                     "its finished measurements were kept, not repeated")
     lines.append("")
     lines.append("## Machine\n")
     versions = machine.get("versions", {})

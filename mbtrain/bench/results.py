@@ -12,15 +12,26 @@ Every row has a ``kind``:
 All kinds share the columns of :data:`COLUMNS`; a row leaves empty what does
 not apply to it (e.g. ``epochs_to_target`` when the target was not reached).
 Because the header is fixed up front, a run interrupted half-way leaves a
-valid CSV with every row measured so far.
+valid CSV with every row measured so far, at most with a last line cut short
+by a kill in the middle of a write. ``ResultsWriter(path, resume=True)`` reads
+such a file back, drops a cut-short last line, keeps the complete rows
+(``writer.rows``) and appends after them; the bench and sweep use it to skip
+what was already measured.
+
+``executor`` and ``jobs`` say how a row was measured: ``serial`` (one process,
+1 job) or ``joblib-loky``/``dask`` with ``jobs`` trials at once (their seconds
+are wall time shared with the other trials: compare them only with each other).
 """
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 
 import pandas as pd
+
+from .._atomic import atomic_write
 
 COLUMNS = [
     "kind", "dataset", "sizes", "cost", "dtype", "arm", "arm_kind", "loss", "status", "note",
@@ -38,6 +49,8 @@ COLUMNS = [
     "examples_to_target", "best_val_accuracy", "final_train_loss", "final_val_loss",
     # noise
     "noise_scale", "trace_sigma", "grad_norm_sq", "noise_rows",
+    # how the row was measured
+    "executor", "jobs",
 ]
 
 
@@ -53,25 +66,71 @@ def _cell(value):
     return value
 
 
+def _complete_rows(path: Path) -> list[dict]:
+    """The complete rows of an existing results.csv, as dicts of strings.
+
+    A kill in the middle of a write leaves a last record without its line end
+    (or, inside a quoted field, with too few fields); it is dropped. A header
+    other than :data:`COLUMNS` is an error (a file of another mbtrain version,
+    or not a results.csv at all).
+    """
+    text = path.read_bytes().decode("utf-8", errors="replace")  # no newline translation: "\r" alone is a cut line
+    records = list(csv.reader(io.StringIO(text, newline="")))
+    if not records:
+        return []
+    if records[0] != COLUMNS:
+        head = records[0]
+        if (not text.endswith("\n") and len(records) == 1 and len(head) <= len(COLUMNS)
+                and head[:-1] == COLUMNS[:len(head) - 1] and COLUMNS[len(head) - 1].startswith(head[-1])):
+            return []  # killed while writing the header
+        raise ValueError(
+            f"{path}: cannot resume: its columns are not those of this mbtrain's results.csv "
+            f"(written by another version?); use a new --out")
+    body = records[1:]
+    if body and not text.endswith("\n"):
+        body = body[:-1]
+    return [dict(zip(COLUMNS, record)) for record in body if len(record) == len(COLUMNS)]
+
+
 class ResultsWriter:
-    """Append rows to ``path`` (a new CSV with the :data:`COLUMNS` header), flushing each one.
+    """Append rows to ``path`` (a CSV with the :data:`COLUMNS` header), flushing each one.
 
     Parameters
     ----------
     path : str or Path
-        Overwritten when it exists: a run owns its output folder.
+        Without ``resume`` it is overwritten when it exists: a run owns its
+        output folder.
     on_row : callable or None
         Called with each row (a dict) after it is on disk; the harness counts
         measurements with it and tests raise ``KeyboardInterrupt`` from it.
+    resume : bool
+        Keep the complete rows of an existing ``path`` (in :attr:`rows`, as
+        dicts of strings) and append after them; a cut-short last line is
+        dropped.
+    keep : callable or None
+        With ``resume``: ``keep(rows) -> rows`` chooses which existing rows stay
+        (the sweep drops the curve points of a run that did not finish, since it
+        runs again). The file is rewritten atomically when rows are dropped.
     """
 
-    def __init__(self, path, on_row=None):
+    def __init__(self, path, on_row=None, resume=False, keep=None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "w", newline="", encoding="utf-8")
-        self._writer = csv.DictWriter(self._file, fieldnames=COLUMNS, extrasaction="raise")
-        self._writer.writeheader()
-        self._file.flush()
+        self.rows = []
+        if resume and self.path.is_file():
+            found = _complete_rows(self.path)
+            self.rows = list(keep(found)) if keep is not None else found
+            with atomic_write(self.path, "w") as f:  # rewritten whole: a cut-short line must not stay
+                writer = csv.DictWriter(f, fieldnames=COLUMNS)
+                writer.writeheader()
+                writer.writerows(self.rows)
+            self._file = open(self.path, "a", newline="", encoding="utf-8")
+            self._writer = csv.DictWriter(self._file, fieldnames=COLUMNS, extrasaction="raise")
+        else:
+            self._file = open(self.path, "w", newline="", encoding="utf-8")
+            self._writer = csv.DictWriter(self._file, fieldnames=COLUMNS, extrasaction="raise")
+            self._writer.writeheader()
+            self._file.flush()
         self.on_row = on_row
         self.count = 0
 

@@ -40,6 +40,7 @@ DEFAULT_BATCH_SIZES = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 DEFAULT_GRID_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)
 TRAIN_EVAL_ROWS = 10_000  # training loss/accuracy of the curves: on the first rows (the data is already shuffled)
 NOISE_ROWS = 4096  # per-example gradients in each noise-scale estimate
+SCHEDULER_TIMEOUT = 30  # seconds to reach a Dask scheduler before giving up
 
 
 def etas_for(batch_size, eta, policy="fixed", ref_batch_size=10, grid_factors=DEFAULT_GRID_FACTORS) -> list[float]:
@@ -153,11 +154,84 @@ def _noise_epochs(max_epochs):
     return epochs
 
 
+def run_trial(X, Y, X_val, Y_val, *, sizes, cost, init, dtype, batch_size, eta, seed, lmbda, target,
+              max_epochs, evals_per_epoch, backend, with_noise, threads=1) -> list[dict]:
+    """One sweep run from seed ``seed``'s initialization, as the rows it yields (for a worker process).
+
+    Returns the ``curve`` and ``noise`` points in the order measured, then the
+    ``sweep`` summary, each a dict with its ``kind``; the parent adds the
+    common columns and writes them. Pure: the same arguments give the same
+    rows (up to the seconds), wherever it runs.
+    """
+    from .machine import thread_limits
+
+    rows = []
+    with thread_limits(threads):
+        net = Network(sizes, cost=cost, init=init, dtype=dtype, seed=seed)
+        summary = train_to_target(
+            net, X, Y, X_val, Y_val, batch_size=batch_size, eta=eta, lmbda=lmbda, target=target,
+            max_epochs=max_epochs, evals_per_epoch=evals_per_epoch, backend=backend,
+            on_eval=lambda point: rows.append(dict(kind="curve", **point)),
+            on_noise=lambda point, estimate: rows.append(dict(
+                kind="noise", epoch=point["epoch"], steps=point["steps"], val_accuracy=point["val_accuracy"],
+                **estimate)),
+            noise_epochs=_noise_epochs(max_epochs) if with_noise else ())
+    rows.append(dict(kind="sweep", status=summary.pop("status"), epoch=summary.pop("epochs_run"), **summary))
+    return rows
+
+
+def _run_key(batch_size, eta, seed):
+    return int(batch_size), float(eta), int(seed)
+
+
+def _finished_runs(rows) -> set:
+    """Keys ``(batch_size, eta, seed)`` of the runs whose ``sweep`` row is on disk."""
+    return {_run_key(r["batch_size"], r["eta"], r["seed"]) for r in rows if r.get("kind") == "sweep"}
+
+
+def _keep_finished(rows):
+    """Existing rows minus the curve and noise points of runs that did not finish (they run again)."""
+    done = _finished_runs(rows)
+    return [r for r in rows if r.get("kind") not in ("curve", "noise")
+            or _run_key(r["batch_size"], r["eta"], r["seed"]) in done]
+
+
+def _parallel_results(tasks, jobs, scheduler):
+    """Run ``tasks`` (``(key, run_trial keyword arguments)``) with joblib; yield ``(key, rows)`` as each finishes.
+
+    ``scheduler``: a ``dask.distributed`` scheduler address (``tcp://host:8786``);
+    the trials then run on its workers through joblib's Dask backend, and a
+    trial lost with a worker is run again by Dask.
+    """
+    try:
+        import joblib
+    except ImportError:
+        raise ValueError("jobs: parallel sweeps need joblib (pip install 'mbtrain[parallel]')") from None
+    calls = [joblib.delayed(_keyed_trial)(key, kwargs) for key, kwargs in tasks]
+    if scheduler is None:
+        yield from joblib.Parallel(n_jobs=jobs, return_as="generator_unordered")(calls)
+        return
+    try:
+        from dask.distributed import Client
+    except ImportError:
+        raise ValueError("scheduler: Dask sweeps need dask.distributed (pip install 'mbtrain[parallel]')") from None
+    try:
+        client = Client(scheduler, timeout=SCHEDULER_TIMEOUT)
+    except (OSError, TimeoutError) as exc:
+        raise ValueError(f"scheduler: cannot reach the Dask scheduler at {scheduler} ({exc})") from None
+    with client, joblib.parallel_config(backend="dask"):
+        yield from joblib.Parallel(n_jobs=jobs, return_as="generator_unordered")(calls)
+
+
+def _keyed_trial(key, kwargs):
+    return key, run_trial(**kwargs)
+
+
 def sweep(data, sizes, *, out, cost="quadratic", init="gaussian", dtype="float32",
           batch_sizes=DEFAULT_BATCH_SIZES, target=0.85, max_epochs=30, eta=3.0, eta_policy="fixed",
           ref_batch_size=10, grid_factors=DEFAULT_GRID_FACTORS, lmbda=0.0, seeds=3, evals_per_epoch=4,
           backend="numba", threads=1, quick=False, command=None, on_row=None, progress=None,
-          write_report=True) -> RunResult:
+          write_report=True, resume=False, jobs=1, scheduler=None) -> RunResult:
     """Train to ``target`` validation accuracy for every batch size, eta and seed; write the results.
 
     Parameters
@@ -171,7 +245,26 @@ def sweep(data, sizes, *, out, cost="quadratic", init="gaussian", dtype="float32
         Seeds ``0 .. seeds-1``; seed ``s`` fixes the initial weights (the same
         for every batch size) and the shuffle order.
     threads, on_row, progress
-        As in :func:`mbtrain.bench.throughput.bench` (threads default to 1).
+        As in :func:`mbtrain.bench.throughput.bench` (threads default to 1;
+        with ``jobs`` they are per trial).
+    resume : bool
+        Continue the run in ``out`` (same settings, checked against its
+        machine.json): runs whose ``sweep`` row is in results.csv are not run
+        again; the curve points of a run cut short are dropped and the run is
+        redone; a last line cut short by a kill is dropped. Without ``resume``
+        an existing results.csv is replaced.
+    jobs : int
+        Runs at once. 1 (default): serially in this process, rows written as
+        measured. More: joblib worker processes (``-1``: one per core); each
+        run's rows are written, by this process only, when it finishes.
+        ``seconds_to_target`` is then wall time shared with the other runs:
+        the ``executor`` and ``jobs`` columns say so.
+    scheduler : str or None
+        Address of a ``dask.distributed`` scheduler (``tcp://host:8786``): the
+        runs go to its workers through joblib's Dask backend (``jobs`` caps
+        how many at once; -1: as many as the cluster takes). Runs lost with a
+        worker are run again by Dask; a run is written once, whichever copy
+        finishes first.
 
     Returns
     -------
@@ -180,9 +273,12 @@ def sweep(data, sizes, *, out, cost="quadratic", init="gaussian", dtype="float32
     from tqdm import tqdm  # the text bar: tqdm.auto wants ipywidgets in notebooks
 
     from ..backends.numba_matrix import compile_kernels
+    from .machine import check_resumable
 
     if eta_policy not in ETA_POLICIES:
         raise ValueError(f"eta_policy: unknown policy {eta_policy!r}; choose one of {list(ETA_POLICIES)}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs == 0 or jobs < -1:
+        raise ValueError(f"jobs: must be a positive number of parallel runs or -1 (one per core), got {jobs!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     threads = threads or available_cores()
@@ -195,50 +291,67 @@ def sweep(data, sizes, *, out, cost="quadratic", init="gaussian", dtype="float32
     n = X.shape[0]
     batch_sizes = [int(min(b, n)) for b in batch_sizes]
     noise_batch = min(batch_sizes, key=lambda b: (abs(math.log(b / ref_batch_size)), b))
+    parallel = scheduler is not None or jobs != 1
+    executor = "dask" if scheduler is not None else "joblib-loky" if parallel else "serial"
     common = dict(dataset=data.name, sizes=",".join(map(str, sizes)), cost=probe.cost.name, dtype=probe.dtype.name,
                   arm=backend, eta_policy=eta_policy, lmbda=lmbda, threads=threads, rows=n, target=target,
-                  max_epochs=max_epochs)
+                  max_epochs=max_epochs, executor=executor, jobs=jobs)
+    settings = dict(sizes=sizes, cost=probe.cost.name, init=init, dtype=probe.dtype.name,
+                    batch_sizes=batch_sizes, target=target, max_epochs=max_epochs, eta=eta,
+                    eta_policy=eta_policy, ref_batch_size=ref_batch_size,
+                    grid_factors=list(grid_factors), lmbda=lmbda, seeds=seeds,
+                    evals_per_epoch=evals_per_epoch, backend=backend, noise_batch_size=noise_batch,
+                    train_rows=n, validation_rows=int(X_val.shape[0]))
+    previous = check_resumable(out, "sweep", settings) if resume else {}
     info = machine_info(command=command)
-    info.update(run="sweep", dataset=data.name, dataset_note=data.note, quick=quick,
-                settings=dict(sizes=sizes, cost=probe.cost.name, init=init, dtype=probe.dtype.name,
-                              batch_sizes=batch_sizes, target=target, max_epochs=max_epochs, eta=eta,
-                              eta_policy=eta_policy, ref_batch_size=ref_batch_size,
-                              grid_factors=list(grid_factors), lmbda=lmbda, seeds=seeds,
-                              evals_per_epoch=evals_per_epoch, backend=backend, noise_batch_size=noise_batch,
-                              train_rows=n, validation_rows=int(X_val.shape[0])))
+    info.update(run="sweep", dataset=data.name, dataset_note=data.note, quick=quick, settings=settings,
+                execution=dict(executor=executor, jobs=jobs, scheduler=scheduler))
+    if previous:
+        info["resumed_from"] = previous.get("resumed_from", []) + [
+            {k: previous.get(k) for k in ("timestamp", "command", "execution", "interrupted")}]
     runs = [(b, e, s) for b in batch_sizes for e in etas_for(b, eta, eta_policy, ref_batch_size, grid_factors)
             for s in range(seeds)]
-    writer = ResultsWriter(out / "results.csv", on_row=on_row)
+    writer = ResultsWriter(out / "results.csv", on_row=on_row, resume=resume, keep=_keep_finished)
+    done = _finished_runs(writer.rows)
+    todo = [run for run in runs if _run_key(*run) not in done]
+    noise_eta = {b: etas_for(b, eta, eta_policy, ref_batch_size, grid_factors)[
+        len(grid_factors) // 2 if eta_policy == "grid" else 0] for b in batch_sizes}
+    trial_settings = dict(sizes=sizes, cost=cost, init=init, dtype=dtype, lmbda=lmbda, target=target,
+                          max_epochs=max_epochs, evals_per_epoch=evals_per_epoch, backend=backend, threads=threads)
+
+    def record(batch_size, run_eta, seed, rows):
+        run = dict(common, batch_size=batch_size, eta=run_eta, seed=seed)
+        for row in rows:
+            writer.write(**run, **row)
+
     interrupted = False
     try:
         with thread_limits(threads) as counts:
             info["threads"] = counts
-            if backend == "numba":
+            if backend == "numba":  # in parallel runs too: the workers then load the kernels from the cache
                 info["compile_seconds"] = compile_kernels(probe.dtype.name, probe.cost.name)
             write_machine(out / "machine.json", info)
-            bar = tqdm(runs, desc="sweep", unit="run", disable=None if progress is None else not progress)
+            bar = tqdm(total=len(runs), initial=len(runs) - len(todo), desc="sweep", unit="run",
+                       disable=None if progress is None else not progress)
             try:
-                for batch_size, run_eta, seed in bar:
-                    bar.set_postfix(batch_size=batch_size, eta=f"{run_eta:.3g}", seed=seed)
-                    row = dict(common, batch_size=batch_size, eta=run_eta, seed=seed)
-                    net = Network(sizes, cost=cost, init=init, dtype=dtype, seed=seed)
-                    with_noise = batch_size == noise_batch and seed == 0 and run_eta == etas_for(
-                        batch_size, eta, eta_policy, ref_batch_size, grid_factors)[len(grid_factors) // 2
-                                                                                   if eta_policy == "grid" else 0]
-
-                    def on_eval(point, row=row):
-                        writer.write(kind="curve", **row, **point)
-
-                    def on_noise(point, estimate, row=row):
-                        writer.write(kind="noise", **row, epoch=point["epoch"], steps=point["steps"],
-                                     val_accuracy=point["val_accuracy"], **estimate)
-
-                    summary = train_to_target(
-                        net, X, Y, X_val, Y_val, batch_size=batch_size, eta=run_eta, lmbda=lmbda, target=target,
-                        max_epochs=max_epochs, evals_per_epoch=evals_per_epoch, backend=backend, on_eval=on_eval,
-                        on_noise=on_noise, noise_epochs=_noise_epochs(max_epochs) if with_noise else ())
-                    writer.write(kind="sweep", **row, status=summary.pop("status"), epoch=summary.pop("epochs_run"),
-                                 **summary)
+                if not parallel:
+                    for batch_size, run_eta, seed in todo:
+                        bar.set_postfix(batch_size=batch_size, eta=f"{run_eta:.3g}", seed=seed)
+                        _serial_run(record, X, Y, X_val, Y_val, batch_size, run_eta, seed,
+                                    batch_size == noise_batch and seed == 0 and run_eta == noise_eta[batch_size],
+                                    trial_settings)
+                        bar.update(1)
+                else:
+                    tasks = [(_run_key(b, e, s), dict(
+                        X=X, Y=Y, X_val=X_val, Y_val=Y_val, batch_size=b, eta=e, seed=s,
+                        with_noise=b == noise_batch and s == 0 and e == noise_eta[b], **trial_settings))
+                        for b, e, s in todo]
+                    for key, rows in _parallel_results(tasks, jobs, scheduler):
+                        if key in done:  # a run Dask ran twice (a worker was lost): written once
+                            continue
+                        record(*key, rows)
+                        done.add(key)
+                        bar.update(1)
             finally:
                 bar.close()
     except KeyboardInterrupt:
@@ -252,3 +365,22 @@ def sweep(data, sizes, *, out, cost="quadratic", init="gaussian", dtype="float32
 
         _write_report(out)
     return RunResult(out, read_results(out), interrupted)
+
+
+def _serial_run(record, X, Y, X_val, Y_val, batch_size, run_eta, seed, with_noise, settings):
+    """One run in this process, its rows written as they are measured (so Ctrl-C keeps them)."""
+    settings = dict(settings)
+    settings.pop("threads")  # already in force
+    net = Network(settings["sizes"], cost=settings["cost"], init=settings["init"], dtype=settings["dtype"],
+                  seed=seed)
+    summary = train_to_target(
+        net, X, Y, X_val, Y_val, batch_size=batch_size, eta=run_eta, lmbda=settings["lmbda"],
+        target=settings["target"], max_epochs=settings["max_epochs"], evals_per_epoch=settings["evals_per_epoch"],
+        backend=settings["backend"],
+        on_eval=lambda point: record(batch_size, run_eta, seed, [dict(kind="curve", **point)]),
+        on_noise=lambda point, estimate: record(batch_size, run_eta, seed, [dict(
+            kind="noise", epoch=point["epoch"], steps=point["steps"], val_accuracy=point["val_accuracy"],
+            **estimate)]),
+        noise_epochs=_noise_epochs(settings["max_epochs"]) if with_noise else ())
+    record(batch_size, run_eta, seed,
+           [dict(kind="sweep", status=summary.pop("status"), epoch=summary.pop("epochs_run"), **summary)])

@@ -8,6 +8,12 @@ same batch order. Arms whose epoch would exceed ``max_epoch_seconds`` (the
 per-example ``loop`` on a large data set) are timed on the first rows of that
 order, whole mini-batches, and scaled to the full epoch; ``rows_timed`` in
 results.csv says so.
+
+Timing is always serial (one measurement at a time, in this process):
+measurements run side by side would share cores and caches and time each
+other. ``resume=True`` continues an interrupted run: floor, check and timed
+rows already in results.csv are not measured again (an arm is still compiled
+and warmed up before its remaining epochs are timed).
 """
 from __future__ import annotations
 
@@ -71,7 +77,7 @@ def bench(X, y, sizes, *, out, cost="quadratic", init="gaussian", eta=3.0, lmbda
           batch_sizes=(1, 10, 100, 1000), arms=("loop", "numpy", "numba", "torch", "sklearn"),
           dtypes=("float32", "float64"), repeats=5, seed=0, threads=1, max_epoch_seconds=2.0,
           dataset="custom", dataset_note="", quick=False, command=None, on_row=None, progress=None,
-          write_report=True) -> RunResult:
+          write_report=True, resume=False) -> RunResult:
     """Time one SGD epoch of each arm, batch size and dtype; write results.csv, machine.json, report.
 
     Parameters
@@ -98,6 +104,11 @@ def bench(X, y, sizes, *, out, cost="quadratic", init="gaussian", eta=3.0, lmbda
         Called after each row is on disk (tests interrupt a run from it).
     progress : bool or None
         tqdm progress bar; None shows it only on a terminal.
+    resume : bool
+        Continue the run in ``out`` (same settings, checked against its
+        machine.json): measurements already in results.csv are skipped, a last
+        line cut short by a kill is dropped. Without it an existing results.csv
+        is replaced.
 
     Returns
     -------
@@ -106,7 +117,7 @@ def bench(X, y, sizes, *, out, cost="quadratic", init="gaussian", eta=3.0, lmbda
     """
     from tqdm import tqdm  # the text bar: tqdm.auto wants ipywidgets in notebooks
 
-    from .machine import available_cores
+    from .machine import available_cores, check_resumable
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -119,28 +130,38 @@ def bench(X, y, sizes, *, out, cost="quadratic", init="gaussian", eta=3.0, lmbda
     base = Network(sizes, cost=cost, init=init, dtype="float64", seed=seed)
     order = np.random.default_rng(seed).permutation(n).astype(np.int64)
     common = dict(dataset=dataset, sizes=",".join(map(str, sizes)), cost=base.cost.name, eta=eta,
-                  lmbda=lmbda, seed=seed, threads=threads, rows=n)
+                  lmbda=lmbda, seed=seed, threads=threads, rows=n, executor="serial", jobs=1)
+    settings = dict(sizes=sizes, cost=base.cost.name, init=init, eta=eta, lmbda=lmbda,
+                    batch_sizes=list(batch_sizes), arms=list(arms), dtypes=list(dtypes),
+                    repeats=repeats, seed=seed, max_epoch_seconds=max_epoch_seconds, rows=n)
+    previous = check_resumable(out, "bench", settings) if resume else {}
 
     info = machine_info(command=command)
-    info.update(run="bench", dataset=dataset, dataset_note=dataset_note, quick=quick,
-                settings=dict(sizes=sizes, cost=base.cost.name, init=init, eta=eta, lmbda=lmbda,
-                              batch_sizes=list(batch_sizes), arms=list(arms), dtypes=list(dtypes),
-                              repeats=repeats, seed=seed, max_epoch_seconds=max_epoch_seconds),
+    info.update(run="bench", dataset=dataset, dataset_note=dataset_note, quick=quick, settings=settings,
+                execution=dict(executor="serial", jobs=1),
                 arms={a.name: {"kind": a.kind, "description": a.description} for a in arm_objects})
-    writer = ResultsWriter(out / "results.csv", on_row=on_row)
+    if previous:
+        info["resumed_from"] = previous.get("resumed_from", []) + [
+            {k: previous.get(k) for k in ("timestamp", "command", "interrupted")}]
+        if "floor" in previous:
+            info["floor"] = previous["floor"]
+    writer = ResultsWriter(out / "results.csv", on_row=on_row, resume=resume)
+    done = _Done(writer.rows)
     interrupted = False
     usable = [a for a in arm_objects if a.unavailable_reason(base) is None]
     try:
         with thread_limits(threads, arms=usable) as counts:
             info["threads"] = counts
             write_machine(out / "machine.json", info)
-            floor = measure_floor(dtypes, quick=quick)
-            info["floor"] = {"gemm_flops_per_second": floor.gemm_flops_per_second,
-                             "bandwidth_bytes_per_second": floor.bandwidth_bytes_per_second,
-                             "gemm_size": floor.gemm_size}
-            write_machine(out / "machine.json", info)
-            floors = {}
-            for dtype in dtypes:
+            floors = {dtype: done.floor(dtype) for dtype in dtypes}
+            missing = [dtype for dtype in dtypes if floors[dtype] is None]
+            if missing:
+                floor = measure_floor(dtypes, quick=quick)
+                info["floor"] = {"gemm_flops_per_second": floor.gemm_flops_per_second,
+                                 "bandwidth_bytes_per_second": floor.bandwidth_bytes_per_second,
+                                 "gemm_size": floor.gemm_size}
+                write_machine(out / "machine.json", info)
+            for dtype in missing:
                 floors[dtype] = floor.epoch_floor(sizes, n, dtype)
                 writer.write(kind="floor", dtype=dtype, **common, **floors[dtype],
                              epoch_flops=epoch_flops(sizes, n), epoch_bytes=epoch_bytes(sizes, n, dtype),
@@ -150,6 +171,7 @@ def bench(X, y, sizes, *, out, cost="quadratic", init="gaussian", eta=3.0, lmbda
                                   f"{floor.bandwidth_array_bytes // 2 ** 20} MiB")
             total = len(arm_objects) * len(dtypes) * len(batch_sizes) * repeats
             bar = tqdm(total=total, desc="bench", unit="epoch", disable=None if progress is None else not progress)
+            bar.update(min(total, done.timed))
             try:
                 for dtype in dtypes:
                     net = base.astype(dtype)
@@ -158,7 +180,7 @@ def bench(X, y, sizes, *, out, cost="quadratic", init="gaussian", eta=3.0, lmbda
                     Yd[np.arange(n), labels] = 1
                     for arm in arm_objects:
                         _bench_arm(arm, net, Xd, Yd, order, writer, common, floors[dtype], dtype,
-                                   batch_sizes, repeats, eta, lmbda, max_epoch_seconds, bar)
+                                   batch_sizes, repeats, eta, lmbda, max_epoch_seconds, bar, done)
             finally:
                 bar.close()
     except KeyboardInterrupt:
@@ -174,10 +196,43 @@ def bench(X, y, sizes, *, out, cost="quadratic", init="gaussian", eta=3.0, lmbda
     return RunResult(out, read_results(out), interrupted)
 
 
+class _Done:
+    """What an interrupted run already measured (rows of results.csv, as strings), to skip it on resume."""
+
+    FLOOR_KEYS = ("floor_seconds", "floor_bound", "compute_floor_seconds", "memory_floor_seconds")
+
+    def __init__(self, rows):
+        self.floors = {r["dtype"]: r for r in rows if r["kind"] == "floor"}
+        self.checks = {(r["arm"], r["dtype"]): r for r in rows if r["kind"] == "check"}
+        self.epochs = {(r["arm"], r["dtype"], int(r["batch_size"]), int(r["repeat"]))
+                       for r in rows if r["kind"] == "bench"}
+        self.timed = len(self.epochs)
+
+    def floor(self, dtype):
+        row = self.floors.get(dtype)
+        if row is None:
+            return None
+        return {k: row[k] if k == "floor_bound" else float(row[k]) for k in self.FLOOR_KEYS}
+
+    def check(self, arm, dtype):
+        """``(status, error, compile_seconds)`` of a recorded check, or None."""
+        row = self.checks.get((arm, dtype))
+        if row is None:
+            return None
+        as_float = (lambda text: float(text) if text else float("nan"))
+        return row["status"], as_float(row["check_error"]), as_float(row["compile_seconds"])
+
+
 def _bench_arm(arm, net, X, Y, order, writer, common, floor, dtype, batch_sizes, repeats, eta, lmbda,
-               max_epoch_seconds, bar):
+               max_epoch_seconds, bar, done=None):
+    done = done or _Done([])
     n = X.shape[0]
     row = dict(common, arm=arm.name, arm_kind=arm.kind, loss=arm.loss_name(net), dtype=dtype)
+    recorded = done.check(arm.name, dtype)
+    remaining = {(int(min(b, n)), r) for b in batch_sizes for r in range(repeats)} - {
+        (b, r) for a, d, b, r in done.epochs if a == arm.name and d == dtype}
+    if recorded is not None and (recorded[0] != "ok" or not remaining):
+        return  # reported (wrong, unavailable) or fully timed in the run being resumed
     reason = arm.unavailable_reason(net)
     if reason is not None:
         writer.write(kind="check", status="unavailable", note=reason, **row)
@@ -185,20 +240,26 @@ def _bench_arm(arm, net, X, Y, order, writer, common, floor, dtype, batch_sizes,
         return
     compile_seconds = arm.compile(net)
     tolerance = CHECK_TOLERANCE[dtype]
-    try:
-        error = update_error(arm, net, X, Y, eta, lmbda, n)
-        status = "ok" if error <= tolerance else "wrong"
-        note = "" if status == "ok" else "update disagrees with the loop reference: not timed"
-    except Exception as exc:  # an arm that crashes is as wrong as one that disagrees
-        error, status, note = float("nan"), "wrong", f"check raised {type(exc).__name__}: {exc}"
-    writer.write(kind="check", status=status, check_error=error, check_tolerance=tolerance,
-                 compile_seconds=compile_seconds, note=note, **row)
+    if recorded is not None:
+        status, error, compile_seconds = recorded
+    else:
+        try:
+            error = update_error(arm, net, X, Y, eta, lmbda, n)
+            status = "ok" if error <= tolerance else "wrong"
+            note = "" if status == "ok" else "update disagrees with the loop reference: not timed"
+        except Exception as exc:  # an arm that crashes is as wrong as one that disagrees
+            error, status, note = float("nan"), "wrong", f"check raised {type(exc).__name__}: {exc}"
+        writer.write(kind="check", status=status, check_error=error, check_tolerance=tolerance,
+                     compile_seconds=compile_seconds, note=note, **row)
     if status != "ok":
         bar.update(len(batch_sizes) * repeats)
         return
     runner = arm.runner(net, X, Y)
     for batch_size in batch_sizes:
         batch_size = int(min(batch_size, n))
+        repeats_left = [r for r in range(repeats) if (batch_size, r) in remaining]
+        if not repeats_left:
+            continue
         # Warm-up on a probe of the order; its speed decides whether a full epoch fits the budget.
         probe = _whole_batches(min(n, max(4 * batch_size, 256)), batch_size, n)
         runner.reset()
@@ -208,7 +269,7 @@ def _bench_arm(arm, net, X, Y, order, writer, common, floor, dtype, batch_sizes,
         estimate = warmup * n / probe
         rows_timed = n if estimate <= max_epoch_seconds else _whole_batches(
             max(probe, n * max_epoch_seconds / estimate), batch_size, n)
-        for repeat in range(repeats):
+        for repeat in repeats_left:
             runner.reset()
             start = time.perf_counter()
             runner.epoch(order[:rows_timed], batch_size, eta, lmbda, n)

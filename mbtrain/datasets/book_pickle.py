@@ -12,11 +12,21 @@ Two things go wrong with a plain ``pickle.load``. Under Python 3 it fails with
 into the same bytes. And a pickle is a program: loading one from an untrusted
 source can run any code. :class:`RestrictedUnpickler` therefore resolves only
 the few globals numpy arrays are rebuilt from and refuses every other one.
+
+Code is not the only danger: CPython's unpickler sizes its memo table by the
+largest index a ``PUT`` names, so a 12-byte pickle can make it allocate and
+clear gigabytes. :func:`check_opcodes` reads the opcode stream first (without
+running it) and refuses opcodes the book's file never uses and memo indices no
+honest writer produces, so memory stays bounded by the file's content.
+
+Reading a pickle is always the caller's explicit choice: :func:`mbtrain.datasets.load`
+never opens one; only :func:`read_book_pickle`, given a path, does.
 """
 from __future__ import annotations
 
 import io
 import pickle
+import pickletools
 
 import numpy as np
 
@@ -80,8 +90,60 @@ class RestrictedUnpickler(pickle.Unpickler):
             ) from None
 
 
+# Opcodes that build the book's file (numpy arrays in tuples, written by Python 2
+# or by Python 3 at protocols 2-5), plus harmless stack and memo bookkeeping.
+# Refused: object construction other than REDUCE of an allowed global (INST, OBJ,
+# NEWOBJ, NEWOBJ_EX), persistent ids, the extension registry and out-of-band buffers.
+ALLOWED_OPCODES = frozenset("""
+    PROTO FRAME STOP MARK POP POP_MARK DUP
+    NONE NEWTRUE NEWFALSE INT BININT BININT1 BININT2 LONG LONG1 LONG4 FLOAT BINFLOAT
+    STRING BINSTRING SHORT_BINSTRING BINBYTES SHORT_BINBYTES BINBYTES8
+    UNICODE BINUNICODE SHORT_BINUNICODE BINUNICODE8
+    EMPTY_TUPLE TUPLE TUPLE1 TUPLE2 TUPLE3 EMPTY_LIST APPEND APPENDS LIST
+    EMPTY_DICT DICT SETITEM SETITEMS
+    GLOBAL STACK_GLOBAL REDUCE BUILD
+    PUT BINPUT LONG_BINPUT MEMOIZE GET BINGET LONG_BINGET
+""".split())
+
+
+def check_opcodes(data: bytes) -> None:
+    """Refuse a pickle whose opcodes could do more than rebuild the book's arrays.
+
+    Reads the opcode stream with :func:`pickletools.genops` (nothing is run):
+    only :data:`ALLOWED_OPCODES` are accepted, and a memo index (``PUT n``) may
+    not exceed the number of opcodes before it, which every pickler respects
+    and which bounds the unpickler's memo table by the file's size.
+
+    Raises
+    ------
+    UnsafePickleError
+        A refused opcode or memo index.
+    pickle.UnpicklingError, ValueError
+        Not a well-formed pickle.
+    """
+    # The whole stream is read before judging, so a damaged file is reported as
+    # damaged rather than as unsafe.
+    refusal = None
+    for count, (opcode, arg, position) in enumerate(pickletools.genops(io.BytesIO(data))):
+        if refusal is not None:
+            continue
+        if opcode.name not in ALLOWED_OPCODES:
+            refusal = (f"refusing opcode {opcode.name} at byte {position}: the book's pickle holds only numpy "
+                       f"arrays in tuples")
+        elif opcode.name in ("PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"):
+            if not isinstance(arg, int) or not 0 <= arg <= count:
+                refusal = (f"refusing memo index {arg!r} at byte {position} (opcode {count}): no pickler writes "
+                           f"an index beyond the number of opcodes before it")
+    if refusal is not None:
+        raise UnsafePickleError(refusal)
+
+
 def restricted_loads(data: bytes):
-    """Unpickle ``data`` with :class:`RestrictedUnpickler`, Python 2 strings read as latin-1."""
+    """Unpickle ``data`` with :class:`RestrictedUnpickler`, Python 2 strings read as latin-1.
+
+    The opcodes are checked first (:func:`check_opcodes`).
+    """
+    check_opcodes(data)
     return RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
 
 
@@ -116,9 +178,11 @@ def read_book_pickle(path, dtype="float32"):
     reader never does: it uses :class:`RestrictedUnpickler`, which resolves only
     ``numpy.core.multiarray._reconstruct`` (and numpy 2's ``numpy._core`` name),
     ``numpy.ndarray``, ``numpy.dtype`` and a latin-1-only ``_codecs.encode``, and
-    refuses any other global before calling it. That blocks code execution, not
-    every abuse: a hostile file can still be large. Prefer the IDX files or an
-    ``.npz`` when you have the choice.
+    refuses any other global before calling it, after :func:`check_opcodes` has
+    refused every opcode the book's file does not need and any memo index that
+    would make the unpickler allocate more than the file holds. What remains is
+    a file's honest size: memory stays within a small multiple of it. Prefer
+    the IDX files or an ``.npz`` when you have the choice.
     """
     path = as_path(path)
     dt = check_dtype(dtype)

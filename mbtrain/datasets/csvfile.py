@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import gzip
 import numbers
+import zlib
 
 import numpy as np
 import pandas as pd
@@ -97,6 +98,8 @@ def read_csv(path, label_column=0, header="auto", delimiter=",", max_value=255.0
         first = _first_line(path, compression, delimiter)
     except (UnicodeDecodeError, csv.Error) as exc:
         raise DataFormatError(f"{path}: not a CSV text file ({exc})") from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise DataFormatError(f"{path}: truncated or corrupted gzip file ({exc})") from None
     if not first:
         raise DataFormatError(f"{path}: empty file")
     if header == "auto":
@@ -123,6 +126,8 @@ def read_csv(path, label_column=0, header="auto", delimiter=",", max_value=255.0
         raise DataFormatError(f"{path}: no data lines after the header") from None
     except UnicodeDecodeError as exc:
         raise DataFormatError(f"{path}: not a CSV text file ({exc})") from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise DataFormatError(f"{path}: truncated or corrupted gzip file ({exc})") from None
     except ValueError:
         bad = _first_bad_cell(path, read_options, first_data_line)
         if bad is None:
@@ -130,6 +135,9 @@ def read_csv(path, label_column=0, header="auto", delimiter=",", max_value=255.0
         line, column, text = bad
         raise DataFormatError(f"{path}: line {line}, column {column} (0-based): {text!r} is not a number") from None
 
+    if table.shape[1] != n_columns:  # pandas takes the width from the first data line, not the header
+        raise DataFormatError(
+            f"{path}: line {first_data_line} has {table.shape[1]} columns but line 1 has {n_columns}")
     values = table.to_numpy()  # a view of pandas' single float block, no copy
     del table
     missing = np.isnan(values)

@@ -82,6 +82,9 @@ def parse_header(data, path, file_size: int) -> IdxHeader:
             f"{path}: truncated IDX header: {ndim} dimensions need {offset} header bytes, the file has {file_size}"
         )
     shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    if 0 in shape:
+        # numpy cannot even describe some of these (0 x 2^32 x 2^32), and no data set is empty
+        raise DataFormatError(f"{path}: the IDX header declares shape {shape}, which holds no items")
     header = IdxHeader(type_code, IDX_TYPES[type_code], shape, offset)
     expected = offset + header.payload_bytes
     if file_size < expected:

@@ -5,13 +5,11 @@ and come back flattened to ``(n, f)``.
 """
 from __future__ import annotations
 
-import zipfile
-
 import numpy as np
 
 from .._validation import check_dtype
 from ._convert import integer_labels, scale_to_unit, unit_interval_floats
-from ._io import DataFormatError, as_path
+from ._io import DataFormatError, NpzMembers, as_path
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -47,8 +45,10 @@ def read_npz(path, dtype="float32"):
     uint8 images are divided by 255; float images are taken as already in
     [0, 1], which is checked (a float archive of 0..255 values is refused, not
     silently squashed). Labels may be any integer type, or floats holding whole
-    numbers. The archive is opened with ``allow_pickle=False``: an object array
-    inside it is an error, never code to run.
+    numbers. An object array inside the archive is an error, never code to
+    run, and every member's header is checked against the bytes the archive
+    really holds before anything is allocated (a header claiming terabytes
+    fails at once; see :class:`mbtrain.datasets._io.NpzMembers`).
 
     Raises
     ------
@@ -58,43 +58,29 @@ def read_npz(path, dtype="float32"):
     """
     path = as_path(path)
     check_dtype(dtype)
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
-        raise DataFormatError(f"{path}: not a readable .npz archive ({exc})") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DataFormatError(f"{path}: a single .npy array, not an .npz archive with keys {list(NPZ_KEYS)}")
-    with archive:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    with NpzMembers(path) as archive:
         missing = [k for k in NPZ_KEYS if k not in archive.files]
         if missing:
             raise DataFormatError(
                 f"{path}: missing key(s) {missing}; an mbtrain .npz holds {list(NPZ_KEYS)}, "
                 f"this one holds {archive.files}"
             )
-        try:
-            out = []
-            for split in ("train", "test"):
-                y = integer_labels(archive[f"y_{split}"], f"{path}: y_{split}")
-                x = archive[f"x_{split}"]
-                if x.ndim < 2:
-                    raise DataFormatError(
-                        f"{path}: x_{split}: images need at least 2 dimensions (n, features), got shape {x.shape}"
-                    )
-                if x.shape[0] != y.shape[0]:
-                    raise DataFormatError(f"{path}: x_{split} has {x.shape[0]:,} rows but y_{split} has {y.shape[0]:,}")
-                out += [_images(x, dtype, f"{path}: x_{split}"), y]
-                del x
-            if out[0].shape[1] != out[2].shape[1]:
+        out = []
+        for split in ("train", "test"):
+            y = integer_labels(archive.read(f"y_{split}"), f"{path}: y_{split}")
+            x = archive.read(f"x_{split}")
+            if x.ndim < 2:
                 raise DataFormatError(
-                    f"{path}: x_train has {out[0].shape[1]} features per row but x_test has {out[2].shape[1]}"
+                    f"{path}: x_{split}: images need at least 2 dimensions (n, features), got shape {x.shape}"
                 )
-        except ValueError as exc:
-            if isinstance(exc, DataFormatError):
-                raise
-            # numpy's refusal of object arrays under allow_pickle=False, or a damaged member
-            raise DataFormatError(f"{path}: {exc}") from None
-        except (zipfile.BadZipFile, EOFError, OSError) as exc:
-            raise DataFormatError(f"{path}: damaged .npz member ({exc})") from None
+            if x.shape[0] != y.shape[0]:
+                raise DataFormatError(f"{path}: x_{split} has {x.shape[0]:,} rows but y_{split} has {y.shape[0]:,}")
+            out += [_images(x, dtype, f"{path}: x_{split}"), y]
+            del x
+        if out[0].shape[1] != out[2].shape[1]:
+            raise DataFormatError(
+                f"{path}: x_train has {out[0].shape[1]} features per row but x_test has {out[2].shape[1]}"
+            )
     return tuple(out)
