@@ -105,6 +105,31 @@ def dense_forward_rows(Z, A, rows, W, b, h_lo, h_hi):
             Z[i, h] = s0 + b[h]; Z[i + 1, h] = s1 + b[h]; Z[i + 2, h] = s2 + b[h]; Z[i + 3, h] = s3 + b[h]  # noqa: E702,E501
             h += 1
         i += 4
+    while i + 2 <= m:  # two leftover rows share each pass over W (batch 10 = 4 + 4 + 2)
+        x0 = A[rows[i]]
+        x1 = A[rows[i + 1]]
+        h = h_lo
+        while h + 4 <= h_hi:
+            w0 = W[h]; w1 = W[h + 1]; w2 = W[h + 2]; w3 = W[h + 3]  # noqa: E702
+            s00 = zero; s01 = zero; s02 = zero; s03 = zero  # noqa: E702
+            s10 = zero; s11 = zero; s12 = zero; s13 = zero  # noqa: E702
+            for j in range(n_in):
+                a0 = x0[j]; a1 = x1[j]  # noqa: E702
+                c0 = w0[j]; c1 = w1[j]; c2 = w2[j]; c3 = w3[j]  # noqa: E702
+                s00 += a0 * c0; s01 += a0 * c1; s02 += a0 * c2; s03 += a0 * c3  # noqa: E702
+                s10 += a1 * c0; s11 += a1 * c1; s12 += a1 * c2; s13 += a1 * c3  # noqa: E702
+            Z[i, h] = s00 + b[h]; Z[i, h + 1] = s01 + b[h + 1]; Z[i, h + 2] = s02 + b[h + 2]; Z[i, h + 3] = s03 + b[h + 3]  # noqa: E702,E501
+            Z[i + 1, h] = s10 + b[h]; Z[i + 1, h + 1] = s11 + b[h + 1]; Z[i + 1, h + 2] = s12 + b[h + 2]; Z[i + 1, h + 3] = s13 + b[h + 3]  # noqa: E702,E501
+            h += 4
+        while h < h_hi:
+            w0 = W[h]
+            s0 = zero; s1 = zero  # noqa: E702
+            for j in range(n_in):
+                c = w0[j]
+                s0 += x0[j] * c; s1 += x1[j] * c  # noqa: E702
+            Z[i, h] = s0 + b[h]; Z[i + 1, h] = s1 + b[h]  # noqa: E702
+            h += 1
+        i += 2
     while i < m:
         x0 = A[rows[i]]
         h = h_lo

@@ -84,6 +84,23 @@ class NumbaBackend:
             bad = int(epoch(*args, True))
         return bad
 
+    def prepare(self, net, batch_size: int) -> float:
+        """Compile (or load from numba's cache) only the epoch kernel ``fit`` will use; returns seconds.
+
+        ``batch_size`` decides which: the online kernel (1), the serial one, or
+        the parallel one. Compiling just that one keeps a first ``fit`` in a
+        fresh process with an empty cache short; the gradient and forward
+        kernels compile when first called.
+        """
+        start = time.perf_counter()
+        n = max(2, min(int(batch_size), PARALLEL_MIN_BATCH))
+        tiny = type(net)([2, 2, 2], cost=net.cost, dtype=net.dtype, seed=0)
+        X = np.zeros((n, 2), dtype=net.dtype)
+        Y = np.zeros((n, 2), dtype=net.dtype)
+        self.sgd_epoch(tiny, X, Y, np.arange(n), 1 if batch_size == 1 else
+                       (n if batch_size >= PARALLEL_MIN_BATCH else 2), 0.1, 0.0, n)
+        return time.perf_counter() - start
+
     def forward(self, net, X, batch_size: int = 256):
         out = np.empty((X.shape[0], net.sizes[-1]), dtype=net.dtype)
         acts, _ = _work_buffers(net, max(1, min(batch_size, X.shape[0])))

@@ -86,6 +86,12 @@ class Arm:
         """Set the arm's own thread pool to ``n_threads``; returns a function that restores it."""
         return lambda: None
 
+    def timing_context(self):
+        """A context entered around this arm's timed epochs (none by default)."""
+        import contextlib
+
+        return contextlib.nullcontext()
+
     def thread_info(self) -> dict:
         """Thread counts the arm runs with, for the report."""
         return {}
@@ -150,6 +156,17 @@ class NumbaArm(BackendArm):
         import numba
 
         return {"numba_threads": numba.get_num_threads()}
+
+    def timing_context(self):
+        """BLAS on one thread while numba's epochs are timed, as ``fit`` does.
+
+        The numba arm uses no BLAS; this keeps the idle workers the other arms
+        woke from spinning on the cores numba's threads need (see
+        ``mbtrain.training._blas_out_of_the_way``).
+        """
+        from threadpoolctl import threadpool_limits
+
+        return threadpool_limits(limits=1, user_api="blas")
 
 
 # -- torch --------------------------------------------------------------------------

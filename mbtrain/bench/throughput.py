@@ -254,6 +254,13 @@ def _bench_arm(arm, net, X, Y, order, writer, common, floor, dtype, batch_sizes,
     if status != "ok":
         bar.update(len(batch_sizes) * repeats)
         return
+    with arm.timing_context():
+        _time_batch_sizes(arm, net, X, Y, order, batch_sizes, repeats, remaining, n, eta, lmbda,
+                          max_epoch_seconds, writer, bar, floor, row, compile_seconds, error)
+
+
+def _time_batch_sizes(arm, net, X, Y, order, batch_sizes, repeats, remaining, n, eta, lmbda,
+                      max_epoch_seconds, writer, bar, floor, row, compile_seconds, error):
     runner = arm.runner(net, X, Y)
     for batch_size in batch_sizes:
         batch_size = int(min(batch_size, n))
