@@ -36,9 +36,10 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=_args.positive_int, default=10)
     p.add_argument("--eta", type=_args.positive_float, default=3.0, help="learning rate")
     p.add_argument("--lmbda", type=_args.nonnegative_float, default=0.0, help="L2 strength")
-    p.add_argument("--validation", default="0.1", type=_validation_spec,
-                   help="validation rows held out of the training set: a count, a fraction, "
-                        "'book' (the last 10,000) or 0 for none")
+    p.add_argument("--validation", default="auto", type=_validation_spec,
+                   help="validation rows held out of the training set: a count, a fraction (a seeded "
+                        "random split), 'book' (the last 10,000 rows: views, no copy), 0 for none; "
+                        "auto: 'book' for mnist and fashion-mnist, 0.1 otherwise")
     p.add_argument("--early-stopping", type=_args.positive_int, metavar="PATIENCE",
                    help="stop when validation accuracy has not improved for PATIENCE epochs")
     p.add_argument("--backend", default="numba", help="loop, numpy or numba")
@@ -60,7 +61,7 @@ def register(subparsers) -> None:
 
 
 def _validation_spec(text: str) -> str:
-    if text in ("0", "none", "book"):
+    if text in ("0", "none", "book", "auto"):
         return text
     try:
         value = float(text)
@@ -88,7 +89,11 @@ def run_train(args) -> int:
         if sizes[0] != X_train.shape[1]:
             raise ValueError(f"--sizes: the input width is {sizes[0]} but {args.dataset} rows have "
                              f"{X_train.shape[1]} features")
-        X_fit, y_fit, validation = validation_split(X_train, y_train, args.validation, args.seed)
+        spec = args.validation
+        if spec == "auto":
+            spec = "book" if args.dataset in ("mnist", "fashion-mnist") else "0.1"
+        X_fit, y_fit, validation = validation_split(X_train, y_train, spec, args.seed)
+        del X_train, y_train  # a random split copied its parts: free the original
         if args.early_stopping and validation is None:
             raise ValueError("--early-stopping: needs validation rows (--validation must not be 0)")
         net = Network(sizes, cost=args.cost, init=args.init, dtype=args.dtype, seed=args.seed)
