@@ -10,7 +10,7 @@ import numpy as np
 from . import _validation as v
 from .activations import sigmoid, softmax
 from .backends import DEFAULT_BACKEND, get_backend
-from .costs import Cost, get_cost
+from .costs import get_cost
 from .params import ParameterLayout
 
 INITS = ("gaussian", "scaled")
@@ -140,6 +140,18 @@ class Network:
 
     def _check_targets(self, X, y, name="y"):
         return v.check_targets(y, X.shape[0], self.sizes[-1], self.dtype, name=name)
+
+    def _check_validation(self, validation_data):
+        """``(X_val, Y_val, labels_val)`` from a ``(X_val, y_val)`` pair, or None."""
+        if validation_data is None:
+            return None
+        try:
+            X_val, y_val = validation_data
+        except (TypeError, ValueError):
+            raise TypeError("validation_data: expected a pair (X_val, y_val)") from None
+        X_val = self._check_X(X_val, name="validation_data[0]")
+        Y_val = self._check_targets(X_val, y_val, name="validation_data[1]")
+        return X_val, Y_val, Y_val.argmax(axis=1)
 
     def _feedforward(self, X):
         """``(z, a)`` of the output layer for a checked ``X``."""

@@ -241,15 +241,7 @@ def fit_full_batch(net, X, y, method="L-BFGS-B", maxiter=200, lmbda=0.0, validat
     work = net if net.dtype == np.float64 else net.astype("float64")
     fun = Objective(work, X, y, lmbda=lmbda, backend=backend)
     labels = fun.Y.argmax(axis=1)
-    validation = None
-    if validation_data is not None:
-        try:
-            X_val, y_val = validation_data
-        except (TypeError, ValueError):
-            raise TypeError("validation_data: expected a pair (X_val, y_val)") from None
-        X_val = work._check_X(X_val, name="validation_data[0]")
-        Y_val = work._check_targets(X_val, y_val, name="validation_data[1]")
-        validation = (X_val, Y_val, Y_val.argmax(axis=1))
+    validation = work._check_validation(validation_data)
     options = dict(options)
     if method == "TNC":
         options.setdefault("maxfun", maxiter)

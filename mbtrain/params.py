@@ -78,3 +78,17 @@ class ParameterLayout:
                 raise ValueError(f"biases[{l}] must have shape {dst.shape}, got {src.shape}")
             dst[...] = src
         return flat
+
+    def mean_gradient(self, sum_w, sum_b, weights, m, lmbda, n, dtype) -> np.ndarray:
+        """The flat gradient of the loss from per-layer sums over ``m`` rows.
+
+        ``sum_w / m + (lmbda / n) W`` for the weights, ``sum_b / m`` for the
+        biases (never regularized).
+        """
+        grad = np.empty(self.size, dtype=dtype)
+        gw, gb = self.views(grad)
+        for g, s, w in zip(gw, sum_w, weights):
+            g[...] = s / m + (lmbda / n) * w
+        for g, s in zip(gb, sum_b):
+            g[...] = s / m
+        return grad

@@ -147,15 +147,7 @@ def fit(net, X, y, *, epochs, batch_size, eta, lmbda=0.0, backend="numba", shuff
     Y = np.ascontiguousarray(net._check_targets(X, y))
     labels = Y.argmax(axis=1)
     n = X.shape[0]
-    validation = None
-    if validation_data is not None:
-        try:
-            X_val, y_val = validation_data
-        except (TypeError, ValueError):
-            raise TypeError("validation_data: expected a pair (X_val, y_val)") from None
-        X_val = net._check_X(X_val, name="validation_data[0]")
-        Y_val = net._check_targets(X_val, y_val, name="validation_data[1]")
-        validation = (X_val, Y_val, Y_val.argmax(axis=1))
+    validation = net._check_validation(validation_data)
     watchers = _watchers(callbacks, early_stopping, validation, monitor)
     if seed is not None:
         net.rng = np.random.default_rng(seed)

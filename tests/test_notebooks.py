@@ -3,7 +3,6 @@
 MBTRAIN_NOTEBOOK_QUICK=1 tells a notebook to use small settings. A cell that
 raises fails the test with the cell's source and the error.
 """
-import os
 from pathlib import Path
 
 import pytest

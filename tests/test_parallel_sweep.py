@@ -12,7 +12,6 @@ import json
 import os
 import signal
 
-import numpy as np
 import pandas as pd
 import pytest
 

@@ -60,13 +60,7 @@ class LoopBackend:
     def loss_gradient(self, net, X, Y, lmbda, n):
         m = X.shape[0]
         nabla_w, nabla_b = self._sum_gradients(net, X, Y)
-        grad = np.empty_like(net.params)
-        gw, gb = net.layout.views(grad)
-        for g, nw, w in zip(gw, nabla_w, net.weights):
-            g[...] = nw / m + (lmbda / n) * w
-        for g, nb in zip(gb, nabla_b):
-            g[...] = nb / m
-        return grad
+        return net.layout.mean_gradient(nabla_w, nabla_b, net.weights, m, lmbda, n, net.dtype)
 
     def update_mini_batch(self, net, X, Y, eta, lmbda, n):
         """The book's update: ``w <- (1 - eta*lmbda/n) w - (eta/m) nabla_w``."""

@@ -46,13 +46,7 @@ class NumpyBackend:
         m = X.shape[0]
         zs, activations = forward(net.weights, net.biases, net.cost, X)
         sum_w, sum_b = backward(net.weights, net.cost, zs, activations, Y)
-        grad = np.empty_like(net.params)
-        gw, gb = net.layout.views(grad)
-        for g, s, w in zip(gw, sum_w, net.weights):
-            g[...] = s / m + (lmbda / n) * w
-        for g, s in zip(gb, sum_b):
-            g[...] = s / m
-        return grad
+        return net.layout.mean_gradient(sum_w, sum_b, net.weights, m, lmbda, n, net.dtype)
 
     @np.errstate(over="ignore", invalid="ignore")  # divergence is detected and reported by the caller
     def sgd_epoch(self, net, X, Y, order, batch_size, eta, lmbda, n):

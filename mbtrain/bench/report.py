@@ -27,12 +27,12 @@ def fmt(value, digits=3) -> str:
     if isinstance(value, (bool, np.bool_)):
         return "yes" if value else "no"
     if isinstance(value, (int, np.integer)):
-        return str(int(value))
+        return f"{int(value):,}" if abs(int(value)) >= 10 ** digits else str(int(value))
     if isinstance(value, (float, np.floating)):
         if math.isinf(value):
             return "inf" if value > 0 else "-inf"
         if value == int(value) and abs(value) < 1e15:
-            return str(int(value))
+            return f"{int(value):,}" if abs(value) >= 10 ** digits else str(int(value))
         if abs(value) >= 10 ** digits:
             return f"{value:,.0f}"
         return f"{value:.{digits}g}"

@@ -32,8 +32,8 @@ from ..backends.numpy_matrix import forward
 from ..network import Network
 from .machine import available_cores, machine_info, thread_limits, write_machine
 from .noise import gradient_noise_scale
-from .results import ResultsWriter, read_results
-from .throughput import RunResult
+from .results import ResultsWriter
+from .throughput import RunResult, finish_run
 
 ETA_POLICIES = ("fixed", "linear", "sqrt", "grid")
 DEFAULT_BATCH_SIZES = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
@@ -358,13 +358,7 @@ def sweep(data, sizes, *, out, cost="quadratic", init="gaussian", dtype="float32
         interrupted = True
     finally:
         writer.close()
-    info["interrupted"] = interrupted
-    write_machine(out / "machine.json", info)
-    if write_report:
-        from .report import write_report as _write_report
-
-        _write_report(out)
-    return RunResult(out, read_results(out), interrupted)
+    return finish_run(out, info, interrupted, write_report)
 
 
 def _serial_run(record, X, Y, X_val, Y_val, batch_size, run_eta, seed, with_noise, settings):

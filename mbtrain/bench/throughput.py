@@ -44,6 +44,17 @@ class RunResult:
     interrupted: bool = False
 
 
+def finish_run(out, info, interrupted, write_report) -> RunResult:
+    """Record how a bench or sweep ended in machine.json, rebuild its report, return the result."""
+    info["interrupted"] = interrupted
+    write_machine(out / "machine.json", info)
+    if write_report:
+        from .report import write_report as _write_report
+
+        _write_report(out)
+    return RunResult(out, read_results(out), interrupted)
+
+
 def update_error(arm, net, X, Y, eta, lmbda, n, rows=CHECK_ROWS) -> float:
     """Relative error of ``arm``'s SGD update on one mini-batch against the ``loop`` reference.
 
@@ -187,13 +198,7 @@ def bench(X, y, sizes, *, out, cost="quadratic", init="gaussian", eta=3.0, lmbda
         interrupted = True
     finally:
         writer.close()
-    info["interrupted"] = interrupted
-    write_machine(out / "machine.json", info)
-    if write_report:
-        from .report import write_report as _write_report
-
-        _write_report(out)
-    return RunResult(out, read_results(out), interrupted)
+    return finish_run(out, info, interrupted, write_report)
 
 
 class _Done:
