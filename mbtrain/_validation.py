@@ -48,8 +48,14 @@ def first_nonfinite_row(a: np.ndarray) -> int | None:
     return None
 
 
-def check_X(X, n_features: int, dtype: np.dtype, name: str = "X") -> np.ndarray:
-    """Return ``X`` as a 2-D array of ``dtype`` (no copy when it already is one)."""
+def check_X(X, n_features: int, dtype: np.dtype, name: str = "X", keep_float32=False) -> np.ndarray:
+    """Return ``X`` as a 2-D array of ``dtype`` (no copy when it already is one).
+
+    With ``keep_float32`` a float32 ``X`` for a float64 ``dtype`` is returned as
+    it is: widening float32 to float64 is exact, so the backends read its rows
+    directly instead of holding a float64 copy of the whole set (which for a
+    memory-mapped file would be twice its size, in memory).
+    """
     if isinstance(X, np.ndarray) and X.dtype == object or not hasattr(X, "__len__") and not isinstance(X, np.ndarray):
         raise TypeError(f"{name}: expected a 2-D numeric array, got {type(X).__name__}")
     try:
@@ -70,6 +76,8 @@ def check_X(X, n_features: int, dtype: np.dtype, name: str = "X") -> np.ndarray:
     bad = first_nonfinite_row(arr)
     if bad is not None:
         raise ValueError(f"{name}: row {bad} contains NaN or inf")
+    if keep_float32 and arr.dtype == np.float32 and np.dtype(dtype) == np.float64:
+        return arr
     return np.asarray(arr, dtype=dtype)
 
 

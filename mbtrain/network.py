@@ -135,8 +135,8 @@ class Network:
                 f"init={self.init!r}, dtype={self.dtype.name!r})")
 
     # -- inference ------------------------------------------------------
-    def _check_X(self, X, name="X"):
-        return v.check_X(X, self.sizes[0], self.dtype, name=name)
+    def _check_X(self, X, name="X", keep_float32=False):
+        return v.check_X(X, self.sizes[0], self.dtype, name=name, keep_float32=keep_float32)
 
     def _check_targets(self, X, y, name="y"):
         return v.check_targets(y, X.shape[0], self.sizes[-1], self.dtype, name=name)

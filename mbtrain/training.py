@@ -143,7 +143,9 @@ def fit(net, X, y, *, epochs, batch_size, eta, lmbda=0.0, backend="numba", shuff
     batch_size = v.check_positive_int(batch_size, "batch_size")
     eta = v.check_positive_float(eta, "eta")
     lmbda = v.check_nonnegative_float(lmbda, "lmbda")
-    X = np.ascontiguousarray(net._check_X(X))
+    X = net._check_X(X, keep_float32=True)  # float32 rows are widened exactly per batch, not copied whole
+    if not X.flags.c_contiguous:
+        X = np.ascontiguousarray(X)
     Y = np.ascontiguousarray(net._check_targets(X, y))
     labels = Y.argmax(axis=1)
     n = X.shape[0]

@@ -106,3 +106,15 @@ def test_four_layer_network_trains(rng):
 def test_default_backend_is_numba():
     assert mbtrain.DEFAULT_BACKEND == "numba"
     assert set(mbtrain.BACKENDS) == set(BACKEND_NAMES)
+
+
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
+def test_float64_network_reads_float32_rows_without_a_copy(rng, backend):
+    """float32 X for a float64 net: the same result as casting first (widening is exact)."""
+    X32 = rng.random((40, 6)).astype(np.float32)
+    y = rng.integers(0, 3, size=40)
+    direct, cast = (mbtrain.Network([6, 5, 3], dtype="float64", seed=2) for _ in range(2))
+    direct.fit(X32, y, epochs=2, batch_size=4, eta=1.0, backend=backend, seed=0)
+    cast.fit(X32.astype(np.float64), y, epochs=2, batch_size=4, eta=1.0, backend=backend, seed=0)
+    np.testing.assert_allclose(direct.params, cast.params, rtol=1e-13, atol=1e-15)
+    assert direct.params.dtype == np.float64
