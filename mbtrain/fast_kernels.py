@@ -39,6 +39,8 @@ silently widen float32 kernels.
 """
 from __future__ import annotations
 
+import types
+
 import numpy as np
 from numba import njit, prange
 
@@ -460,8 +462,24 @@ def sgd_epoch_online(params, sizes, X, Y, order, beta, decay, one, cost_id, acts
     return -1
 
 
-sgd_epoch_serial = njit(cache=True)(_sgd_epoch)
-sgd_epoch_parallel = njit(cache=True, parallel=True)(_sgd_epoch)
+def _variant(function, name):
+    """A copy of ``function`` under another name, so each compiled variant has its own cache file.
+
+    numba names a function's on-disk cache after its qualified name and source
+    line, and its cache key does not include ``parallel``: two dispatchers over
+    one function would share one cache file, and whichever variant compiled
+    first would be loaded for both (it was: the parallel epoch silently ran the
+    serial code). ``tests/test_kernels.py`` checks the names differ.
+    """
+    clone = types.FunctionType(function.__code__, function.__globals__, name, function.__defaults__,
+                               function.__closure__)
+    clone.__qualname__ = name
+    clone.__doc__ = function.__doc__
+    return clone
+
+
+sgd_epoch_serial = njit(cache=True)(_variant(_sgd_epoch, "sgd_epoch_serial"))
+sgd_epoch_parallel = njit(cache=True, parallel=True)(_variant(_sgd_epoch, "sgd_epoch_parallel"))
 
 
 @njit(cache=True)

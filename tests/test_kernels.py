@@ -314,3 +314,9 @@ def test_online_epoch_divergence_names_the_example(dtype):
     X[7, 1] = np.inf
     net = Network(sizes, dtype=dtype, seed=0)
     assert get_backend("numba").sgd_epoch(net, X, Y, np.arange(12), 1, 3.0, 0.0, 12) == 7
+
+
+def test_serial_and_parallel_epochs_have_their_own_cache_files():
+    """numba's cache key ignores ``parallel``: shared files would serve one variant for both."""
+    names = {d._cache._cache_file._index_name for d in (fk.sgd_epoch_serial, fk.sgd_epoch_parallel)}
+    assert len(names) == 2
