@@ -18,6 +18,8 @@ if __name__ == "__main__":
     sys.exit(run(
         "crossentropy_784_100_10_l2", __doc__,
         bench_args=[*NET, "--batch-sizes", "1,10,100,1000", "--dtype", "float32,float64", "--repeats", "5"],
+        more_benches={"bench_2threads": [*NET, "--batch-sizes", "1,10,100,1000", "--dtype", "float32",
+                                         "--arms", "numpy,numba,torch", "--threads", "2", "--repeats", "5"]},
         sweeps={
             "sweep_sqrt_eta": [*NET, "--target", "0.85", "--max-epochs", "30", "--eta-policy", "sqrt",
                                "--ref-batch-size", "10", "--seeds", "3"],

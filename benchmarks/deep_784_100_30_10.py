@@ -17,5 +17,7 @@ if __name__ == "__main__":
     sys.exit(run(
         "deep_784_100_30_10", __doc__,
         bench_args=[*NET, "--batch-sizes", "1,10,100,1000", "--dtype", "float32", "--repeats", "5"],
+        more_benches={"bench_2threads": [*NET, "--batch-sizes", "1,10,100,1000", "--dtype", "float32",
+                                         "--arms", "numpy,numba,torch", "--threads", "2", "--repeats", "5"]},
         sweeps={},
     ))

@@ -275,8 +275,10 @@ def test_float32_kernels_never_widen_to_float64(name):
     kernel = KERNELS_BY_NAME[name]
     options = {k: v for k, v in kernel.targetoptions.items() if k not in ("cache", "nopython")}
     fresh = numba.njit(**options)(kernel.py_func)
+    # pure float32 signatures only: a float64 network reading float32 rows widens them on purpose
     sigs = [sig for sig in kernel.signatures
-            if any(getattr(t, "dtype", t) == numba.float32 for t in sig)]
+            if any(getattr(t, "dtype", t) == numba.float32 for t in sig)
+            and not any(getattr(t, "dtype", t) == numba.float64 for t in sig)]
     assert sigs
     for sig in sigs:
         fresh.compile(sig)
@@ -316,6 +318,7 @@ def test_online_epoch_divergence_names_the_example(dtype):
     assert get_backend("numba").sgd_epoch(net, X, Y, np.arange(12), 1, 3.0, 0.0, 12) == 7
 
 
+@pytest.mark.skipif(JIT_DISABLED, reason="no dispatchers, no cache without the JIT")
 def test_serial_and_parallel_epochs_have_their_own_cache_files():
     """numba's cache key ignores ``parallel``: shared files would serve one variant for both."""
     names = {d._cache._cache_file._index_name for d in (fk.sgd_epoch_serial, fk.sgd_epoch_parallel)}
