@@ -81,11 +81,13 @@ def check_X(X, n_features: int, dtype: np.dtype, name: str = "X", keep_float32=F
     return np.asarray(arr, dtype=dtype)
 
 
-def check_targets(y, n_rows: int, n_outputs: int, dtype: np.dtype, name: str = "y") -> np.ndarray:
+def check_targets(y, n_rows: int, n_outputs: int, dtype: np.dtype, name: str = "y",
+                  keep_labels=False) -> np.ndarray:
     """Return the target matrix ``(n_rows, n_outputs)`` for labels or targets.
 
-    Integer labels in ``[0, n_outputs)`` are one-hot encoded; a 2-D array is taken
-    as the target matrix itself.
+    Integer labels in ``[0, n_outputs)`` are one-hot encoded (with
+    ``keep_labels``, returned as an int64 vector instead: no per-row matrix);
+    a 2-D array is taken as the target matrix itself.
     """
     try:
         arr = np.asarray(y)
@@ -103,13 +105,17 @@ def check_targets(y, n_rows: int, n_outputs: int, dtype: np.dtype, name: str = "
             if not np.array_equal(arr, np.round(arr)):
                 row = int(np.argmax(arr != np.round(arr)))
                 raise ValueError(f"{name}: labels must be integers, row {row} is {arr[row].item()!r}")
-        labels = arr.astype(np.int64)
-        out_of_range = (labels < 0) | (labels >= n_outputs)
-        if out_of_range.any():
-            row = int(np.argmax(out_of_range))
-            raise ValueError(
-                f"{name}: labels must be in [0, {n_outputs}), row {row} is {arr[row].item()!r}"
-            )
+        labels = np.asarray(arr, dtype=np.int64)  # no copy for int64 labels (a memory-mapped file too)
+        for start in range(0, n_rows, _CHUNK_ROWS * 16):  # chunked: bounded temporaries
+            part = labels[start:start + _CHUNK_ROWS * 16]
+            out_of_range = (part < 0) | (part >= n_outputs)
+            if out_of_range.any():
+                row = start + int(np.argmax(out_of_range))
+                raise ValueError(
+                    f"{name}: labels must be in [0, {n_outputs}), row {row} is {arr[row].item()!r}"
+                )
+        if keep_labels:
+            return labels
         Y = np.zeros((n_rows, n_outputs), dtype=dtype)
         Y[np.arange(n_rows), labels] = 1
         return Y

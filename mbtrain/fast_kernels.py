@@ -43,6 +43,8 @@ import types
 
 import numpy as np
 from numba import njit, prange
+from numba.extending import overload
+from numba.np.numpy_support import as_dtype
 
 from .kernels import CROSS_ENTROPY, FASTMATH, SOFTMAX, hidden_delta_backward, layer_views, softmax_inplace
 
@@ -240,28 +242,47 @@ def work_view(work, sizes, batch_size, l, m):
     return work[offset:offset + m * sizes[l]].reshape((m, sizes[l]))
 
 
+def target_of(Y, r, j, A):
+    """Target ``j`` of row ``r`` in the dtype of ``A``: ``Y[r, j]`` of a target matrix, or
+    the one-hot of integer labels ``Y[r]`` (so labels are never expanded to a matrix)."""
+    if Y.ndim == 1:
+        return A.dtype.type(1) if Y[r] == j else A.dtype.type(0)
+    return Y[r, j]
+
+
+@overload(target_of, jit_options={"cache": True})
+def _target_of_jit(Y, r, j, A):
+    # resolved at compile time from Y's type; the constants carry A's dtype
+    one = as_dtype(A.dtype).type(1)
+    zero = as_dtype(A.dtype).type(0)
+    if Y.ndim == 1:
+        return lambda Y, r, j, A: one if Y[r] == j else zero
+    return lambda Y, r, j, A: Y[r, j]
+
+
 @njit(cache=True)
 def output_delta_rows(D, A, Y, rows, cost_id):
-    """BP1 for the batch rows: ``D[i] = dC/dz`` from ``A[i]`` and ``Y[rows[i]]``.
+    """BP1 for the batch rows: ``D[i] = dC/dz`` from ``A[i]`` and the targets of ``rows[i]``.
 
-    Same formulas as :func:`mbtrain.kernels.output_delta`.
+    ``Y`` is a target matrix ``(n, k)`` or integer labels ``(n,)`` (see
+    :func:`target_of`). Same formulas as :func:`mbtrain.kernels.output_delta`.
     """
     m, k = D.shape
     for i in range(m):
-        y = Y[rows[i]]
+        r = rows[i]
         if cost_id == SOFTMAX:
-            total = y[0] - y[0]
+            total = A[i, 0] - A[i, 0]
             for j in range(k):
-                total += y[j]
+                total += target_of(Y, r, j, A)
             for j in range(k):
-                D[i, j] = A[i, j] * total - y[j]
+                D[i, j] = A[i, j] * total - target_of(Y, r, j, A)
         elif cost_id == CROSS_ENTROPY:
             for j in range(k):
-                D[i, j] = A[i, j] - y[j]
+                D[i, j] = A[i, j] - target_of(Y, r, j, A)
         else:
             for j in range(k):
                 a = A[i, j]
-                D[i, j] = (a - y[j]) * (a - a * a)
+                D[i, j] = (a - target_of(Y, r, j, A)) * (a - a * a)
 
 
 @njit(cache=True)

@@ -138,8 +138,8 @@ class Network:
     def _check_X(self, X, name="X", keep_float32=False):
         return v.check_X(X, self.sizes[0], self.dtype, name=name, keep_float32=keep_float32)
 
-    def _check_targets(self, X, y, name="y"):
-        return v.check_targets(y, X.shape[0], self.sizes[-1], self.dtype, name=name)
+    def _check_targets(self, X, y, name="y", keep_labels=False):
+        return v.check_targets(y, X.shape[0], self.sizes[-1], self.dtype, name=name, keep_labels=keep_labels)
 
     def _check_validation(self, validation_data):
         """``(X_val, Y_val, labels_val)`` from a ``(X_val, y_val)`` pair, or None."""

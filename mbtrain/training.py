@@ -16,6 +16,7 @@ import pandas as pd
 
 from . import _validation as v
 from .backends import get_backend
+from .backends._targets import batch_targets, row_labels
 from .backends.numpy_matrix import backward, forward
 from .callbacks import EarlyStopping
 
@@ -65,10 +66,11 @@ def evaluate(net, X, Y, labels, lmbda, n, gradient_norms=False):
         for start in range(0, X.shape[0], _EVAL_CHUNK):
             stop = start + _EVAL_CHUNK
             zs, activations = forward(net.weights, net.biases, net.cost, X[start:stop])
-            total_cost += float(np.sum(net.cost.fn(zs[-1], activations[-1], Y[start:stop]), dtype=np.float64))
+            Y_chunk = batch_targets(Y, slice(start, stop), net.sizes[-1], net.dtype)
+            total_cost += float(np.sum(net.cost.fn(zs[-1], activations[-1], Y_chunk), dtype=np.float64))
             correct += int(np.count_nonzero(activations[-1].argmax(axis=1) == labels[start:stop]))
             if gradient_norms:
-                grad_w, _ = backward(net.weights, net.cost, zs, activations, Y[start:stop])
+                grad_w, _ = backward(net.weights, net.cost, zs, activations, Y_chunk)
                 for s, g in zip(sums_w, grad_w):
                     s += g
         m = X.shape[0]
@@ -146,8 +148,9 @@ def fit(net, X, y, *, epochs, batch_size, eta, lmbda=0.0, backend="numba", shuff
     X = net._check_X(X, keep_float32=True)  # float32 rows are widened exactly per batch, not copied whole
     if not X.flags.c_contiguous:
         X = np.ascontiguousarray(X)
-    Y = np.ascontiguousarray(net._check_targets(X, y))
-    labels = Y.argmax(axis=1)
+    # integer labels stay labels (each backend expands its mini-batch): no (n, k) matrix of the set
+    Y = np.ascontiguousarray(net._check_targets(X, y, keep_labels=True))
+    labels = row_labels(Y)
     n = X.shape[0]
     validation = net._check_validation(validation_data)
     watchers = _watchers(callbacks, early_stopping, validation, monitor)
@@ -180,7 +183,7 @@ def _blas_out_of_the_way(impl):
 
 def _fit(net, impl, X, Y, labels, n, epochs, batch_size, eta, lmbda, shuffle, validation, monitor,
          show_progress, watchers, checkpoint):
-    compile_seconds = _compile(impl, net, batch_size)
+    compile_seconds = _compile(impl, net, batch_size, X, Y)
     previous = getattr(net, "history", None)
     previous = None if previous is None or previous.empty else previous
     first_epoch = 1 if previous is None else int(previous["epoch"].iloc[-1]) + 1
@@ -304,7 +307,7 @@ def _restore_before(net, impl, before, X, Y, order, batch_size, bad_batch, eta, 
         impl.sgd_epoch(net, X, Y, order[:bad_batch * batch_size], batch_size, eta, lmbda, n)
 
 
-def _compile(impl, net, batch_size) -> float:
+def _compile(impl, net, batch_size, X, Y) -> float:
     """Compile the kernel this fit uses before the first timed epoch; returns seconds.
 
     With numba's on-disk cache warm this is loading, not compiling; either way it
@@ -312,4 +315,4 @@ def _compile(impl, net, batch_size) -> float:
     run times only.
     """
     prepare = getattr(impl, "prepare", None)
-    return prepare(net, batch_size) if prepare is not None else 0.0
+    return prepare(net, batch_size, Y=Y, X=X) if prepare is not None else 0.0

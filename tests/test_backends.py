@@ -118,3 +118,18 @@ def test_float64_network_reads_float32_rows_without_a_copy(rng, backend):
     cast.fit(X32.astype(np.float64), y, epochs=2, batch_size=4, eta=1.0, backend=backend, seed=0)
     np.testing.assert_allclose(direct.params, cast.params, rtol=1e-13, atol=1e-15)
     assert direct.params.dtype == np.float64
+
+
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
+@pytest.mark.parametrize("cost", COST_NAMES)
+@pytest.mark.parametrize("batch_size", [1, 4, 7])
+def test_labels_train_exactly_like_their_one_hot_matrix(rng, backend, cost, batch_size):
+    """fit keeps integer labels as labels (one-hot per mini-batch): same weights as the matrix."""
+    X = rng.random((30, 6))
+    y = rng.integers(0, 3, size=30)
+    from_labels, from_matrix = (mbtrain.Network([6, 5, 3], cost=cost, dtype="float64", seed=1) for _ in range(2))
+    h1 = from_labels.fit(X, y, epochs=2, batch_size=batch_size, eta=1.0, backend=backend, seed=0)
+    h2 = from_matrix.fit(X, np.eye(3)[y], epochs=2, batch_size=batch_size, eta=1.0, backend=backend, seed=0)
+    np.testing.assert_array_equal(from_labels.params, from_matrix.params)
+    np.testing.assert_allclose(h1["train_loss"], h2["train_loss"], rtol=1e-15)
+    np.testing.assert_array_equal(h1["train_accuracy"], h2["train_accuracy"])

@@ -114,11 +114,6 @@ def test_fit_of_a_float32_file_by_a_float64_network_does_not_copy_it(wide_file):
     assert used["peak"] - used["baseline"] < 48 * MiB
 
 
-@pytest.mark.xfail(reason="fit builds per-row arrays of the whole set in memory: the one-hot targets "
-                          "(n, n_out) in the network's dtype (check_targets), their argmax labels (int64) "
-                          "and the epoch's permutation (int64) -- 56 bytes a row for 10 classes in float32, "
-                          "as much as a 14-feature row of X; fix in training.fit: keep int labels and "
-                          "one-hot encode each mini-batch (the kernels' Y argument)", strict=False)
 def test_fit_of_a_tall_narrow_file_keeps_per_row_memory_small(tmp_path):
     """4M rows of 16 features (256 MiB): per-row bookkeeping must not rival the data."""
     X_path, y_path = make_data(tmp_path, rows=4 * 2**20, features=16)

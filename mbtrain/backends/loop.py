@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..activations import sigmoid, softmax
+from ._targets import batch_targets
 
 
 def backprop(weights, biases, cost, x, y):
@@ -75,7 +76,7 @@ class LoopBackend:
     def sgd_epoch(self, net, X, Y, order, batch_size, eta, lmbda, n):
         for k, start in enumerate(range(0, len(order), batch_size)):
             rows = order[start:start + batch_size]
-            self.update_mini_batch(net, X[rows], Y[rows], eta, lmbda, n)
+            self.update_mini_batch(net, X[rows], batch_targets(Y, rows, net.sizes[-1], net.dtype), eta, lmbda, n)
             if not np.isfinite(net.params).all():
                 return k
         return -1

@@ -84,7 +84,7 @@ class NumbaBackend:
             bad = int(epoch(*args, True))
         return bad
 
-    def prepare(self, net, batch_size: int) -> float:
+    def prepare(self, net, batch_size: int, Y=None, X=None) -> float:
         """Compile (or load from numba's cache) only the epoch kernel ``fit`` will use; returns seconds.
 
         ``batch_size`` decides which: the online kernel (1), the serial one, or
@@ -95,8 +95,10 @@ class NumbaBackend:
         start = time.perf_counter()
         n = max(2, min(int(batch_size), PARALLEL_MIN_BATCH))
         tiny = type(net)([2, 2, 2], cost=net.cost, dtype=net.dtype, seed=0)
-        X = np.zeros((n, 2), dtype=net.dtype)
-        Y = np.zeros((n, 2), dtype=net.dtype)
+        # the same array types as the real run (labels or a matrix; X's dtype), so the same signature
+        X = np.zeros((n, 2), dtype=net.dtype if X is None else X.dtype)
+        Y = (np.zeros((n, 2), dtype=net.dtype) if Y is None or Y.ndim == 2
+             else np.zeros(n, dtype=Y.dtype))
         self.sgd_epoch(tiny, X, Y, np.arange(n), 1 if batch_size == 1 else
                        (n if batch_size >= PARALLEL_MIN_BATCH else 2), 0.1, 0.0, n)
         return time.perf_counter() - start

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..activations import sigmoid, softmax
+from ._targets import batch_targets
 
 
 def forward(weights, biases, cost, X):
@@ -55,7 +56,8 @@ class NumpyBackend:
             rows = order[start:start + batch_size]
             m = len(rows)
             zs, activations = forward(net.weights, net.biases, net.cost, X[rows])
-            sum_w, sum_b = backward(net.weights, net.cost, zs, activations, Y[rows])
+            sum_w, sum_b = backward(net.weights, net.cost, zs, activations,
+                                    batch_targets(Y, rows, net.sizes[-1], net.dtype))
             for w, s in zip(net.weights, sum_w):
                 w *= decay
                 w -= (eta / m) * s
