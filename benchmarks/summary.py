@@ -53,22 +53,16 @@ def main() -> None:
             others = t.loc[("float64", b)].drop("numba").min()
             rows.append((f"[784,30,10] f64, batch {b}: fastest other arm / numba ≥ 1",
                          others / t.loc[("float64", b), "numba"], 1, ">="))
-    for name, label in (("crossentropy_784_100_10_l2", "[784,100,10] CE"), ("deep_784_100_30_10", "[784,100,30,10] CE")):
-        folder = RESULTS / name / "bench"
-        if (folder / "results.csv").exists():
-            t, floor, _ = medians(folder)
-            for b in sorted(t.loc["float32"].index):
-                others = t.loc[("float32", b)].drop("numba").min()
-                rows.append((f"{label} f32, batch {int(b)}: fastest other arm / numba ≥ 1",
-                             others / t.loc[("float32", b), "numba"], 1, ">="))
-    for name, label in (("crossentropy_784_100_10_l2", "[784,100,10] CE"), ("deep_784_100_30_10", "[784,100,30,10] CE")):
-        folder = RESULTS / name / "bench_2threads"
-        if (folder / "results.csv").exists():
-            t, floor, _ = medians(folder)
-            for b in sorted(t.loc["float32"].index):
-                others = t.loc[("float32", b)].drop("numba").min()
-                rows.append((f"{label} f32, 2 threads, batch {int(b)}: fastest other arm / numba ≥ 1",
-                             others / t.loc[("float32", b), "numba"], 1, ">="))
+    for run, threads in (("bench", ""), ("bench_2threads", ", 2 threads")):
+        for name, label in (("crossentropy_784_100_10_l2", "[784,100,10] CE"),
+                            ("deep_784_100_30_10", "[784,100,30,10] CE")):
+            folder = RESULTS / name / run
+            if (folder / "results.csv").exists():
+                t, _, _ = medians(folder)
+                for b in sorted(t.loc["float32"].index):
+                    others = t.loc[("float32", b)].drop("numba").min()
+                    rows.append((f"{label} f32{threads}, batch {int(b)}: fastest other arm / numba ≥ 1",
+                                 others / t.loc[("float32", b), "numba"], 1, ">="))
     two = RESULTS / "book_784_30_10" / "bench_2threads"
     if (two / "results.csv").exists():
         t, floor, _ = medians(two)
