@@ -286,10 +286,23 @@ def output_delta_rows(D, A, Y, rows, cost_id):
 
 
 @njit(cache=True)
-def forward_rows(acts, params, sizes, X, rows, ident, batch_size, m, r_lo, r_hi, cost_id, one):
-    """Forward pass of batch rows ``r_lo <= i < r_hi`` (``X[rows[i]]``) into ``acts``."""
+def activate(Z, l, L, cost_id, one):
+    """``Z <- activation(Z)`` for layer ``l`` of ``L``: softmax on the output of the softmax cost, else sigmoid."""
+    if l == L - 1 and cost_id == SOFTMAX:
+        softmax_inplace(Z)
+    else:
+        sigmoid_rows(Z, one)
+
+
+@njit(cache=True)
+def forward_rows(acts, params, sizes, X, rows, ident, batch_size, m, r_lo, r_hi, cost_id, one, first_layer=0):
+    """Forward pass of batch rows ``r_lo <= i < r_hi`` (``X[rows[i]]``) into ``acts``.
+
+    Layers below ``first_layer`` are taken as already computed (the online epoch
+    computes the first one in its fused update pass).
+    """
     L = sizes.shape[0] - 1
-    for l in range(L):
+    for l in range(first_layer, L):
         W, b = layer_views(params, sizes, l)
         Z = work_view(acts, sizes, batch_size, l + 1, m)[r_lo:r_hi]
         if l == 0:
@@ -297,10 +310,7 @@ def forward_rows(acts, params, sizes, X, rows, ident, batch_size, m, r_lo, r_hi,
         else:
             dense_forward_rows(Z, work_view(acts, sizes, batch_size, l, m), ident[r_lo:r_hi], W, b,
                                0, W.shape[0])
-        if l == L - 1 and cost_id == SOFTMAX:
-            softmax_inplace(Z)
-        else:
-            sigmoid_rows(Z, one)
+        activate(Z, l, L, cost_id, one)
 
 
 @njit(cache=True)
@@ -318,14 +328,14 @@ def deltas_rows(deltas, acts, params, sizes, Y, rows, batch_size, m, r_lo, r_hi,
 
 @njit(cache=True)
 def update_units(params, sizes, X, rows, ident, acts, deltas, batch_size, m, part, n_parts,
-                 alpha_w, alpha_b, beta, one, checked=True):
-    """Update share ``part`` of ``n_parts`` of every layer's units (weight rows) in place.
+                 alpha_w, alpha_b, beta, one, checked=True, first_layer=0):
+    """Update share ``part`` of ``n_parts`` of the units (weight rows) of layers ``first_layer``.. in place.
 
     Returns the check sum of the written values.
     """
     L = sizes.shape[0] - 1
     check = alpha_w - alpha_w
-    for l in range(L):
+    for l in range(first_layer, L):
         W, b = layer_views(params, sizes, l)
         n_out = W.shape[0]
         # shares aligned to 4 units, the forward's register block
@@ -342,6 +352,18 @@ def update_units(params, sizes, X, rows, ident, acts, deltas, batch_size, m, par
             check += dense_update_rows(W, b, work_view(acts, sizes, batch_size, l, m),
                                        ident[:m], D, alpha_w, alpha_b, beta, one, h_lo, h_hi, checked)
     return check
+
+
+@njit(cache=True)
+def all_finite(params, one):
+    """Whether every parameter is finite, from one summing pass (inf and NaN absorb in a sum).
+
+    A finite sum that overflows reads as not finite too: a run that large has diverged.
+    """
+    total = one - one
+    for i in range(params.shape[0]):
+        total += params[i]
+    return np.isfinite(total)
 
 
 def _sgd_epoch(params, sizes, X, Y, order, batch_size, beta_full, beta_last, decay, one, cost_id, acts, deltas,
@@ -390,12 +412,8 @@ def _sgd_epoch(params, sizes, X, Y, order, batch_size, beta_full, beta_last, dec
             check += checks[p]
         if not np.isfinite(check):
             return k if checked else n_batches
-    if not checked:
-        total = one - one
-        for i in range(params.shape[0]):
-            total += params[i]
-        if not np.isfinite(total):
-            return n_batches
+    if not checked and not all_finite(params, one):
+        return n_batches
     return -1
 
 
@@ -453,32 +471,16 @@ def sgd_epoch_online(params, sizes, X, Y, order, beta, decay, one, cost_id, acts
     for k in range(n_rows):
         rows = order[k:k + 1]
         # first layer's z is in Z1 (computed by the previous step's fused pass)
-        if L == 1 and cost_id == SOFTMAX:
-            softmax_inplace(Z1)
-        else:
-            sigmoid_rows(Z1, one)
-        for l in range(1, L):
-            W, b = layer_views(params, sizes, l)
-            Z = work_view(acts, sizes, 1, l + 1, 1)
-            dense_forward_rows(Z, work_view(acts, sizes, 1, l, 1), ident, W, b, 0, W.shape[0])
-            if l == L - 1 and cost_id == SOFTMAX:
-                softmax_inplace(Z)
-            else:
-                sigmoid_rows(Z, one)
+        activate(Z1, 0, L, cost_id, one)
+        forward_rows(acts, params, sizes, X, rows, ident, 1, 1, 0, 1, cost_id, one, 1)
         deltas_rows(deltas, acts, params, sizes, Y, rows, 1, 1, 0, 1, cost_id)
-        for l in range(1, L):
-            W, b = layer_views(params, sizes, l)
-            dense_update_rows(W, b, work_view(acts, sizes, 1, l, 1), ident, work_view(deltas, sizes, 1, l + 1, 1),
-                              decay, one, beta, one, 0, W.shape[0], False)
+        update_units(params, sizes, X, rows, ident, acts, deltas, 1, 1, 0, 1, decay, one, beta, one, False, 1)
         for h in range(coef.shape[0]):
             coef[h] = beta * D1[0, h]
         fuse = k + 1 < n_rows
         nxt = order[k + 1] if fuse else order[k]
         first_layer_update_forward(W0, b0, X[order[k]], coef, decay, Z1[0], X[nxt], fuse)
-    total = one - one
-    for i in range(params.shape[0]):
-        total += params[i]
-    if not np.isfinite(total):
+    if not all_finite(params, one):
         return n_rows
     return -1
 

@@ -114,19 +114,19 @@ class NumbaBackend:
 def compile_kernels(dtype="float32", cost="quadratic") -> float:
     """Compile (or load from the on-disk cache) the kernels for ``dtype``; returns seconds.
 
-    Used by the benchmark harness to report compile time apart from run time.
-    Compiles the serial and the parallel epoch, the gradient and the forward pass.
+    Used by the benchmark harness to report compile time apart from run time:
+    every epoch kernel ``fit`` may pick (online, serial, and the parallel one
+    when numba has several threads), the gradient and the forward pass.
     """
     from ..network import Network
 
     start = time.perf_counter()
     net = Network([3, 2, 2], cost=cost, dtype=dtype, seed=0)
-    n = PARALLEL_MIN_BATCH
-    X = np.zeros((n, 3), dtype=net.dtype)
-    Y = np.zeros((n, 2), dtype=net.dtype)
     backend = NumbaBackend()
-    backend.sgd_epoch(net, X, Y, np.arange(n), 1, 0.1, 0.0, n)
-    backend.sgd_epoch(net, X, Y, np.arange(n), n, 0.1, 0.0, n)
-    backend.loss_gradient(net, X, Y, 0.0, n)
+    for batch_size in (1, 2, PARALLEL_MIN_BATCH):
+        backend.prepare(net, batch_size)
+    X = np.zeros((2, 3), dtype=net.dtype)
+    Y = np.zeros((2, 2), dtype=net.dtype)
+    backend.loss_gradient(net, X, Y, 0.0, 2)
     backend.forward(net, X)
     return time.perf_counter() - start
