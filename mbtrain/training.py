@@ -158,27 +158,17 @@ def fit(net, X, y, *, epochs, batch_size, eta, lmbda=0.0, backend="numba", shuff
         net.rng = np.random.default_rng(seed)
     show_progress = sys.stderr.isatty() if progress is None else bool(progress)
 
-    with _blas_out_of_the_way(impl):
+    with _training_context(impl):
         return _fit(net, impl, X, Y, labels, n, epochs, batch_size, eta, lmbda, shuffle, validation, monitor,
                     show_progress, watchers, checkpoint)
 
 
-def _blas_out_of_the_way(impl):
-    """BLAS on one thread while numba kernels train (BLAS serves only the monitoring there).
-
-    OpenBLAS's idle workers spin for a while after each call; on a machine with
-    as many cores as numba threads they take cores from numba's epoch
-    (measured: Fashion-MNIST [784,30,10] batch 100 epochs 0.11-0.16 s with
-    2 BLAS threads against 0.042 s). With one BLAS thread the workers are never
-    woken. The previous limits are restored when ``fit`` returns.
-    """
+def _training_context(impl):
+    """The backend's context around a whole fit (the numba backend keeps BLAS out of its way)."""
     import contextlib
 
-    if impl.name != "numba":
-        return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1, user_api="blas")
+    context = getattr(impl, "training_context", None)
+    return context() if context is not None else contextlib.nullcontext()
 
 
 def _fit(net, impl, X, Y, labels, n, epochs, batch_size, eta, lmbda, shuffle, validation, monitor,

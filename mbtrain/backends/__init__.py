@@ -11,6 +11,11 @@ Each backend provides
   index of the first mini-batch after which a parameter was no longer finite,
   or ``-1``; the caller restores and reports (see :mod:`mbtrain.training`).
 
+Optional hooks, used by :func:`mbtrain.training.fit` when present:
+``prepare(net, batch_size, Y=None, X=None) -> seconds`` compiles what the fit
+will run (reported apart from epoch times), and ``training_context()`` is
+entered around the whole fit (the numba backend keeps BLAS on one thread).
+
 ``loop`` is the per-example reference (the oracle), ``numpy`` the plain
 matrix-based version, ``numba`` the fast one and the default.
 """

@@ -158,15 +158,9 @@ class NumbaArm(BackendArm):
         return {"numba_threads": numba.get_num_threads()}
 
     def timing_context(self):
-        """BLAS on one thread while numba's epochs are timed, as ``fit`` does.
-
-        The numba arm uses no BLAS; this keeps the idle workers the other arms
-        woke from spinning on the cores numba's threads need (see
-        ``mbtrain.training._blas_out_of_the_way``).
-        """
-        from threadpoolctl import threadpool_limits
-
-        return threadpool_limits(limits=1, user_api="blas")
+        """The backend's own training context, as ``fit`` uses: BLAS kept out of numba's way
+        (the idle workers the other arms woke must not spin on numba's cores)."""
+        return get_backend("numba").training_context()
 
 
 # -- torch --------------------------------------------------------------------------
