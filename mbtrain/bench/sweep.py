@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from ..backends import get_backend
-from ..backends.numpy_matrix import forward
 from ..network import Network
+from .. import training
 from .machine import available_cores, machine_info, thread_limits, write_machine
 from .noise import gradient_noise_scale
 from .results import ResultsWriter
@@ -55,15 +55,6 @@ def etas_for(batch_size, eta, policy="fixed", ref_batch_size=10, grid_factors=DE
     if policy == "grid":
         return [scaled * f for f in grid_factors]
     raise ValueError(f"eta_policy: unknown policy {policy!r}; choose one of {list(ETA_POLICIES)}")
-
-
-def loss_and_accuracy(net, X, Y, labels, lmbda, n):
-    """``net.loss(X, Y, lmbda, n)`` and ``net.score(X, labels)`` from one forward pass."""
-    zs, activations = forward(net.weights, net.biases, net.cost, X)
-    cost = float(np.mean(net.cost.fn(zs[-1], activations[-1], Y), dtype=np.float64))
-    if lmbda:
-        cost += lmbda / (2 * n) * sum(float(np.sum(np.square(w, dtype=np.float64))) for w in net.weights)
-    return cost, float(np.mean(activations[-1].argmax(axis=1) == labels))
 
 
 def _segments(n, batch_size, evals_per_epoch):
@@ -95,8 +86,8 @@ def train_to_target(net, X, Y, X_val, Y_val, *, batch_size, eta, lmbda=0.0, targ
 
     def evaluate(epoch, steps, seconds, noise):
         point = {"epoch": epoch, "steps": steps, "seconds": seconds}
-        point["train_loss"], point["train_accuracy"] = loss_and_accuracy(net, X_eval, Y_eval, labels_eval, lmbda, n)
-        point["val_loss"], point["val_accuracy"] = loss_and_accuracy(net, X_val, Y_val, labels_val, lmbda, n)
+        point["train_loss"], point["train_accuracy"] = training.evaluate(net, X_eval, Y_eval, labels_eval, lmbda, n)[:2]
+        point["val_loss"], point["val_accuracy"] = training.evaluate(net, X_val, Y_val, labels_val, lmbda, n)[:2]
         if on_eval is not None:
             on_eval(dict(point))
         if noise:
