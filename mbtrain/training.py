@@ -178,7 +178,7 @@ def _fit(net, impl, X, Y, labels, n, epochs, batch_size, eta, lmbda, shuffle, va
     previous = None if previous is None or previous.empty else previous
     first_epoch = 1 if previous is None else int(previous["epoch"].iloc[-1]) + 1
     rows = []
-    history = pd.DataFrame()
+    history = _history_frame(rows, compile_seconds, impl.name)
     try:
         for epoch in range(first_epoch, first_epoch + epochs):
             rng_state = net.rng.bit_generator.state
@@ -236,7 +236,7 @@ def _fit(net, impl, X, Y, labels, n, epochs, batch_size, eta, lmbda, shuffle, va
         for watch in watchers:
             if isinstance(watch, EarlyStopping):
                 watch.finish(net)
-    return history if rows else _history_frame(rows, compile_seconds, impl.name)
+    return history
 
 
 def _watchers(callbacks, early_stopping, validation, monitor):
