@@ -123,10 +123,7 @@ def _load_npz(path, dtype):
             raise ModelFormatError(f"{path}: an .npz but not an mbtrain model (missing {sorted(missing)})")
         metadata = _text(path, archive.read("metadata"), "metadata")
         history_csv = _text(path, archive.read("history"), "history") if "history" in archive.files else ""
-        try:
-            metadata = json.loads(metadata)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            raise ModelFormatError(f"{path}: corrupted model metadata, not JSON ({exc})") from None
+        metadata = _json(path, metadata, "corrupted model metadata, not JSON")
         if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
             raise ModelFormatError(f"{path}: an .npz but not an mbtrain model (no '{FORMAT_NAME}' metadata)")
         version = metadata.get("format_version", 0)
@@ -154,18 +151,56 @@ def _load_npz(path, dtype):
                       dtype=dtype or metadata.get("dtype"))
     except (KeyError, ValueError, TypeError) as exc:
         raise ModelFormatError(f"{path}: invalid model metadata ({exc})") from None
-    net.params[...] = params
+    with np.errstate(over="ignore"):  # an overflow is refused just below, with the file's name
+        net.params[...] = params
+    _check_cast(path, net, params.dtype)
     if "rng_state" in metadata:
         try:
             net.rng.bit_generator.state = metadata["rng_state"]
         except (TypeError, ValueError, KeyError, AttributeError, OverflowError):
             pass  # a foreign random state: keep a fresh stream
     if history_csv:
-        try:
-            net.history = pd.read_csv(io.StringIO(history_csv))
-        except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-            raise ModelFormatError(f"{path}: corrupted training history ({exc})") from None
+        net.history = _history(path, history_csv)
     return net
+
+
+def _json(path, text, what):
+    """``json.loads(text)``; any failure is a :class:`ModelFormatError` naming ``path``."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        # ValueError beyond JSONDecodeError: Python refuses integers of more than
+        # 4,300 digits (sys.set_int_max_str_digits) while parsing.
+        raise ModelFormatError(f"{path}: {what} ({exc})") from None
+
+
+def _check_cast(path, net, saved_dtype) -> None:
+    """Refuse parameters that were finite as saved but overflow the network's dtype."""
+    if not np.isfinite(net.params).all():
+        first = int(np.argmax(~np.isfinite(net.params)))
+        raise ModelFormatError(
+            f"{path}: parameter {first} is finite as {np.dtype(saved_dtype).name} but overflows "
+            f"{net.dtype.name} (|value| > {np.finfo(net.dtype).max:.3g}); load it with dtype='float64'")
+
+
+HISTORY_COLUMNS = ("epoch", "seconds")  # what every history written by fit holds
+
+
+def _history(path, text) -> pd.DataFrame:
+    """The saved training history, checked: ``fit`` continues its epochs from the last one."""
+    try:
+        history = pd.read_csv(io.StringIO(text))
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ModelFormatError(f"{path}: corrupted training history ({exc})") from None
+    missing = [c for c in HISTORY_COLUMNS if c not in history.columns]
+    if missing:
+        raise ModelFormatError(f"{path}: corrupted training history (no {', '.join(missing)} column)")
+    epochs = history["epoch"]
+    if epochs.dtype.kind not in "iu" or (epochs < 1).any() or not (epochs.diff().dropna() > 0).all():
+        raise ModelFormatError(
+            f"{path}: corrupted training history (epochs must be increasing whole numbers >= 1, "
+            f"got {list(epochs[:5])}{' ...' if len(epochs) > 5 else ''})")
+    return history
 
 
 def _text(path, array, name) -> str:
@@ -179,9 +214,10 @@ def _load_network2(path, dtype):
     from .network import Network
 
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
         raise ModelFormatError(f"{path}: not valid JSON, so not a network2 model ({exc})") from None
+    data = _json(path, text, "not valid JSON, so not a network2 model")
     if not isinstance(data, dict) or not {"sizes", "weights", "biases", "cost"} <= set(data):
         raise ModelFormatError(f"{path}: JSON but not a network2 model (needs sizes, weights, biases, cost)")
     cost = data["cost"]
@@ -194,11 +230,8 @@ def _load_network2(path, dtype):
         raise ModelFormatError(f"{path}: sizes {list(sizes)} do not match the number of weight matrices")
     # Shapes are checked on arrays built from the file (bounded by its size)
     # before the network is allocated from the sizes the file claims.
-    try:
-        weights = [np.asarray(w, dtype=np.float64) for w in weights]
-        biases = [np.asarray(b, dtype=np.float64) for b in biases]
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise ModelFormatError(f"{path}: weights and biases must be nested lists of numbers ({exc})") from None
+    weights = [_numbers(path, w, f"layer {l} weights") for l, w in enumerate(weights)]
+    biases = [_numbers(path, b, f"layer {l} biases") for l, b in enumerate(biases)]
     for l, (w, b) in enumerate(zip(weights, biases)):
         n_in, n_out = sizes[l], sizes[l + 1]
         if w.shape != (n_out, n_in) or b.shape not in ((n_out, 1), (n_out,)):
@@ -209,12 +242,32 @@ def _load_network2(path, dtype):
             raise ModelFormatError(f"{path}: layer {l}: parameters contain NaN or inf")
     try:
         net = Network(sizes, cost=NETWORK2_COSTS[cost], dtype=dtype or "float64")
-        net.params[...] = net.layout.pack(weights, biases, net.dtype)
+        with np.errstate(over="ignore"):  # an overflow is refused just below, with the file's name
+            net.params[...] = net.layout.pack(weights, biases, net.dtype)
     except (ValueError, TypeError) as exc:
         raise ModelFormatError(f"{path}: inconsistent network2 model ({exc})") from None
-    if not np.isfinite(net.params).all():  # finite float64 values can overflow a float32 network
-        raise ModelFormatError(f"{path}: parameters overflow {net.dtype.name}")
+    _check_cast(path, net, np.float64)
     return net
+
+
+def _numbers(path, nested, what) -> np.ndarray:
+    """A nested list of JSON numbers as float64; booleans and strings are refused, not converted.
+
+    numpy would read ``"1"`` and ``true`` as 1.0: a file holding them was not
+    written by ``network2.save`` and is not trusted to mean numbers.
+    """
+    stack = [nested]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, bool) or not isinstance(item, (int, float)):
+            shown = repr(item) if len(repr(item)) <= 40 else repr(item)[:37] + "..."
+            raise ModelFormatError(f"{path}: {what} must be nested lists of numbers, found {shown}")
+    try:
+        return np.asarray(nested, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError) as exc:  # ragged lists, an int beyond float64
+        raise ModelFormatError(f"{path}: {what} must be nested lists of numbers ({exc})") from None
 
 
 def _jsonable(state):

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
+from .._atomic import atomic_write
 from . import _args
-from ._data import DATASET_CHOICES, confusion_matrix, load_dataset, validation_split
+from ._data import DATASET_CHOICES, confusion_matrix, load_dataset, resolve_sizes, validation_split
 
 TRAIN_EXAMPLE = """examples:
   mbtrain train --dataset digits --sizes 64,30,10 --epochs 10 --batch-size 10 --eta 3.0 --out digits.npz
@@ -14,7 +16,11 @@ TRAIN_EXAMPLE = """examples:
       --batch-size 10 --eta 0.5 --lmbda 5.0 --out model.npz
 
 The model is saved (atomically) after every epoch, so Ctrl-C keeps the last
-completed epoch; the history goes to OUT with the suffix .history.csv."""
+completed epoch; its history goes to OUT with the suffix .history.csv, written
+after each saved epoch (a history left by an earlier run is removed first).
+
+train_loss and val_loss include the L2 term (lmbda/2n * sum of squared
+weights); the test cost printed at the end is the mean cost without it."""
 
 EVALUATE_EXAMPLE = """example:
   mbtrain evaluate model.npz --dataset fashion-mnist"""
@@ -27,9 +33,11 @@ def register(subparsers) -> None:
                               epilog=TRAIN_EXAMPLE, formatter_class=_args.Formatter)
     p.add_argument("--dataset", default="synthetic", choices=DATASET_CHOICES,
                    help="data set; synthetic is generated blobs")
-    p.add_argument("--data-dir", help="directory searched first for the data set's files")
+    p.add_argument("--data-dir", help="directory searched first for the data set's files (mnist, fashion-mnist); "
+                                      "it must exist")
     p.add_argument("--sizes", type=_args.sizes,
-                   help="layer widths; default: the data set's inputs, 30 hidden, its classes")
+                   help="layer widths; must fit the data set (its inputs first, its classes last); "
+                        "default: its inputs, 30 hidden, its classes")
     p.add_argument("--cost", default="quadratic", help="quadratic, cross_entropy or softmax")
     p.add_argument("--init", default="gaussian", help="gaussian or scaled")
     p.add_argument("--epochs", type=_args.positive_int, default=5)
@@ -55,7 +63,8 @@ def register(subparsers) -> None:
                               epilog=EVALUATE_EXAMPLE, formatter_class=_args.Formatter)
     e.add_argument("model", type=Path, help="a saved model")
     e.add_argument("--dataset", required=True, choices=DATASET_CHOICES)
-    e.add_argument("--data-dir", help="directory searched first for the data set's files")
+    e.add_argument("--data-dir", help="directory searched first for the data set's files (mnist, fashion-mnist); "
+                                      "it must exist")
     e.add_argument("--seed", type=int, default=0, help="seed of the synthetic data set")
     e.set_defaults(func=run_evaluate)
 
@@ -77,56 +86,107 @@ def _fail(command: str, exc: BaseException) -> int:
     return 2
 
 
+def history_path(out: Path) -> Path:
+    """Where ``mbtrain train --out OUT`` writes the history: ``OUT`` with the suffix ``.history.csv``."""
+    return out.with_suffix(".history.csv")
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an ``--out`` that cannot be written before any time is spent training."""
+    if out.is_dir():
+        raise ValueError(f"--out: {out} is a directory; give a file name such as {out / 'model.npz'}")
+    if history_path(out).is_dir():
+        raise ValueError(f"--out: the history's name {history_path(out)} is a directory")
+    parent = out.parent
+    if not parent.exists():
+        raise ValueError(f"--out: the directory {parent} does not exist")
+    if not parent.is_dir():
+        raise ValueError(f"--out: {out}: {parent} is a file, not a directory")
+
+
+def _remove_stale_history(out: Path) -> None:
+    """Delete a history an earlier run left beside ``out``: it must never pass for this run's."""
+    with contextlib.suppress(FileNotFoundError):
+        history_path(out).unlink()
+
+
+def _write_history(net, out: Path) -> None:
+    """Write ``net.history`` beside ``out``, atomically (the rows of the epochs the model on disk holds)."""
+    history = getattr(net, "history", None)
+    if history is None or history.empty:
+        return
+    with atomic_write(history_path(out), "w") as f:
+        history.to_csv(f, index=False)
+
+
 def run_train(args) -> int:
     from .. import Network, TrainingDiverged, TrainingInterrupted
 
     n_features = args.sizes[0] if args.sizes else None
     n_classes = args.sizes[-1] if args.sizes else None
     try:
-        X_train, y_train, X_test, y_test = load_dataset(args.dataset, args.dtype, args.data_dir,
-                                                        n_features, n_classes, seed=args.seed)
-        sizes = args.sizes or [X_train.shape[1], 30, int(max(y_train.max(), y_test.max())) + 1]
-        if sizes[0] != X_train.shape[1]:
-            raise ValueError(f"--sizes: the input width is {sizes[0]} but {args.dataset} rows have "
-                             f"{X_train.shape[1]} features")
+        if args.out is not None:
+            _check_out(args.out)
+        data = load_dataset(args.dataset, args.dtype, args.data_dir, n_features, n_classes, seed=args.seed)
+        X_train, y_train, X_test, y_test, source = data
+        n_classes = int(max(y_train.max(), y_test.max())) + 1
+        sizes, how_sized = resolve_sizes(args.sizes, X_train.shape[1], n_classes, dataset=args.dataset)
         spec = args.validation
         if spec == "auto":
             spec = "book" if args.dataset in ("mnist", "fashion-mnist") else "0.1"
         X_fit, y_fit, validation = validation_split(X_train, y_train, spec, args.seed)
-        del X_train, y_train  # a random split copied its parts: free the original
+        del data, X_train, y_train  # a random split copied its parts: free the original
         if args.early_stopping and validation is None:
             raise ValueError("--early-stopping: needs validation rows (--validation must not be 0)")
         net = Network(sizes, cost=args.cost, init=args.init, dtype=args.dtype, seed=args.seed)
-        if args.out is not None and args.out.parent and not args.out.parent.is_dir():
-            raise ValueError(f"--out: the directory {args.out.parent} does not exist")
+        if args.out is not None:
+            _remove_stale_history(args.out)
     except (ValueError, TypeError, OSError) as exc:
         return _fail("train", exc)
 
+    print(f"data: {args.dataset} from {source}")
     val_note = f", {len(validation[1])} validation rows" if validation else ""
+    print(f"sizes {','.join(map(str, sizes))} ({how_sized})")
     print(f"training {net} on {len(y_fit)} rows of {args.dataset}{val_note}: {args.epochs} epochs, "
           f"batch size {args.batch_size}, eta {args.eta}, lmbda {args.lmbda}, backend {args.backend}")
+    # After each epoch fit saves the model (checkpoint=), then calls this: the history on disk
+    # follows the model on disk epoch by epoch, so a killed run leaves a matching pair.
+    callbacks = [] if args.out is None else [lambda net, history: _write_history(net, args.out)]
     try:
         history = net.fit(X_fit, y_fit, epochs=args.epochs, batch_size=args.batch_size, eta=args.eta,
                           lmbda=args.lmbda, backend=args.backend, validation_data=validation,
-                          early_stopping=args.early_stopping, checkpoint=args.out,
+                          early_stopping=args.early_stopping, checkpoint=args.out, callbacks=callbacks,
                           progress=False if args.quiet else None)
-    except TrainingInterrupted:
+    except TrainingInterrupted as exc:
+        if args.out is not None and exc.checkpoint is not None:
+            try:  # Ctrl-C may have come between the checkpoint and its history
+                _write_history(net, args.out)
+            except OSError as error:
+                return _fail("train", error)
+            print(f"mbtrain train: history of the {exc.epoch} completed epochs in {history_path(args.out)}",
+                  file=sys.stderr)
         return 130
-    except TrainingDiverged as exc:
+    except (TrainingDiverged, ValueError, TypeError, OSError) as exc:
+        # OSError: a checkpoint could not be saved (full disk ...); the model and history on
+        # disk are those of the last epoch saved.
         return _fail("train", exc)
-    except (ValueError, TypeError) as exc:
-        return _fail("train", exc)
-    shown = [c for c in ("epoch", "seconds", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
-             if c in history]
+    shown = [c for c in ("epoch", "seconds", "train_loss", "train_cost", "train_accuracy",
+                         "val_loss", "val_cost", "val_accuracy") if c in history]
     print(history[shown].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if args.lmbda:
+        print(f"(train_loss, val_loss: the mean cost plus the L2 term lmbda/2n * sum ||W||^2, lmbda {args.lmbda}; "
+              "train_cost, val_cost, where shown, and the test cost below: without it)")
     print(f"compile time {history.attrs['compile_seconds']:.2f} s (apart from the epoch times above)")
     saved = ""
     if args.out is not None:
-        net.save(args.out)  # early stopping may have restored an earlier epoch's parameters
-        history_path = args.out.with_suffix(".history.csv")
-        net.history.to_csv(history_path, index=False)
-        saved = f"; model saved to {args.out}, history to {history_path}"
-    print(f"test accuracy {net.score(X_test, y_test):.4f} on {len(y_test)} test rows of {args.dataset}{saved}")
+        try:
+            net.save(args.out)  # early stopping may have restored an earlier epoch's parameters
+            _write_history(net, args.out)
+        except OSError as exc:
+            return _fail("train", exc)
+        saved = f"; model saved to {args.out}, history to {history_path(args.out)}"
+    print(f"test accuracy {net.score(X_test, y_test):.4f}, test cost {net.loss(X_test, y_test):.4f} (mean "
+          f"{net.cost.name} cost, no L2 term) on {len(y_test)} test rows of {args.dataset}{saved}")
     return 0
 
 
@@ -135,8 +195,8 @@ def run_evaluate(args) -> int:
 
     try:
         net = mbtrain.load(args.model)
-        X_train, y_train, X_test, y_test = load_dataset(args.dataset, net.dtype.name, args.data_dir,
-                                                        net.sizes[0], net.sizes[-1], seed=args.seed)
+        X_train, y_train, X_test, y_test, source = load_dataset(
+            args.dataset, net.dtype.name, args.data_dir, net.sizes[0], net.sizes[-1], seed=args.seed)
         if X_test.shape[1] != net.sizes[0]:
             raise ValueError(f"{args.model}: the model takes {net.sizes[0]} inputs but {args.dataset} rows have "
                              f"{X_test.shape[1]} features")
@@ -148,8 +208,10 @@ def run_evaluate(args) -> int:
     predicted = net.predict(X_test)
     accuracy = float((predicted == y_test).mean())
     print(f"{args.model}: {net}")
+    print(f"data: {args.dataset} from {source}")
+    # Named apart from the history's val_loss, which adds the L2 term of training.
     print(f"test accuracy {accuracy:.4f} on {len(y_test)} test rows of {args.dataset}; "
-          f"test loss {net.loss(X_test, y_test):.4f}")
+          f"test cost {net.loss(X_test, y_test):.4f} (mean {net.cost.name} cost, no L2 term)")
     print("confusion matrix (rows: true class, columns: predicted class):")
     print(confusion_matrix(y_test, predicted, net.sizes[-1]).to_string())
     return 0
