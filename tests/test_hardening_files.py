@@ -401,3 +401,11 @@ def test_evaluate_and_train_name_the_cost_without_l2(tmp_path, capsys):
     assert expected in text and expected in train_out
     # and it is not the L2-including number
     assert f"{net.loss(X_test, y_test, lmbda=5.0, n=1347):.4f}" != f"{net.loss(X_test, y_test):.4f}"
+
+
+def test_a_run_refused_before_training_keeps_the_earlier_history(tmp_path, capsys):
+    out = tmp_path / "m.npz"
+    write_stale_history(tmp_path / "m.history.csv", epochs=3)
+    assert main(["train", "--dataset", "digits", "--backend", "cuda", "--out", str(out), "--quiet"]) == 2
+    one_line_error(capsys, "backend: unknown backend 'cuda'")
+    assert len(pd.read_csv(tmp_path / "m.history.csv")) == 3  # nothing started, nothing destroyed

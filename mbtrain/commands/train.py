@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .._atomic import atomic_write
+from ..backends import get_backend
 from . import _args
 from ._data import DATASET_CHOICES, confusion_matrix, load_dataset, resolve_sizes, validation_split
 
@@ -139,6 +140,7 @@ def run_train(args) -> int:
         if args.early_stopping and validation is None:
             raise ValueError("--early-stopping: needs validation rows (--validation must not be 0)")
         net = Network(sizes, cost=args.cost, init=args.init, dtype=args.dtype, seed=args.seed)
+        get_backend(args.backend)  # refused here, before anything on disk is touched
         if args.out is not None:
             _remove_stale_history(args.out)
     except (ValueError, TypeError, OSError) as exc:
