@@ -189,6 +189,10 @@ class SoftmaxLogLikelihoodCost(Cost):
         return a * y.sum(axis=-1, keepdims=True) - y
 
 
+#: mbtrain's own costs, each with a fused numba kernel
+BUILTIN_COSTS = (QuadraticCost, CrossEntropyCost, SoftmaxLogLikelihoodCost)
+
+
 def get_cost(cost) -> "Cost":
     """Return a cost instance from its registered name, a cost class or a cost instance.
 
