@@ -145,8 +145,10 @@ def _pattern_hints(status, n_layers, cost_name) -> list[str]:
         elif above_right:
             wrong = [l for l in range(1, k + 1)
                      if not status[(l, "weights")] or not status[(l, "biases")]]
+            right = range(k + 1, n_layers + 1)
             hints.append(
-                f"{_layer_list(range(k + 1, n_layers + 1))} right, {_layer_list(wrong)} wrong: the error "
+                f"{_layer_list(right)} {'is' if len(right) == 1 else 'are'} right and {_layer_list(wrong)} "
+                f"{'is' if len(wrong) == 1 else 'are'} wrong: the error "
                 f"enters at layer {k}, in BP2 (the delta passed back from layer {k + 1}: "
                 f"(delta_{k + 1} @ W{k + 1}) * sigma'(z_{k}), sigma' missing or applied twice?) or in "
                 f"layer {k}'s BP3/BP4")

@@ -173,7 +173,7 @@ def test_the_layer_where_a_hidden_delta_bug_enters(data):
     net = mbtrain.Network([5, 4, 4, 3], cost="quadratic", seed=1)
     result = mbtrain.gradcheck(net, X, y, gradients=lambda net, X, Y: backprop(net, X, Y, bug="no_sigmoid_prime"))
     assert len(result.hints) == 1
-    assert result.hints[0].startswith("layer 3 right, layers 1, 2 wrong: the error enters at layer 2, in BP2")
+    assert result.hints[0].startswith("layer 3 is right and layers 1, 2 are wrong: the error enters at layer 2, in BP2")
 
 
 def test_right_biases_and_wrong_weights_point_to_bp4(data):
