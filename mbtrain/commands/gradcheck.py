@@ -11,6 +11,10 @@ import numpy as np
 
 from . import _args
 
+DESCRIPTION = """Check a backend's backprop, or your own, against central differences of the
+loss on random data, layer by layer (numbered from 1), with hints on what a
+failure points to. Exits 0 when the check passes, 1 when it fails, 2 on an error."""
+
 EXAMPLE = """example:
   mbtrain gradcheck --sizes 5,4,3 --cost cross_entropy
   mbtrain gradcheck --sizes 5,4,3 --cost quadratic --gradients my_backprop.py:gradients
@@ -24,8 +28,8 @@ raises, its traceback (the frames of your file) is shown and the exit code is 2.
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("gradcheck", help="check backprop against central differences",
-                              description=__doc__, epilog=EXAMPLE, formatter_class=_args.Formatter)
-    p.add_argument("--sizes", type=_args.sizes, default=[5, 4, 3], help="layer widths")
+                              description=DESCRIPTION, epilog=EXAMPLE, formatter_class=_args.Formatter)
+    p.add_argument("--sizes", type=_args.sizes, default="5,4,3", help="layer widths, input first")
     p.add_argument("--cost", default="quadratic", help="quadratic, cross_entropy or softmax")
     p.add_argument("--init", default="gaussian", help="gaussian or scaled")
     p.add_argument("--backend", default="numba", help="loop, numpy or numba")
