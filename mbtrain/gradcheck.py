@@ -73,7 +73,7 @@ class GradcheckResult:
     def __str__(self) -> str:
         verdict = "OK" if self.ok else "FAILED: " + ", ".join(
             f"layer {r.layer} {r.group}" for r in self.failures.itertuples())
-        lines = [self.table.drop(columns="hint").to_string(index=False)]
+        lines = [self.table.drop(columns="hint", errors="ignore").to_string(index=False)]
         lines += [f"hint: {hint}" for hint in self.hints]
         lines.append(f"gradcheck {verdict} (tolerance {self.tolerance:g})")
         return "\n".join(lines)
