@@ -34,6 +34,7 @@ _FACTOR = 1e-3
 _GENERIC_MIN_ENTRIES = 3
 
 
+@np.errstate(over="ignore", invalid="ignore")  # huge gradients: no fit, no hint, no warning
 def _fit(target, basis):
     """``(c, residual)``: ``c`` minimizing ``|target - c basis|``, residual relative to ``|target|``."""
     bb = float(basis @ basis)
