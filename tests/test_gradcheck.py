@@ -74,15 +74,15 @@ def test_hidden_delta_without_sigmoid_prime_fails_hidden_layers_only(problem):
     net = mbtrain.Network([5, 4, 4, 3], cost="quadratic", seed=1)
     result = mbtrain.gradcheck(net, X, y, gradients=user_backprop("hidden_delta_without_sigmoid_prime"))
     assert not result.ok
-    # the output layer (2) is right; every layer the bad delta reaches is wrong
-    assert failing(result) == {(0, "weights"), (0, "biases"), (1, "weights"), (1, "biases")}
+    # the output layer (3) is right; every layer the bad delta reaches is wrong
+    assert failing(result) == {(1, "weights"), (1, "biases"), (2, "weights"), (2, "biases")}
 
 
 def test_sigmoid_prime_applied_twice_fails(problem):
     X, y = problem
     net = mbtrain.Network([5, 4, 3], cost="quadratic", seed=1)
     result = mbtrain.gradcheck(net, X, y, gradients=user_backprop("sigmoid_prime_twice"))
-    assert failing(result) == {(0, "weights"), (0, "biases")}
+    assert failing(result) == {(1, "weights"), (1, "biases")}
 
 
 @pytest.mark.parametrize("cost, bug", [
@@ -93,7 +93,7 @@ def test_output_delta_of_the_wrong_cost_fails_every_layer(problem, cost, bug):
     X, y = problem
     net = mbtrain.Network([5, 4, 3], cost=cost, seed=1)
     result = mbtrain.gradcheck(net, X, y, gradients=user_backprop(bug))
-    assert (1, "weights") in failing(result) and (1, "biases") in failing(result)
+    assert (2, "weights") in failing(result) and (2, "biases") in failing(result)
     assert not result.ok
 
 
@@ -101,7 +101,7 @@ def test_missing_bias_gradient_is_reported_on_that_group(problem):
     X, y = problem
     net = mbtrain.Network([5, 4, 3], cost="cross_entropy", seed=1)
     result = mbtrain.gradcheck(net, X, y, gradients=user_backprop("missing_bias_gradient"))
-    assert failing(result) == {(0, "biases")}
+    assert failing(result) == {(1, "biases")}
 
 
 def test_gradient_not_divided_by_batch_size_fails(problem):
@@ -124,7 +124,7 @@ def test_regularized_bias_is_caught(problem):
                 [g + lmbda / n * b for g, b in zip(grad_b, net.biases)])
 
     result = mbtrain.gradcheck(net, X, y, lmbda=lmbda, gradients=regularizes_bias)
-    assert failing(result) == {(0, "biases"), (1, "biases")}
+    assert failing(result) == {(1, "biases"), (2, "biases")}
 
 
 def test_table_layout(problem):
@@ -133,7 +133,7 @@ def test_table_layout(problem):
     result = mbtrain.gradcheck(net, X, y)
     assert isinstance(result.table, pd.DataFrame)
     assert list(result.table[["layer", "group"]].itertuples(index=False, name=None)) == [
-        (0, "weights"), (0, "biases"), (1, "weights"), (1, "biases")]
+        (1, "weights"), (1, "biases"), (2, "weights"), (2, "biases")]
     assert {"max_rel_error", "ok"} <= set(result.table.columns)
     assert "gradcheck OK" in str(result)
 

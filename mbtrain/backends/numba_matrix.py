@@ -11,15 +11,22 @@ Serial or parallel: an epoch whose mini-batches have at least
 respected); smaller batches run serially, because starting a parallel region
 per mini-batch costs more than it saves (measured in
 ``benchmarks/kernel_profile.py``).
+
+Costs: the kernels fuse the ``delta`` of the built-in costs (``kernel_id``). A
+cost without a kernel (a user's, see :func:`mbtrain.register_cost`) runs
+through the numpy backend's matrix path instead, the same maths at numpy's
+speed; a warning says so once per cost.
 """
 from __future__ import annotations
 
 import time
+import warnings
 
 import numba
 import numpy as np
 
 from .. import fast_kernels
+from . import numpy_matrix
 
 #: Smallest mini-batch run on several threads (below it the per-batch fork/join dominates).
 PARALLEL_MIN_BATCH = 64
@@ -35,30 +42,41 @@ def _work_buffers(net, batch_size: int):
     return np.empty(total, dtype=net.dtype), np.empty(total, dtype=net.dtype)
 
 
-def _kernel_cost_id(net) -> int:
-    if net.cost.kernel_id is None:
-        raise ValueError(
-            f"backend: the numba backend has no kernel for cost {net.cost.name!r}; "
-            "use backend='numpy' or 'loop', or give the cost a kernel_id the kernels know"
-        )
-    return int(net.cost.kernel_id)
+_GENERIC = numpy_matrix.NumpyBackend()
+_warned_costs: set[str] = set()
+
+
+def _has_kernel(net) -> bool:
+    """True when the kernels fuse ``net``'s cost; otherwise warn (once per cost) of the numpy path."""
+    if net.cost.kernel_id is not None:
+        return True
+    if net.cost.name not in _warned_costs:
+        _warned_costs.add(net.cost.name)
+        warnings.warn(
+            f"backend 'numba': no fused kernel for cost {net.cost.name!r}; it runs through the numpy "
+            "backend's matrix path (the same maths, at numpy's speed)", stacklevel=3)
+    return False
 
 
 class NumbaBackend:
     name = "numba"
 
     def loss_gradient(self, net, X, Y, lmbda, n):
+        if not _has_kernel(net):
+            return _GENERIC.loss_gradient(net, X, Y, lmbda, n)
         dt = net.dtype.type
         grad = np.empty_like(net.params)
         m = X.shape[0]
         acts, deltas = _work_buffers(net, m)
         fast_kernels.loss_gradient(
             grad, net.params, _sizes_array(net), np.ascontiguousarray(X), np.ascontiguousarray(Y),
-            _kernel_cost_id(net), dt(lmbda / n), dt(1 / max(m, 1)), dt(1), acts, deltas,
+            int(net.cost.kernel_id), dt(lmbda / n), dt(1 / max(m, 1)), dt(1), acts, deltas,
         )
         return grad
 
     def sgd_epoch(self, net, X, Y, order, batch_size, eta, lmbda, n):
+        if not _has_kernel(net):
+            return _GENERIC.sgd_epoch(net, X, Y, order, batch_size, eta, lmbda, n)
         dt = net.dtype.type
         n_rows = len(order)
         if n_rows == 0:
@@ -71,7 +89,7 @@ class NumbaBackend:
         epoch = fast_kernels.sgd_epoch_parallel if parallel else fast_kernels.sgd_epoch_serial
         args = (net.params, _sizes_array(net), np.ascontiguousarray(X), np.ascontiguousarray(Y),
                 np.ascontiguousarray(order, dtype=np.int64), batch_size, dt(-eta / batch_size), dt(-eta / last),
-                dt(1 - eta * (lmbda / n)), dt(1), _kernel_cost_id(net), acts, deltas,
+                dt(1 - eta * (lmbda / n)), dt(1), int(net.cost.kernel_id), acts, deltas,
                 n_threads if parallel else 1)
         start = net.params.copy()  # one copy per epoch: the fast path checks divergence once, at the end
         if batch_size == 1:
@@ -90,8 +108,10 @@ class NumbaBackend:
         ``batch_size`` decides which: the online kernel (1), the serial one, or
         the parallel one. Compiling just that one keeps a first ``fit`` in a
         fresh process with an empty cache short; the gradient and forward
-        kernels compile when first called.
+        kernels compile when first called. A cost without a kernel compiles nothing.
         """
+        if not _has_kernel(net):
+            return 0.0
         start = time.perf_counter()
         n = max(2, min(int(batch_size), PARALLEL_MIN_BATCH))
         tiny = type(net)([2, 2, 2], cost=net.cost, dtype=net.dtype, seed=0)
@@ -117,10 +137,12 @@ class NumbaBackend:
         return threadpool_limits(limits=1, user_api="blas")
 
     def forward(self, net, X, batch_size: int = 256):
+        if not _has_kernel(net):
+            return numpy_matrix.forward(net.weights, net.biases, net.cost, X)[1][-1]
         out = np.empty((X.shape[0], net.sizes[-1]), dtype=net.dtype)
         acts, _ = _work_buffers(net, max(1, min(batch_size, X.shape[0])))
         fast_kernels.forward(out, net.params, _sizes_array(net), np.ascontiguousarray(X),
-                             _kernel_cost_id(net), net.dtype.type(1), acts)
+                             int(net.cost.kernel_id), net.dtype.type(1), acts)
         return out
 
 
