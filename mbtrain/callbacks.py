@@ -63,7 +63,16 @@ class EarlyStopping:
             return True
         return False
 
-    def finish(self, net) -> None:
-        """Called once when training ends: restore the best parameters if asked."""
-        if self.restore_best and self._best_params is not None:
-            net.params[...] = self._best_params
+    def finish(self, net) -> bool:
+        """Called once when training ends: restore the best parameters if asked.
+
+        Returns True when that changed the network's parameters (``fit`` then
+        rewrites its checkpoint). Only finite parameters are ever put back.
+        """
+        best = self._best_params
+        if not self.restore_best or best is None or not np.isfinite(best).all():
+            return False
+        if np.array_equal(net.params, best):
+            return False
+        net.params[...] = best
+        return True
