@@ -69,8 +69,9 @@ def eval_chunk_rows(sizes, itemsize: int, budget_bytes: int = EVAL_BUDGET_BYTES)
 
     A pass holds a few arrays of every layer's width per row (z, a, delta and
     temporaries), so the row count follows from the sum of the widths: a
-    ``[784, 8000, 10]`` float32 network evaluates 476 rows at a time, the
-    book's ``[784, 30, 10]`` 4,883.
+    ``[784, 8000, 10]`` float32 network evaluates 317 rows at a time, the
+    book's ``[784, 30, 10]`` 3,393 (measured: a ``[64, 4000, 10]`` pass peaks at
+    58 MiB of numpy allocations, the weight-sized gradient sums included).
     """
     return max(1, int(budget_bytes) // (int(itemsize) * _EVAL_ARRAYS * sum(sizes)))
 
@@ -102,7 +103,7 @@ def evaluate(net, X, Y, labels, lmbda, n, gradient_norms=False) -> Evaluation:
     _check_evaluation_arrays(net, X, Y, labels)
     total_cost, correct = 0.0, 0
     sums_w = [np.zeros(w.shape, dtype=np.float64) for w in net.weights] if gradient_norms else None
-    chunk = eval_chunk_rows(net.sizes, net.dtype.itemsize)
+    chunk = eval_chunk_rows(net.sizes, net.dtype.itemsize, EVAL_BUDGET_BYTES)
     with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported, not warned about
         for start in range(0, X.shape[0], chunk):
             stop = start + chunk
