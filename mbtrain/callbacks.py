@@ -63,7 +63,38 @@ class EarlyStopping:
             return True
         return False
 
-    def finish(self, net) -> None:
-        """Called once when training ends: restore the best parameters if asked."""
-        if self.restore_best and self._best_params is not None:
-            net.params[...] = self._best_params
+    def finish(self, net) -> bool:
+        """Called once when training ends: restore the best parameters if asked.
+
+        Returns True when that changed the network's parameters (``fit`` then
+        rewrites its checkpoint). Only finite parameters are ever put back.
+        """
+        best = self._best_params
+        if not self.restore_best or best is None or not np.isfinite(best).all():
+            return False
+        if np.array_equal(net.params, best):
+            return False
+        net.params[...] = best
+        return True
+
+
+class ScoreWatch:
+    """Per-epoch callback: ``score(net)`` (higher is better), patience, and the best parameters.
+
+    Stops after ``patience`` epochs without a better score; ``scores`` has every
+    epoch's, ``best_params`` a copy of the parameters of the best (the caller
+    decides whether to put them back). Used by :mod:`mbtrain.sklearn`'s early stopping.
+    """
+
+    def __init__(self, score, patience):
+        self.score, self.patience = score, patience
+        self.scores, self.best_score, self.best_params, self._waited = [], -np.inf, None, 0
+
+    def __call__(self, net, history) -> bool:
+        score = self.score(net)
+        self.scores.append(score)
+        if score > self.best_score:
+            self.best_score, self.best_params, self._waited = score, net.params.copy(), 0
+            return False
+        self._waited += 1
+        return self._waited >= self.patience

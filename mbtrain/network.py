@@ -75,7 +75,7 @@ class Network:
 
     @weights.setter
     def weights(self, values) -> None:
-        self._set_layers(values, self.biases)
+        self._set_layers(values, self.biases, "weights")
 
     @property
     def biases(self) -> list[np.ndarray]:
@@ -83,12 +83,45 @@ class Network:
 
     @biases.setter
     def biases(self, values) -> None:
-        self._set_layers(self.weights, values)
+        self._set_layers(self.weights, values, "biases")
 
-    def _set_layers(self, weights, biases) -> None:
+    def _set_layers(self, weights, biases, name) -> None:
         if len(weights) != self.layout.n_layers or len(biases) != self.layout.n_layers:
             raise ValueError(f"need {self.layout.n_layers} weight matrices and bias vectors")
-        self.params[...] = self.layout.pack(weights, biases, self.dtype)
+        wide = self.layout.pack(weights, biases, np.float64)
+        with np.errstate(over="ignore"):  # checked right below
+            flat = wide.astype(self.dtype)
+        self._check_cast(flat, name, source=wide)
+        self.params[...] = flat
+
+    def _describe(self, index: int) -> str:
+        """Where flat parameter ``index`` lives, e.g. ``"layer 0 weights[2, 5]"``."""
+        for l, (w_off, b_off) in enumerate(zip(self.layout.weight_offsets, self.layout.bias_offsets)):
+            n_out, n_in = self.sizes[l + 1], self.sizes[l]
+            if index < b_off:
+                return f"layer {l} weights[{(index - w_off) // n_in}, {(index - w_off) % n_in}]"
+            if index < b_off + n_out:
+                return f"layer {l} biases[{index - b_off}]"
+        raise IndexError(index)
+
+    def _check_cast(self, cast: np.ndarray, name: str, source=None, keep_nonfinite_source=False) -> None:
+        """Refuse parameters that are not finite after the cast to this network's dtype.
+
+        ``source`` (the values before the cast) lets the message say that the
+        cast overflowed, e.g. 1e300 into float32; with ``keep_nonfinite_source``
+        only values the cast made non-finite are refused (a copy of a network
+        that is already broken stays possible, and as broken).
+        """
+        bad = ~np.isfinite(cast)
+        if keep_nonfinite_source:
+            bad &= np.isfinite(source)
+        if not bad.any():
+            return
+        i = int(np.argmax(bad))
+        value = cast[i] if source is None else source[i]
+        why = (f"which overflows {cast.dtype.name} (largest {np.finfo(cast.dtype).max:.3g})"
+               if np.isfinite(value) else "which is not finite")
+        raise ValueError(f"{name}: parameter {i} ({self._describe(i)}) is {float(value)!r}, {why}")
 
     @property
     def n_params(self) -> int:
@@ -110,9 +143,10 @@ class Network:
                              f"for sizes {list(self.sizes)}, got shape {theta.shape}")
         if theta.dtype.kind not in "iuf":
             raise TypeError(f"theta: expected a numeric vector, got dtype {theta.dtype}")
-        if not np.isfinite(theta).all():
-            raise ValueError(f"theta: entry {int(np.argmax(~np.isfinite(theta)))} is NaN or inf")
-        self.params[...] = theta
+        with np.errstate(over="ignore", invalid="ignore"):  # checked right below
+            cast = theta.astype(self.dtype)
+        self._check_cast(cast, "theta", source=theta)
+        self.params[...] = cast
 
     def copy(self) -> "Network":
         """An independent copy (parameters and random stream)."""
@@ -123,7 +157,9 @@ class Network:
         other = object.__new__(Network)
         other.__dict__.update(self.__dict__)
         other.dtype = v.check_dtype(dtype)
-        other.params = self.params.astype(other.dtype)
+        with np.errstate(over="ignore"):  # checked right below
+            other.params = self.params.astype(other.dtype)
+        other._check_cast(other.params, "dtype", source=self.params, keep_nonfinite_source=True)
         other.rng = np.random.default_rng()
         other.rng.bit_generator.state = self.rng.bit_generator.state
         if hasattr(self, "history"):
@@ -135,8 +171,9 @@ class Network:
                 f"init={self.init!r}, dtype={self.dtype.name!r})")
 
     # -- inference ------------------------------------------------------
-    def _check_X(self, X, name="X", keep_float32=False):
-        return v.check_X(X, self.sizes[0], self.dtype, name=name, keep_float32=keep_float32)
+    def _check_X(self, X, name="X", keep_float32=False, warn_unscaled=False, stacklevel=1):
+        return v.check_X(X, self.sizes[0], self.dtype, name=name, keep_float32=keep_float32,
+                         warn_unscaled=warn_unscaled, stacklevel=stacklevel + 1)
 
     def _check_targets(self, X, y, name="y", keep_labels=False):
         return v.check_targets(y, X.shape[0], self.sizes[-1], self.dtype, name=name, keep_labels=keep_labels)
@@ -174,10 +211,12 @@ class Network:
     def score(self, X, y) -> float:
         """Accuracy: the fraction of rows whose predicted label equals ``y``.
 
-        ``y`` is integer labels or a target matrix (its row argmax is the label).
+        ``y`` is integer labels in ``[0, sizes[-1])`` or a target matrix (its
+        row argmax is the label), checked as ``fit`` checks it: a column of
+        labels ``(n, 1)`` or a label 0.5 is an error, not a guess.
         """
         X = self._check_X(X)
-        labels = v.check_labels(y, X.shape[0])
+        labels = v.check_labels(y, X.shape[0], self.sizes[-1])
         return float(np.mean(self._feedforward(X)[1].argmax(axis=1) == labels))
 
     def loss(self, X, Y, lmbda=0.0, n=None) -> float:

@@ -41,6 +41,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "pip install \"mbtrain[sklearn]\" (or pip install scikit-learn)"
     ) from exc
 
+from . import _validation as v
+from ._sklearn_names import check_set_params, refuse_sklearn_only_names, resolve_alias
+from .callbacks import ScoreWatch
 from .network import Network
 from .training import evaluate
 
@@ -48,23 +51,6 @@ __all__ = ["MBClassifier", "MBRegressor"]
 
 _SEED_HIGH = np.iinfo(np.int32).max
 _TARGET_LOW, _TARGET_HIGH = 0.1, 0.9  # MBRegressor maps training targets here, inside the sigmoid's range
-
-
-class _ValidationWatch:
-    """Per-epoch callback: the score on held-out rows, patience, and the best parameters."""
-
-    def __init__(self, score, patience):
-        self.score, self.patience = score, patience
-        self.scores, self.best_score, self.best_params, self._waited = [], -np.inf, None, 0
-
-    def __call__(self, net, history) -> bool:
-        score = self.score(net)
-        self.scores.append(score)
-        if score > self.best_score:
-            self.best_score, self.best_params, self._waited = score, net.params.copy(), 0
-            return False
-        self._waited += 1
-        return self._waited >= self.patience
 
 
 class _LossWatch:
@@ -76,8 +62,7 @@ class _LossWatch:
         self.losses = []
 
     def __call__(self, net, history) -> bool:
-        loss, _, _ = evaluate(net, self.X, self.Y, self.labels, self.lmbda, self.X.shape[0])
-        self.losses.append(loss)
+        self.losses.append(evaluate(net, self.X, self.Y, self.labels, self.lmbda, self.X.shape[0]).loss)
         return False
 
 
@@ -86,10 +71,11 @@ class _MBBase(BaseEstimator):
 
     _default_cost = "quadratic"
 
+    @refuse_sklearn_only_names
     def __init__(self, hidden_layer_sizes=(30,), cost=None, init="scaled", epochs=30, batch_size=10,
                  eta=0.5, lmbda=0.0, early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
                  shuffle=True, warm_start=False, dtype="float64", backend="numba", random_state=None,
-                 verbose=False):
+                 verbose=False, max_iter=None, learning_rate_init=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.cost = cost
         self.init = init
@@ -106,6 +92,12 @@ class _MBBase(BaseEstimator):
         self.backend = backend
         self.random_state = random_state
         self.verbose = verbose
+        self.max_iter = max_iter
+        self.learning_rate_init = learning_rate_init
+
+    def set_params(self, **params):
+        check_set_params(type(self).__name__, params)
+        return super().set_params(**params)
 
     # -- hooks the subclasses fill in ---------------------------------------
     def _targets(self, y, first, classes=None):
@@ -154,6 +146,9 @@ class _MBBase(BaseEstimator):
         X, y = validate_data(self, X, y, reset=cold, dtype=(np.float64, np.float32),
                              multi_output=isinstance(self, RegressorMixin), y_numeric=isinstance(self, RegressorMixin))
         hidden = self._hidden_sizes()  # checks first: a failed fit changes no fitted attribute
+        epochs = resolve_alias(self.epochs, 30, self.max_iter, "epochs", "max_iter", v.check_positive_int)
+        eta = resolve_alias(self.eta, 0.5, self.learning_rate_init, "eta", "learning_rate_init",
+                            v.check_positive_float)
         use_validation = bool(self.early_stopping) and not incremental
         if use_validation:
             self._check_early_stopping()
@@ -174,14 +169,14 @@ class _MBBase(BaseEstimator):
         if use_validation:
             X, X_val, T, T_val = self._split(X, T, split_seed)
             X_val = net._check_X(X_val, name="X (validation part)")
-            validation = _ValidationWatch(self._validation_score(X_val, T_val), self.n_iter_no_change)
+            validation = ScoreWatch(self._validation_score(X_val, T_val), self.n_iter_no_change)
             watches.append(validation)
         X = np.ascontiguousarray(net._check_X(X))
         Y = np.ascontiguousarray(net._check_targets(X, T))
         loss_watch = _LossWatch(X, Y, self.lmbda)
         watches.insert(0, loss_watch)
-        history = net.fit(X, Y, epochs=1 if incremental else self.epochs, batch_size=self.batch_size,
-                          eta=self.eta, lmbda=self.lmbda, backend=self.backend, shuffle=self.shuffle,
+        history = net.fit(X, Y, epochs=1 if incremental else epochs, batch_size=self.batch_size,
+                          eta=eta, lmbda=self.lmbda, backend=self.backend, shuffle=self.shuffle,
                           monitor=False, progress=bool(self.verbose), callbacks=watches)
         self.n_iter_ += len(history)
         self.loss_curve_.extend(loss_watch.losses)
@@ -278,6 +273,11 @@ class MBClassifier(ClassifierMixin, _MBBase):
         module docstring).
     verbose : bool
         Show mbtrain's progress bar.
+    max_iter, learning_rate_init : int, float or None
+        scikit-learn's names for ``epochs`` and ``eta`` (the same meaning;
+        when not None they are used instead). Its other MLP names (``alpha``,
+        ``solver``, ``momentum``, ``tol``, ...) mean something mbtrain does
+        differently; each is a ``TypeError`` saying what to use instead.
 
     Attributes
     ----------

@@ -20,7 +20,8 @@ BLAS library its own default (the number of cores, or ``OPENBLAS_NUM_THREADS``,
 
 Policy: no oversubscription
 ---------------------------
-Both pools get the same count ``n``. That is safe because mbtrain never runs
+Both pools get the same count ``n``, at most the size of numba's pool (the
+number of cores by default). That is safe because mbtrain never runs
 them at the same time: a numba kernel returns before the next numpy call, and
 no mbtrain kernel calls BLAS inside a numba parallel region (the kernels are
 plain loops). So at most ``n`` threads compute at any moment. Code of your own
@@ -72,12 +73,25 @@ def get_num_threads() -> ThreadCounts:
     return ThreadCounts(numba=int(numba.get_num_threads()), blas=max(counts) if counts else None)
 
 
-def _numba_count(n: int) -> int:
+def _max_threads() -> int:
+    """The size of the pool numba starts: the number of cores, or ``NUMBA_NUM_THREADS``."""
     import numba
 
-    # numba refuses more than the pool it launched; clip rather than fail, the
-    # caller sees the count in force in the returned ThreadCounts.
-    return min(n, int(numba.config.NUMBA_NUM_THREADS))
+    return int(numba.config.NUMBA_NUM_THREADS)
+
+
+def _counts(n, blas) -> tuple[int, int]:
+    """``(numba, blas)`` counts to set: checked, ``blas`` defaulting to ``n``, both clipped.
+
+    numba refuses more than the pool it launched; BLAS accepts anything, but
+    more threads than that pool (than cores, by default) only oversubscribe
+    the machine, so both are clipped to it rather than failing; the counts in
+    force are what :func:`get_num_threads` reports.
+    """
+    n = _check_count(n, "n")
+    blas = n if blas is None else _check_count(blas, "blas")
+    most = _max_threads()
+    return min(n, most), min(blas, most)
 
 
 def set_num_threads(n, *, blas=None) -> ThreadCounts:
@@ -89,7 +103,8 @@ def set_num_threads(n, *, blas=None) -> ThreadCounts:
         Threads for numba, clipped to ``numba.config.NUMBA_NUM_THREADS`` (the
         size of the pool numba starts, the number of cores by default).
     blas : int >= 1 or None
-        Threads for BLAS; None means ``n`` (see the module's policy).
+        Threads for BLAS; None means ``n`` (see the module's policy). Clipped
+        like ``n``: ``set_num_threads(10**6)`` on a 2-core machine sets 2 and 2.
 
     Returns
     -------
@@ -100,10 +115,9 @@ def set_num_threads(n, *, blas=None) -> ThreadCounts:
     import numba
     from threadpoolctl import threadpool_limits
 
-    n = _check_count(n, "n")
-    blas = n if blas is None else _check_count(blas, "blas")
+    n, blas = _counts(n, blas)
     previous = get_num_threads()
-    numba.set_num_threads(_numba_count(n))
+    numba.set_num_threads(n)
     threadpool_limits(limits=blas, user_api="blas")
     return previous
 
@@ -123,13 +137,12 @@ def limit(n, *, blas=None):
     import numba
     from threadpoolctl import threadpool_limits
 
-    n = _check_count(n, "n")
-    blas = n if blas is None else _check_count(blas, "blas")
+    n, blas = _counts(n, blas)
     previous_numba = numba.get_num_threads()
     # threadpoolctl records each library's own count and restores exactly that.
     blas_limiter = threadpool_limits(limits=blas, user_api="blas")
     try:
-        numba.set_num_threads(_numba_count(n))
+        numba.set_num_threads(n)
         yield get_num_threads()
     finally:
         numba.set_num_threads(previous_numba)

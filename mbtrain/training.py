@@ -8,8 +8,10 @@ shown, so it can move).
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -20,7 +22,9 @@ from .backends._targets import batch_targets, row_labels
 from .backends.numpy_matrix import backward, forward
 from .callbacks import EarlyStopping
 
-_EVAL_CHUNK = 8192  # rows per forward/backward pass when monitoring: bounds memory
+EVAL_BUDGET_BYTES = 64 * 2**20  # work space of one monitoring pass over a chunk of rows, about
+_EVAL_ARRAYS = 6  # per unit and row in a pass: z, a, delta and the temporaries of sigmoid and backward
+_GATHER_BYTES = 16 * 2**20  # rows gathered per backend call from an X that is not C-contiguous
 _PROGRESS_STEPS = 50  # progress bar updates per epoch
 
 
@@ -51,20 +55,58 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.checkpoint = checkpoint
 
 
-def evaluate(net, X, Y, labels, lmbda, n, gradient_norms=False):
-    """Loss (as :meth:`Network.loss`), accuracy and, optionally, per-layer gradient norms.
+class Evaluation(NamedTuple):
+    """What :func:`evaluate` measured over a set of rows."""
 
-    One forward (and backward) pass over checked arrays, in chunks of rows so
-    the work space stays small whatever the data size. The gradient is that of
-    the loss over all rows: ``||dC/dW_l||`` per layer ``l`` (Frobenius norm, L2
-    term included) — a hidden-delta bug shows as norms that grow layer after
-    layer towards the input.
+    loss: float  #: mean cost plus the L2 term, as :meth:`Network.loss` with ``lmbda``: what fit minimises
+    accuracy: float
+    grad_norms: list[float] | None  #: per layer ``||dloss/dW_l||``, when asked for
+    cost: float  #: mean cost alone, no L2 term: :meth:`Network.loss` with ``lmbda=0``
+
+
+def eval_chunk_rows(sizes, itemsize: int, budget_bytes: int = EVAL_BUDGET_BYTES) -> int:
+    """Rows per monitoring pass so that its work space stays near ``budget_bytes``.
+
+    A pass holds a few arrays of every layer's width per row (z, a, delta and
+    temporaries), so the row count follows from the sum of the widths: a
+    ``[784, 8000, 10]`` float32 network evaluates 317 rows at a time, the
+    book's ``[784, 30, 10]`` 3,393 (measured: a ``[64, 4000, 10]`` pass peaks at
+    58 MiB of numpy allocations, the weight-sized gradient sums included).
     """
+    return max(1, int(budget_bytes) // (int(itemsize) * _EVAL_ARRAYS * sum(sizes)))
+
+
+def _check_evaluation_arrays(net, X, Y, labels) -> None:
+    """Shapes only (``evaluate`` takes checked arrays): never broadcast a wrong shape into a number."""
+    m, k = X.shape[0], net.sizes[-1]
+    if X.ndim != 2 or X.shape[1] != net.sizes[0]:
+        raise ValueError(f"X: expected shape (n, {net.sizes[0]}), got {X.shape}")
+    if not (Y.ndim == 1 and Y.shape[0] == m and Y.dtype.kind in "iu" or Y.shape == (m, k)):
+        raise ValueError(f"Y: expected {m} integer labels or a ({m}, {k}) target matrix, got shape {Y.shape} "
+                         f"of {Y.dtype}")
+    if labels.shape != (m,) or labels.dtype.kind not in "iu":
+        raise ValueError(f"labels: expected {m} integer labels, shape ({m},), got shape {labels.shape} "
+                         f"of {labels.dtype}")
+
+
+def evaluate(net, X, Y, labels, lmbda, n, gradient_norms=False) -> Evaluation:
+    """Loss (as :meth:`Network.loss`), cost, accuracy and, optionally, per-layer gradient norms.
+
+    One forward (and backward) pass over checked arrays (``Y`` integer labels
+    or a target matrix, ``labels`` integer labels), in chunks of rows sized by
+    :func:`eval_chunk_rows`, so the work space stays small whatever the data
+    size and layer widths. The gradient is that of the loss over all rows:
+    ``||dC/dW_l||`` per layer ``l`` (Frobenius norm, L2 term included) — a
+    hidden-delta bug shows as norms that grow layer after layer towards the
+    input.
+    """
+    _check_evaluation_arrays(net, X, Y, labels)
     total_cost, correct = 0.0, 0
     sums_w = [np.zeros(w.shape, dtype=np.float64) for w in net.weights] if gradient_norms else None
+    chunk = eval_chunk_rows(net.sizes, net.dtype.itemsize, EVAL_BUDGET_BYTES)
     with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported, not warned about
-        for start in range(0, X.shape[0], _EVAL_CHUNK):
-            stop = start + _EVAL_CHUNK
+        for start in range(0, X.shape[0], chunk):
+            stop = start + chunk
             zs, activations = forward(net.weights, net.biases, net.cost, X[start:stop])
             Y_chunk = batch_targets(Y, slice(start, stop), net.sizes[-1], net.dtype)
             total_cost += float(np.sum(net.cost.fn(zs[-1], activations[-1], Y_chunk), dtype=np.float64))
@@ -73,14 +115,21 @@ def evaluate(net, X, Y, labels, lmbda, n, gradient_norms=False):
                 grad_w, _ = backward(net.weights, net.cost, zs, activations, Y_chunk)
                 for s, g in zip(sums_w, grad_w):
                     s += g
+            del zs, activations, Y_chunk  # before the next chunk's arrays exist, not after
         m = X.shape[0]
-        loss = total_cost / m
+        cost = total_cost / m
+        loss = cost
         if lmbda:
             loss += lmbda / (2 * n) * sum(float(np.sum(np.square(w, dtype=np.float64))) for w in net.weights)
         norms = None
         if gradient_norms:
-            norms = [float(np.linalg.norm(s / m + (lmbda / n) * w)) for s, w in zip(sums_w, net.weights)]
-    return loss, correct / m, norms
+            norms = []
+            for s, w in zip(sums_w, net.weights):  # in place: the sums are as large as the weights
+                s /= m
+                if lmbda:
+                    s += (lmbda / n) * w
+                norms.append(float(np.linalg.norm(s)))
+    return Evaluation(loss, correct / m, norms, cost)
 
 
 def fit(net, X, y, *, epochs, batch_size, eta, lmbda=0.0, backend="numba", shuffle=True,
@@ -91,8 +140,14 @@ def fit(net, X, y, *, epochs, batch_size, eta, lmbda=0.0, backend="numba", shuff
     Parameters
     ----------
     net : Network
+        Its parameters must be finite (a network holding NaN or inf is refused).
     X : array (n_samples, n_features)
-        Cast once to the network's dtype (no copy when it already is it).
+        Cast once to the network's dtype (no copy when it already is it; a
+        float32 ``X`` is read as it is by a float64 network). The rows of an
+        ``X`` that is not C-contiguous (a Fortran-order memory map, a strided
+        view) are gathered per block of mini-batches, never copied whole.
+        Inputs far outside [0, 1] (root mean square above 3) get a
+        ``UserWarning``: sigmoid units saturate on them.
     y : int labels (n_samples,) or target matrix (n_samples, sizes[-1])
     epochs, batch_size : int >= 1
         The last short mini-batch is used, not dropped.
@@ -119,15 +174,22 @@ def fit(net, X, y, *, epochs, batch_size, eta, lmbda=0.0, backend="numba", shuff
         Stop when ``val_accuracy`` has not improved for that many epochs (an
         int is the patience) and restore the best epoch's parameters.
     checkpoint : path or None
-        Save the network (atomically) after every epoch.
+        Save the network (atomically) after every epoch, and once more when
+        early stopping has restored the best epoch, so the file always holds
+        the parameters the network holds.
 
     Returns
     -------
     pandas.DataFrame, one row per epoch: ``epoch``, ``seconds`` (run time of the
     epoch's arithmetic; compilation is in ``history.attrs["compile_seconds"]``),
-    ``examples_per_second``; when monitoring also ``train_loss`` and
-    ``train_accuracy`` (the full training set at epoch end), ``val_loss`` and
-    ``val_accuracy`` (with validation data) and ``grad_norm_0`` ... (the norm of
+    ``examples_per_second``; when monitoring also, on the full training set at
+    epoch end, ``train_loss`` (mean cost plus the L2 term
+    ``lmbda/(2n) sum ||W||^2``: what SGD minimises, :meth:`Network.loss` with
+    ``lmbda``), ``train_cost`` (the mean cost alone, ``Network.loss`` with
+    ``lmbda=0``, comparable across ``lmbda`` and with ``mbtrain evaluate``'s
+    test loss) and ``train_accuracy``; with validation data ``val_loss``,
+    ``val_cost`` (the same two, on the validation rows, with the training
+    set's ``n``) and ``val_accuracy``; and ``grad_norm_0`` ... (the norm of
     the full training-set gradient of each layer's weights). The rows are also
     appended to ``net.history``, whose epochs continue across calls.
 
@@ -145,9 +207,10 @@ def fit(net, X, y, *, epochs, batch_size, eta, lmbda=0.0, backend="numba", shuff
     batch_size = v.check_positive_int(batch_size, "batch_size")
     eta = v.check_positive_float(eta, "eta")
     lmbda = v.check_nonnegative_float(lmbda, "lmbda")
-    X = net._check_X(X, keep_float32=True)  # float32 rows are widened exactly per batch, not copied whole
-    if not X.flags.c_contiguous:
-        X = np.ascontiguousarray(X)
+    _check_finite_parameters(net)
+    # float32 rows are widened exactly per batch, not copied whole; the checking pass also measures the
+    # inputs' scale (one read of a memory-mapped file), for the warning about unscaled inputs
+    X = net._check_X(X, keep_float32=True, warn_unscaled=True, stacklevel=3)
     # integer labels stay labels (each backend expands its mini-batch): no (n, k) matrix of the set
     Y = np.ascontiguousarray(net._check_targets(X, y, keep_labels=True))
     labels = row_labels(Y)
@@ -163,10 +226,18 @@ def fit(net, X, y, *, epochs, batch_size, eta, lmbda=0.0, backend="numba", shuff
                     show_progress, watchers, checkpoint)
 
 
+def _check_finite_parameters(net) -> None:
+    """Refuse to train a network holding NaN or inf: divergence could only "restore" them."""
+    bad = ~np.isfinite(net.params)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"net: parameter {i} ({net._describe(i)}) is {float(net.params[i])!r}; a network "
+                         "must hold finite parameters to be trained (set new ones with net.set_params, or "
+                         "build a new Network)")
+
+
 def _training_context(impl):
     """The backend's context around a whole fit (the numba backend keeps BLAS out of its way)."""
-    import contextlib
-
     context = getattr(impl, "training_context", None)
     return context() if context is not None else contextlib.nullcontext()
 
@@ -203,18 +274,7 @@ def _fit(net, impl, X, Y, labels, n, epochs, batch_size, eta, lmbda, shuffle, va
             row = {"epoch": epoch, "seconds": seconds,
                    "examples_per_second": n / seconds if seconds > 0 else np.inf}
             if monitor:
-                loss, accuracy, norms = evaluate(net, X, Y, labels, lmbda, n, gradient_norms=True)
-                if not np.isfinite(loss):
-                    net.params[...] = before
-                    raise TrainingDiverged(
-                        f"training diverged in epoch {epoch}: the training loss is {loss}. The network "
-                        f"keeps the parameters from before epoch {epoch}; try a smaller eta.",
-                        epoch=epoch, batch=None,
-                    )
-                row["train_loss"], row["train_accuracy"] = loss, accuracy
-                if validation is not None:
-                    row["val_loss"], row["val_accuracy"], _ = evaluate(net, *validation, lmbda, n)
-                row.update({f"grad_norm_{l}": norm for l, norm in enumerate(norms)})
+                row.update(_monitor(net, X, Y, labels, lmbda, n, validation, epoch, before))
             rows.append(row)
             history = _history_frame(rows, compile_seconds, impl.name)
             net.history = history if previous is None else pd.concat([previous, history], ignore_index=True)
@@ -233,10 +293,27 @@ def _fit(net, impl, X, Y, labels, n, epochs, batch_size, eta, lmbda, shuffle, va
         print(f"mbtrain: {message}", file=sys.stderr)
         raise TrainingInterrupted(message, epoch=done, checkpoint=checkpoint if rows else None) from None
     finally:
-        for watch in watchers:
-            if isinstance(watch, EarlyStopping):
-                watch.finish(net)
+        restored = [watch.finish(net) for watch in watchers if isinstance(watch, EarlyStopping)]
+        if any(restored) and checkpoint is not None and rows:
+            net.save(checkpoint)  # the file holds what the network now holds: the best epoch
     return history
+
+
+def _monitor(net, X, Y, labels, lmbda, n, validation, epoch, before) -> dict:
+    """The epoch's monitoring columns; a non-finite training loss puts ``before`` back and raises."""
+    train = evaluate(net, X, Y, labels, lmbda, n, gradient_norms=True)
+    if not np.isfinite(train.loss):
+        net.params[...] = before
+        raise TrainingDiverged(
+            f"training diverged in epoch {epoch}: the training loss is {train.loss}. The network "
+            f"keeps the parameters from before epoch {epoch}; try a smaller eta.",
+            epoch=epoch, batch=None,
+        )
+    row = {"train_loss": train.loss, "train_cost": train.cost, "train_accuracy": train.accuracy}
+    if validation is not None:
+        val = evaluate(net, *validation, lmbda, n)
+        row |= {"val_loss": val.loss, "val_cost": val.cost, "val_accuracy": val.accuracy}
+    return row | {f"grad_norm_{l}": norm for l, norm in enumerate(train.grad_norms)}
 
 
 def _watchers(callbacks, early_stopping, validation, monitor):
@@ -257,25 +334,41 @@ def _watchers(callbacks, early_stopping, validation, monitor):
 
 
 def _run_epoch(impl, net, X, Y, order, batch_size, eta, lmbda, show_progress, label):
-    """One epoch; returns ``(seconds, bad_batch)``; several calls when showing progress."""
-    n = X.shape[0]
-    if not show_progress:
-        start = time.perf_counter()
-        bad = impl.sgd_epoch(net, X, Y, order, batch_size, eta, lmbda, n)
-        return time.perf_counter() - start, bad
-    from tqdm import tqdm  # the text bar: tqdm.auto wants ipywidgets in notebooks
+    """One epoch; returns ``(seconds, bad_batch)``, ``bad_batch`` -1 or the first diverged mini-batch.
 
-    n_batches = -(-len(order) // batch_size)
-    step = max(1, -(-n_batches // _PROGRESS_STEPS)) * batch_size  # rows per call, whole batches
+    One backend call, or several of whole mini-batches each: to move a progress
+    bar, and to gather the rows of an ``X`` that is not C-contiguous (a
+    Fortran-order memory map, a strided view) into a small C-contiguous block
+    per call, since the backends read rows. Same mini-batches, same arithmetic.
+    """
+    n, gather = X.shape[0], not X.flags.c_contiguous
+    batches_per_call = -(-len(order) // batch_size)
+    if show_progress:
+        batches_per_call = max(1, -(-batches_per_call // _PROGRESS_STEPS))
+    if gather:
+        row_bytes = X.shape[1] * X.itemsize
+        batches_per_call = min(batches_per_call, max(1, _GATHER_BYTES // (row_bytes * batch_size)))
+    step = batches_per_call * batch_size
+    bar = None
+    if show_progress:
+        from tqdm import tqdm  # the text bar: tqdm.auto wants ipywidgets in notebooks
+
+        bar = tqdm(total=len(order), desc=label, unit="ex", unit_scale=True, leave=False, file=sys.stderr)
     seconds = 0.0
-    with tqdm(total=len(order), desc=label, unit="ex", unit_scale=True, leave=False, file=sys.stderr) as bar:
+    with bar if bar is not None else contextlib.nullcontext():
         for offset in range(0, len(order), step):
             start = time.perf_counter()
-            bad = impl.sgd_epoch(net, X, Y, order[offset:offset + step], batch_size, eta, lmbda, n)
+            rows = order[offset:offset + step]
+            if gather:  # reading the rows is part of the epoch's work: timed
+                X_part, Y_part, rows = np.ascontiguousarray(X[rows]), Y[rows], np.arange(len(rows))
+            else:
+                X_part, Y_part = X, Y
+            bad = impl.sgd_epoch(net, X_part, Y_part, rows, batch_size, eta, lmbda, n)
             seconds += time.perf_counter() - start
             if bad >= 0:
                 return seconds, offset // batch_size + bad
-            bar.update(min(step, len(order) - offset))
+            if bar is not None:
+                bar.update(len(rows))
     return seconds, -1
 
 
@@ -290,11 +383,15 @@ def _restore_before(net, impl, before, X, Y, order, batch_size, bad_batch, eta, 
     """Leave ``net`` as it was just before mini-batch ``bad_batch``: replay the epoch up to it.
 
     Replaying (deterministic) costs nothing on the normal path, unlike keeping a
-    copy of the parameters before every mini-batch.
+    copy of the parameters before every mini-batch. ``before`` (the epoch's
+    start) is finite, as ``fit`` checks; should the replay not end finite,
+    ``before`` is what the network keeps.
     """
     net.params[...] = before
     if bad_batch > 0:
-        impl.sgd_epoch(net, X, Y, order[:bad_batch * batch_size], batch_size, eta, lmbda, n)
+        _run_epoch(impl, net, X, Y, order[:bad_batch * batch_size], batch_size, eta, lmbda, False, "")
+        if not np.isfinite(net.params).all():
+            net.params[...] = before
 
 
 def _compile(impl, net, batch_size, X, Y) -> float:

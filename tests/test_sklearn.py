@@ -30,6 +30,8 @@ def small_digits(digits):
 # Small epochs keep scikit-learn's ~55 checks per estimator to about a second; every check
 # passes, so none is skipped (no expected_failed_checks). Early stopping adds the validation
 # split, which must cope with the checks' tiny data sets.
+# Some checks fit raw iris or data near 100: the unscaled-input warning is right there, and noise here.
+@pytest.mark.filterwarnings("ignore:X. the inputs span:UserWarning")
 @parametrize_with_checks([
     MBClassifier(epochs=10, random_state=0),
     MBRegressor(epochs=10, random_state=0),

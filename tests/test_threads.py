@@ -72,3 +72,25 @@ def test_training_inside_limit():
     with threads.limit(1):
         net.fit(X, np.arange(20) % 2, epochs=1, batch_size=5, eta=1.0, progress=False)
     assert len(net.history) == 1
+
+
+def test_blas_is_clipped_like_numba():
+    """set_num_threads(10**6) on a small machine: BLAS gets the cores numba allows, not 64 or 10**6."""
+    most = numba.config.NUMBA_NUM_THREADS
+    threads.set_num_threads(10**6)
+    assert threads.get_num_threads() == (most, most)
+    assert set(blas_counts()) == {most}
+    with threads.limit(1, blas=10**6) as inside:
+        assert inside == (1, most)
+
+
+@pytest.mark.parametrize("n", [-1, 0])
+def test_counts_below_one_are_refused(n):
+    with pytest.raises(ValueError, match=f"n: must be >= 1, got {n}"):
+        threads.set_num_threads(n)
+
+
+@pytest.mark.parametrize("n", [2.0, "2", None, 1.5])
+def test_non_integer_counts_are_refused(n):
+    with pytest.raises(TypeError, match="n: must be an integer number of threads"):
+        threads.set_num_threads(n)

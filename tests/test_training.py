@@ -17,8 +17,8 @@ def test_history_columns(blobs):
     X, y, Xv, yv = blobs
     net = mbtrain.Network([10, 6, 5, 3], seed=0)
     history = net.fit(X, y, epochs=3, batch_size=10, eta=1.0, validation_data=(Xv, yv))
-    expected = ["epoch", "seconds", "examples_per_second", "train_loss", "train_accuracy",
-                "val_loss", "val_accuracy", "grad_norm_0", "grad_norm_1", "grad_norm_2"]
+    expected = ["epoch", "seconds", "examples_per_second", "train_loss", "train_cost", "train_accuracy",
+                "val_loss", "val_cost", "val_accuracy", "grad_norm_0", "grad_norm_1", "grad_norm_2"]
     assert list(history.columns) == expected
     assert list(history["epoch"]) == [1, 2, 3]
     assert (history["seconds"] > 0).all()
@@ -33,6 +33,10 @@ def test_train_metrics_are_measured_on_the_full_set_at_epoch_end(blobs):
     assert last["train_loss"] == pytest.approx(net.loss(X, y, lmbda=0.3), rel=1e-6)
     assert last["train_accuracy"] == pytest.approx(net.score(X, y))
     assert last["val_loss"] == pytest.approx(net.loss(Xv, yv, lmbda=0.3, n=len(X)), rel=1e-6)
+    # the *_cost columns leave the L2 term out: net.loss without lmbda, what `mbtrain evaluate` prints
+    assert last["train_cost"] == pytest.approx(net.loss(X, y), rel=1e-6)
+    assert last["val_cost"] == pytest.approx(net.loss(Xv, yv), rel=1e-6)
+    assert last["val_loss"] > last["val_cost"] + 1e-3
     assert last["val_accuracy"] == pytest.approx(net.score(Xv, yv))
     grad_w, _ = net.gradients(X, y, lmbda=0.3, backend="numpy")
     assert last["grad_norm_0"] == pytest.approx(np.linalg.norm(grad_w[0]), rel=1e-4)

@@ -132,6 +132,7 @@ def test_integer_X_is_cast_once(net, data):
     assert net.params.dtype == np.float32
 
 
+@pytest.mark.filterwarnings("ignore:X. the inputs span:UserWarning")  # huge inputs are the point here
 @pytest.mark.parametrize("backend", ["loop", "numpy", "numba"])
 def test_divergence_stops_and_restores_last_finite_weights(rng, backend):
     """Weights overflow to inf: training stops at that mini-batch and says where.
