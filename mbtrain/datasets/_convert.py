@@ -73,10 +73,10 @@ def integer_labels(labels: np.ndarray, where: str) -> np.ndarray:
         if not_whole.any():
             row = int(np.argmax(not_whole))
             raise DataFormatError(f"{where}: labels must be whole numbers of at most 2**53, row {row} is "
-                                  f"{labels[row]!r}")
+                                  f"{labels[row].item()!r}")
     elif labels.dtype.kind == "u" and labels.dtype.itemsize == 8 and labels.size and labels.max() > 2**63 - 1:
         row = int(np.argmax(labels > 2**63 - 1))
-        raise DataFormatError(f"{where}: labels must fit int64, row {row} is {labels[row]!r}")
+        raise DataFormatError(f"{where}: labels must fit int64, row {row} is {labels[row].item()!r}")
     elif labels.dtype.kind not in "iub":
         raise DataFormatError(f"{where}: labels must be integers, got dtype {labels.dtype}")
     return labels.astype(np.int64)

@@ -8,7 +8,6 @@ failed, to say which cell was at fault.
 """
 from __future__ import annotations
 
-import collections
 import csv
 import gzip
 import math
@@ -50,7 +49,7 @@ def _first_line(path, compression, delimiter, max_columns) -> list[str]:
 
 def _label_value(text: str) -> tuple[int | None, str]:
     """The label a cell holds, exactly, or ``None`` and what is wrong with it."""
-    text = text.strip()
+    text = str(text).strip()
     if not text:
         return None, "is empty"
     if "_" in text:  # int() and float() accept 1_000; no CSV writer does
@@ -161,7 +160,8 @@ def read_csv(path, label_column=0, header="auto", delimiter=",", max_value=255.0
         raise ValueError(f"max_columns: must be an integer >= 2, got {max_columns!r}")
     if isinstance(max_value, bool) or not isinstance(max_value, numbers.Real) or not 0 < max_value < np.inf:
         raise ValueError(f"max_value: must be a finite number > 0, got {max_value!r}")
-    scale = dt.type(max_value)
+    with np.errstate(over="ignore"):  # 1e39 in float32 is inf: refused just below
+        scale = dt.type(max_value)
     if not np.finfo(dt).tiny <= scale < np.inf:
         raise ValueError(f"max_value: {max_value!r} is not a normal {dt.name} number (it is {float(scale)!r} there): "
                          f"dividing by it would not give finite features")
@@ -192,7 +192,8 @@ def read_csv(path, label_column=0, header="auto", delimiter=",", max_value=255.0
     read_options = dict(header=None, skiprows=1 if header else 0, sep=delimiter,
                         compression=compression, skip_blank_lines=False)
     # Features parse straight into dt; the label column stays text, to be read exactly.
-    types = collections.defaultdict(lambda: dt, {label_column: object})
+    # (A full dict: with a defaultdict pandas 3 still parses the last column as numbers.)
+    types = {column: object if column == label_column else dt for column in range(n_columns)}
     try:
         table = pd.read_csv(path, dtype=types, keep_default_na=False, na_values=[""], **read_options)
     except pd.errors.ParserError as exc:
