@@ -34,7 +34,6 @@ never opens one; only :func:`read_book_pickle`, given a path, does.
 """
 from __future__ import annotations
 
-import io
 import math
 import pickle
 import pickletools
@@ -60,8 +59,7 @@ class UnsafePickleError(pickle.UnpicklingError, ValueError):
     """A pickle asked for anything but rebuilding plain numpy arrays the way numpy writes them."""
 
 
-def _brief(obj) -> str:
-    return reprlib.repr(obj)  # a hostile argument can be a gigabyte string
+_brief = reprlib.repr  # for messages: a hostile argument can be a gigabyte string
 
 
 # -- what a pickle is given instead of numpy -----------------------------------
@@ -360,13 +358,6 @@ def check_opcodes(reader: RecordingReader) -> None:
         raise UnsafePickleError(refusal)
 
 
-def restricted_loads(data: bytes):
-    """Unpickle ``data`` with :class:`RestrictedUnpickler`, Python 2 strings read as latin-1, opcodes checked first."""
-    reader = RecordingReader(io.BytesIO(data), "<bytes>", len(data) + 1)
-    check_opcodes(reader)
-    return RestrictedUnpickler(BufferReader(reader.data), encoding="latin1").load()
-
-
 def _load(path, max_bytes: int):
     with open_stream(path) as stream:
         reader = RecordingReader(stream, path, max_bytes)
@@ -416,9 +407,9 @@ def read_book_pickle(path, dtype="float32", max_bytes=MAX_BYTES):
     reader never does (see the module's notes): no global but numpy's array
     reconstruction is resolved, and that only as placeholders that check shape,
     item type and byte count and build each array from the file's own bytes.
-    Memory stays within about three times ``max_bytes`` for any file, and a
-    small multiple of an honest file's size. Prefer the IDX files or an
-    ``.npz`` when you have the choice.
+    Memory peaks near four times the decompressed pickle (three to four for
+    the book's), which may not exceed ``max_bytes``. Prefer the IDX files or
+    an ``.npz`` when you have the choice.
     """
     path = as_path(path)
     dt = check_dtype(dtype)

@@ -12,7 +12,9 @@ Shapes: ``n`` examples, ``f = rows * cols`` pixels per example (784 for 28x28).
 
 Every check on the header happens before the payload is converted: the sizes
 the header declares are compared with the bytes the file really holds, so a
-corrupted header claiming 10^12 items fails at once instead of allocating.
+corrupted header claiming 10^12 items fails at once instead of allocating. A
+gzipped file is read as a stream, header first, and no more of it is kept than
+the header declares (:func:`_read_gzip_checked`).
 """
 from __future__ import annotations
 
