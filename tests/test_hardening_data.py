@@ -18,7 +18,6 @@ import sys
 import textwrap
 import tracemalloc
 import zipfile
-import zlib
 
 import numpy as np
 import pytest
@@ -308,7 +307,8 @@ def test_idx_stream_longer_than_its_header_keeps_only_what_it_declares(tmp_path)
     path.write_bytes(gzip_of_zeros(declared + 32 * MB, prefix=idx_header(8, (declared,))))
 
     def read():
-        with pytest.raises(DataFormatError, match=r"corrupted: 33,554,432 unexpected bytes after the 4,194,312"):
+        with pytest.raises(DataFormatError, match=r"corrupted: more than 1,048,576 unexpected bytes after the "
+                                                  r"4,194,312 that the header \(shape \(4194304,\), uint8\)"):
             datasets.read_idx_labels(path)
     assert traced_peak(read) < declared + 2 * MB
 
@@ -393,7 +393,8 @@ def test_csv_byte_order_mark_is_not_a_header(tmp_path, gz):
 
 @pytest.mark.parametrize("label, problem", [
     ("1e309", "is not finite"), ("-inf", "is not finite"), ("nan", "is not finite"),
-    ("1e20", "is out of range"), ("99999999999999999999", "is out of range"), ("-9223372036854775809", "is out of range"),
+    ("1e20", "is out of range"), ("99999999999999999999", "is out of range"),
+    ("-9223372036854775809", "is out of range"),
     ("2.5", "is not a whole number"), ("x", "is not a number"), ("1_0", "is not a number"),
 ])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -1,4 +1,4 @@
-"""Bytes from files: gzip sniffing, decompression, checked ``.npz`` members, and the error every reader raises.
+"""Bytes from files: gzip sniffing, bounded stream reads, checked ``.npz`` members, and the error every reader raises.
 
 Compression is recognised by the gzip magic bytes, not by the file name, so a
 file gunzipped but not renamed (or the reverse) still reads.

@@ -26,7 +26,8 @@ import numpy as np
 
 from .._validation import check_dtype
 from ._convert import integer_labels, scale_to_unit
-from ._io import DataFormatError, as_path, count_up_to, is_gzip, max_inflated_size, open_stream, read_up_to, readinto_up_to
+from ._io import (DataFormatError, as_path, count_up_to, is_gzip, max_inflated_size, open_stream, read_up_to,
+                  readinto_up_to)
 
 IDX_TYPES = {
     0x08: np.dtype("u1"),
@@ -37,7 +38,8 @@ IDX_TYPES = {
     0x0E: np.dtype(">f8"),
 }
 # numpy 1.x arrays have at most 32 dimensions (numpy 2: 64); an IDX data set has 1 to 4.
-MAX_DIMS = 32
+MAX_NDIM = 32
+_MAX_EXTRA = 2**20  # bytes counted after a gzipped payload, to say how many there are
 
 
 @dataclass(frozen=True)
@@ -85,9 +87,9 @@ def _parse_fields(data, path, file_size: int) -> IdxHeader:
     if type_code not in IDX_TYPES:
         known = ", ".join(f"0x{c:02X}" for c in IDX_TYPES)
         raise DataFormatError(f"{path}: unknown IDX type code 0x{type_code:02X} at byte 2 (known: {known})")
-    if not 1 <= ndim <= MAX_DIMS:
+    if not 1 <= ndim <= MAX_NDIM:
         raise DataFormatError(f"{path}: IDX header declares {ndim} dimensions (byte 3); between 1 and "
-                              f"{MAX_DIMS} are supported")
+                              f"{MAX_NDIM} are supported")
     offset = 4 + 4 * ndim
     if file_size < offset:
         raise DataFormatError(
@@ -134,11 +136,13 @@ def _read_gzip_checked(path) -> tuple[IdxHeader, np.ndarray]:
             data = np.empty(expected, dtype=np.uint8)
             data[:header.offset] = np.frombuffer(head, dtype=np.uint8)
             size = header.offset + readinto_up_to(stream, memoryview(data)[header.offset:], path)
-        else:
-            data, size = None, header.offset
-        # What is left (all of the payload when nothing was kept) is counted, not
-        # kept; reading to the end is also what makes gzip check the stream's CRC.
-        size += count_up_to(stream, limit, path)
+            # Reading on to the end makes gzip check the CRC; beyond _MAX_EXTRA it stops.
+            size += count_up_to(stream, _MAX_EXTRA, path)
+        else:  # counted, never kept, to say how much the file really holds
+            data, size = None, header.offset + count_up_to(stream, limit, path)
+    if size > expected + _MAX_EXTRA:
+        raise DataFormatError(f"{path}: corrupted: more than {_MAX_EXTRA:,} unexpected bytes after the {expected:,} "
+                              f"that the header (shape {header.shape}, {header.dtype.name}) declares")
     _check_size(header, path, size)
     if data is None:  # a deflate stream cannot expand that far, so _check_size has already refused it
         raise DataFormatError(f"{path}: the header declares {expected:,} bytes, more than the file can hold")
