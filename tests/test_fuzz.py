@@ -290,6 +290,27 @@ def test_pickle_opcodes_outside_the_books_are_refused(tmp_path, payload):
         datasets.read_book_pickle(path)
 
 
+class _Reduce:
+    def __init__(self, *reduce):
+        self.reduce = reduce
+
+    def __reduce__(self):
+        return self.reduce
+
+
+@FUZZ
+@given(shape=st.lists(st.one_of(st.integers(0, 8), st.integers(0, 2**40)), max_size=4),
+       descr=st.sampled_from(["<f4", ">f8", "<i8", "|u1", "|b1"]), n_bytes=st.integers(0, 80),
+       fortran=st.booleans(), protocol=st.sampled_from([2, 4]))
+def test_pickled_array_states_of_any_shape(tmp_path, shape, descr, n_bytes, fortran, protocol):
+    """What BUILD gives an array: any shape against any number of bytes; never more than is present."""
+    state = (1, tuple(shape), np.dtype(descr), fortran, bytes(n_bytes))
+    labels = _Reduce(np.ndarray.__reduce__(np.zeros(0))[0], (np.ndarray, (0,), b"b"), state)
+    path = tmp_path / "states.pkl"
+    path.write_bytes(pickle.dumps(((np.zeros((1, 4), np.float32), labels),) * 3, protocol=protocol))
+    assert peak_bytes(lambda: calls_reader(READERS["book_pickle"], path)) < MEMORY_BOUND
+
+
 PICKLABLE = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=4), st.binary(max_size=4),
               hnp.arrays(st.sampled_from([np.float32, np.float64, np.int64, np.uint8]), hnp.array_shapes(max_dims=2, max_side=4))),

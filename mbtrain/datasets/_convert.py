@@ -63,15 +63,20 @@ def unit_interval_floats(values: np.ndarray, dtype, where: str) -> np.ndarray:
 
 
 def integer_labels(labels: np.ndarray, where: str) -> np.ndarray:
-    """``labels`` as an int64 vector; float labels must hold whole numbers."""
+    """``labels`` as an int64 vector; float labels must hold whole numbers that convert exactly."""
     labels = np.asarray(labels)
     if labels.ndim != 1:
         raise DataFormatError(f"{where}: labels must be 1-D, got shape {labels.shape}")
     if labels.dtype.kind == "f":
-        not_whole = ~np.isfinite(labels) | (labels != np.round(labels))
+        # Beyond 2**53 a float is not an exact integer, and beyond int64 the cast wraps.
+        not_whole = ~np.isfinite(labels) | (labels != np.round(labels)) | (np.abs(labels) > 2**53)
         if not_whole.any():
             row = int(np.argmax(not_whole))
-            raise DataFormatError(f"{where}: labels must be whole numbers, row {row} is {labels[row]!r}")
+            raise DataFormatError(f"{where}: labels must be whole numbers of at most 2**53, row {row} is "
+                                  f"{labels[row].item()!r}")
+    elif labels.dtype.kind == "u" and labels.dtype.itemsize == 8 and labels.size and labels.max() > 2**63 - 1:
+        row = int(np.argmax(labels > 2**63 - 1))
+        raise DataFormatError(f"{where}: labels must fit int64, row {row} is {labels[row].item()!r}")
     elif labels.dtype.kind not in "iub":
         raise DataFormatError(f"{where}: labels must be integers, got dtype {labels.dtype}")
     return labels.astype(np.int64)

@@ -12,7 +12,9 @@ Shapes: ``n`` examples, ``f = rows * cols`` pixels per example (784 for 28x28).
 
 Every check on the header happens before the payload is converted: the sizes
 the header declares are compared with the bytes the file really holds, so a
-corrupted header claiming 10^12 items fails at once instead of allocating.
+corrupted header claiming 10^12 items fails at once instead of allocating. A
+gzipped file is read as a stream, header first, and no more of it is kept than
+the header declares (:func:`_read_gzip_checked`).
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ import numpy as np
 
 from .._validation import check_dtype
 from ._convert import integer_labels, scale_to_unit
-from ._io import DataFormatError, as_path, gunzip, is_gzip
+from ._io import (DataFormatError, as_path, count_up_to, is_gzip, max_inflated_size, open_stream, read_up_to,
+                  readinto_up_to)
 
 IDX_TYPES = {
     0x08: np.dtype("u1"),
@@ -34,6 +37,9 @@ IDX_TYPES = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
+# numpy 1.x arrays have at most 32 dimensions (numpy 2: 64); an IDX data set has 1 to 4.
+MAX_NDIM = 32
+_MAX_EXTRA = 2**20  # bytes counted after a gzipped payload, to say how many there are
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,13 @@ def parse_header(data, path, file_size: int) -> IdxHeader:
     file_size : int
         The real (decompressed) size of the file.
     """
+    header = _parse_fields(data, path, file_size)
+    _check_size(header, path, file_size)
+    return header
+
+
+def _parse_fields(data, path, file_size: int) -> IdxHeader:
+    """The header's fields, checked on their own; ``file_size`` is the file's size, or at least ``len(data)``."""
     if file_size < 4:
         raise DataFormatError(f"{path}: not an IDX file: only {file_size} bytes, the header alone needs 4")
     zero, type_code, ndim = int.from_bytes(data[0:2], "big"), data[2], data[3]
@@ -74,8 +87,9 @@ def parse_header(data, path, file_size: int) -> IdxHeader:
     if type_code not in IDX_TYPES:
         known = ", ".join(f"0x{c:02X}" for c in IDX_TYPES)
         raise DataFormatError(f"{path}: unknown IDX type code 0x{type_code:02X} at byte 2 (known: {known})")
-    if ndim == 0:
-        raise DataFormatError(f"{path}: IDX header declares 0 dimensions (byte 3)")
+    if not 1 <= ndim <= MAX_NDIM:
+        raise DataFormatError(f"{path}: IDX header declares {ndim} dimensions (byte 3); between 1 and "
+                              f"{MAX_NDIM} are supported")
     offset = 4 + 4 * ndim
     if file_size < offset:
         raise DataFormatError(
@@ -85,29 +99,62 @@ def parse_header(data, path, file_size: int) -> IdxHeader:
     if 0 in shape:
         # numpy cannot even describe some of these (0 x 2^32 x 2^32), and no data set is empty
         raise DataFormatError(f"{path}: the IDX header declares shape {shape}, which holds no items")
-    header = IdxHeader(type_code, IDX_TYPES[type_code], shape, offset)
-    expected = offset + header.payload_bytes
+    return IdxHeader(type_code, IDX_TYPES[type_code], shape, offset)
+
+
+def _check_size(header: IdxHeader, path, file_size: int) -> None:
+    expected = header.offset + header.payload_bytes
     if file_size < expected:
         raise DataFormatError(
-            f"{path}: truncated or corrupted: the header declares shape {shape} of "
+            f"{path}: truncated or corrupted: the header declares shape {header.shape} of "
             f"{header.dtype.name}, i.e. {expected:,} bytes, but the file holds {file_size:,}"
         )
     if file_size > expected:
         raise DataFormatError(
             f"{path}: corrupted: {file_size - expected:,} unexpected bytes after the "
-            f"{expected:,} that the header (shape {shape}, {header.dtype.name}) declares"
+            f"{expected:,} that the header (shape {header.shape}, {header.dtype.name}) declares"
         )
-    return header
+
+
+def _read_gzip_checked(path) -> tuple[IdxHeader, np.ndarray]:
+    """Header and content of a gzipped IDX file; the header is read and checked first.
+
+    Then at most the payload it declares is kept: a stream shorter or longer
+    than that is an error, and a header declaring more than the compressed
+    file can expand to is only counted against the stream, never allocated.
+    Memory is therefore bounded by the smaller of what the header declares and
+    what the file really holds.
+    """
+    with open_stream(path) as stream:
+        head = read_up_to(stream, 4, path)
+        if len(head) == 4:
+            head += read_up_to(stream, 4 * head[3], path)  # the dimension sizes; at most 1,020 bytes
+        header = _parse_fields(head, path, len(head))  # short only when the stream ended
+        expected = header.offset + header.payload_bytes
+        limit = max_inflated_size(os.path.getsize(path))
+        if expected <= limit:
+            data = np.empty(expected, dtype=np.uint8)
+            data[:header.offset] = np.frombuffer(head, dtype=np.uint8)
+            size = header.offset + readinto_up_to(stream, memoryview(data)[header.offset:], path)
+            # Reading on to the end makes gzip check the CRC; beyond _MAX_EXTRA it stops.
+            size += count_up_to(stream, _MAX_EXTRA, path)
+        else:  # counted, never kept, to say how much the file really holds
+            data, size = None, header.offset + count_up_to(stream, limit, path)
+    if size > expected + _MAX_EXTRA:
+        raise DataFormatError(f"{path}: corrupted: more than {_MAX_EXTRA:,} unexpected bytes after the {expected:,} "
+                              f"that the header (shape {header.shape}, {header.dtype.name}) declares")
+    _check_size(header, path, size)
+    if data is None:  # a deflate stream cannot expand that far, so _check_size has already refused it
+        raise DataFormatError(f"{path}: the header declares {expected:,} bytes, more than the file can hold")
+    data.flags.writeable = False  # like the bytes of a plain file
+    return header, data
 
 
 def _read_checked(path) -> tuple[IdxHeader, bytes]:
     """Header and the whole (decompressed) file content, checked against each other."""
     path = as_path(path)
     if is_gzip(path):
-        # The decompressed size is only known by decompressing; that costs what the
-        # file really holds, and the header is checked before anything else is built.
-        data = gunzip(path)
-        return parse_header(data, path, len(data)), data
+        return _read_gzip_checked(path)
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         head = f.read(4 + 4 * 255)

@@ -48,7 +48,9 @@ def read_npz(path, dtype="float32"):
     numbers. An object array inside the archive is an error, never code to
     run, and every member's header is checked against the bytes the archive
     really holds before anything is allocated (a header claiming terabytes
-    fails at once; see :class:`mbtrain.datasets._io.NpzMembers`).
+    fails at once; see :class:`mbtrain.datasets._io.NpzMembers`): a member
+    is decompressed only as far as its header declares, and only when its
+    compressed size could hold that much (deflate expands at most ~1032:1).
 
     Raises
     ------
