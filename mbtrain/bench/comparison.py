@@ -91,7 +91,7 @@ def machine_differences(machine: dict, other_machine: dict, results=None, other=
     (machine.json's floor, else the floor rows) count as different beyond
     :data:`GEMM_TOLERANCE`. A field neither machine.json records is left out.
     """
-    empty = pd.DataFrame(columns=["kind"])
+    empty = pd.DataFrame(columns=["kind", "dtype", "gemm_flops_per_second"])
     results = empty if results is None else results
     other = empty if other is None else other
     rows = []

@@ -177,8 +177,8 @@ def verdict_lines(verdict: dict, best: pd.DataFrame, policy: str, provisional: s
                      "or change eta." + (" Part of the run is missing, so a batch size not measured may "
                                          "reach it." if provisional else "") + "\n")
         return lines
-    first = f"{provisional}; " if provisional else ""
-    how = interval_name(verdict["seeds"])
+    first = "provisional; " if provisional else ""
+    how = interval_name(verdict["most_seeds"])
     one_seed = verdict["seeds"] <= 1
     fastest, tied = verdict["fastest"], verdict["fastest_tied"]
     if one_seed:
@@ -197,7 +197,7 @@ def verdict_lines(verdict: dict, best: pd.DataFrame, policy: str, provisional: s
     rule = (f"the largest whose examples-to-target stay within 2× of the minimum ({fmt(verdict['examples_min'])} "
             "examples), i.e. steps-to-target still drop at least half-proportionally (McCandlish et al.'s critical "
             "batch size, measured)")
-    qualifier = f" ({provisional})" if provisional else ""
+    qualifier = " (provisional)" if provisional else ""
     if low == high == scaling:
         lines.append(f"- **Largest batch size that still scales: {scaling}**{qualifier} — {rule}.")
     else:

@@ -212,7 +212,8 @@ def scaling_verdict(best: pd.DataFrame) -> dict:
     estimate stands clear of the noise); ``largest_scaling`` (by the means)
     with ``largest_scaling_range``: the smallest and largest answer the seed
     intervals allow (equal when the noise cannot change it); ``examples_min``;
-    ``seeds`` (the fewest seeds behind any of these batch sizes).
+    ``seeds``: the seeds behind the fastest batch size (one: its lead cannot be
+    judged against the noise); ``most_seeds``: the most behind any batch size.
     """
     done = best[(best["reached"] == best["seeds"]) & (best["seeds"] > 0)]
     if done.empty:
@@ -224,15 +225,17 @@ def scaling_verdict(best: pd.DataFrame) -> dict:
     possible = done.loc[done["examples_lo"] <= limit, "batch_size"]
     # With no batch size clear of the limit, the one at the minimum is the least the answer can be.
     low = int(sure.max()) if not sure.empty else int(done.loc[done["examples"].idxmin(), "batch_size"])
+    fastest = leaders(done, "seconds")
     return {
-        "fastest": leaders(done, "seconds")[0],
-        "fastest_tied": leaders(done, "seconds"),
+        "fastest": fastest[0],
+        "fastest_tied": fastest,
         "fewest_epochs": leaders(done, "epochs")[0],
         "fewest_epochs_tied": leaders(done, "epochs"),
         "largest_scaling": by_mean,
         "largest_scaling_range": (min(low, by_mean), max(int(possible.max()), by_mean)),
         "examples_min": float(e_min),
-        "seeds": int(done["seeds"].min()),
+        "seeds": int(done.loc[done["batch_size"] == fastest[0], "seeds"].iloc[0]),
+        "most_seeds": int(done["seeds"].max()),
     }
 
 
