@@ -86,12 +86,13 @@ def execution_note(ways: pd.DataFrame) -> str:
     """How the numbers were taken (``ways``: :func:`mbtrain.bench.summaries.execution`)."""
     parts = []
     for executor, jobs, workers in ways.itertuples(index=False):
+        jobs = fmt(jobs)  # "2", also when the CSV column was read as floats
         if executor == "serial":
             parts.append("serially, one measurement at a time in one process")
             continue
         if pd.notna(workers):
-            count = f"{fmt(workers)} workers" + ("" if str(jobs) == "-1" else f", at most {jobs} runs at once")
-        elif str(jobs) == "-1":
+            count = f"{fmt(workers)} workers" + ("" if jobs == "-1" else f", at most {jobs} runs at once")
+        elif jobs == "-1":
             count = "as many at once as the workers take; the number of workers is not recorded"
         elif executor == "dask":
             count = f"at most {jobs} at once; the number of workers is not recorded"
