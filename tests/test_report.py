@@ -30,14 +30,21 @@ def sweep_dir(tmp_path_factory):
     return out
 
 
+def table_rows(markdown):
+    """The cells of every Markdown table row in ``markdown`` (header and rule lines included)."""
+    return [[cell.strip() for cell in line.strip().strip("|").split(" | ")]
+            for line in markdown.splitlines() if line.startswith("|")]
+
+
 def test_markdown_table_formats_and_aligns():
     frame = pd.DataFrame({"arm": ["numba", "a|b"], "examples/s": [1234567.8, 0.000123], "n": [1, 2]})
     text = markdown_table(frame)
-    lines = text.splitlines()
-    assert lines[0] == "| arm | examples/s | n |"
-    assert lines[1] == "| :--- | ---: | ---: |"
-    assert lines[2] == "| numba | 1,234,568 | 1 |"
-    assert lines[3] == "| a\\|b | 0.000123 | 2 |"
+    lines = [[cell.strip() for cell in line.split(" | ")] for line in text.splitlines()]
+    assert lines[0] == ["| arm", "examples/s", "n |"]
+    rule = text.splitlines()[1].strip("|").split("|")  # text left-aligned (":---"), numbers right ("---:")
+    assert [(c.startswith(":"), c.endswith(":")) for c in rule] == [(True, False), (False, True), (False, True)]
+    assert lines[2] == ["| numba", "1,234,568", "1 |"]
+    assert lines[3] == ["| a\\|b", "0.000123", "2 |"]  # a | in a cell is escaped, not a new column
     assert markdown_table(pd.DataFrame()) == "_(no rows)_\n"
 
 
@@ -99,7 +106,9 @@ def test_compare_two_folders(bench_dir, sweep_dir, tmp_path):
     text = (mine / "report.md").read_text()
     assert f"## Comparison with `{bench_dir.name}`" in text
     section = text.split("## Comparison with")[1]
-    assert "| numba | float32 | 100 |" in section and "| 1 |" in section  # ratio of a copy to its source
+    rows = {tuple(r[:3]): r for r in table_rows(section)}
+    assert rows[("numba", "float32", "100")][5] == "1"  # the ratio of a copy to its source
+    assert rows[("numba", "float32", "100")][6] == "yes"  # and the same spread
     mine = _copy(sweep_dir, tmp_path / "new_sweep")
     assert main(["report", str(mine), "--compare", str(sweep_dir)]) == 0
     assert "seconds ratio" in (mine / "report.md").read_text()

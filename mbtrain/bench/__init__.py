@@ -9,7 +9,10 @@ Modules, one concern each (the pipeline: measure -> results.csv -> report):
 - :mod:`~mbtrain.bench.noise`: the gradient noise scale B_simple (McCandlish et al. 2018);
 - :mod:`~mbtrain.bench.results`: the CSV schema, rows appended and flushed as measured;
 - :mod:`~mbtrain.bench.machine`: machine.json and consistent thread counts;
-- :mod:`~mbtrain.bench.report`: report.md and plots from results.csv and machine.json alone;
+- :mod:`~mbtrain.bench.report`: report.md and plots from results.csv and machine.json alone, put together
+  from :mod:`~mbtrain.bench.summaries` (the numbers, as DataFrames), :mod:`~mbtrain.bench.comparison`
+  (like with like), :mod:`~mbtrain.bench.markdown` and :mod:`~mbtrain.bench.sections` (the text) and
+  :mod:`~mbtrain.bench.plots`;
 - :mod:`~mbtrain.bench.data`: the data set of a run and the sizes that fit it;
 - :mod:`~mbtrain.bench.cli`: the three subcommands.
 """

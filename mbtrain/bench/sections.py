@@ -1,0 +1,240 @@
+"""The bench and sweep sections of a report: result tables and the verdicts drawn from them.
+
+The tables come from :mod:`~mbtrain.bench.summaries`; this module decides how
+strongly each verdict may be stated. A verdict is qualified as provisional
+when the run did not measure all it planned, names several batch sizes (or
+arms) together when their spreads over seeds (or repeats) overlap, and drops
+the bold when a single seed leaves nothing to judge the noise by.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from .markdown import fmt, fmt_mean_sd, image_links, join_and, markdown_table
+from .summaries import SMALL_BATCH, fastest_arms, interval_name, noise_points
+
+
+# -- bench ------------------------------------------------------------------------------
+
+
+def bench_lines(results, machine, summary, coverage, provisional, plots) -> list:
+    """The Hardware floor, Correctness check and Throughput sections."""
+    lines = []
+    floor = results[results["kind"] == "floor"]
+    checks = results[results["kind"] == "check"]
+    settings = machine.get("settings", {})
+    if not floor.empty:
+        lines.append("## Hardware floor (measured in this run)\n")
+        lines.append(markdown_table(pd.DataFrame({
+            "dtype": floor["dtype"],
+            "GEMM GFLOP/s": floor["gemm_flops_per_second"].astype(float) / 1e9,
+            "bandwidth GB/s": floor["bandwidth_bytes_per_second"].astype(float) / 1e9,
+            "epoch GFLOP": floor["epoch_flops"].astype(float) / 1e9,
+            "epoch MB read": floor["epoch_bytes"].astype(float) / 1e6,
+            "compute floor s": floor["compute_floor_seconds"].astype(float),
+            "memory floor s": floor["memory_floor_seconds"].astype(float),
+            "floor s": floor["floor_seconds"].astype(float),
+            "bound": floor["floor_bound"],
+        })))
+        lines.append(
+            "\nFLOPs of an epoch: forward 2·n·Σ n_in·n_out, weight gradients the same, hidden deltas "
+            "2·n·Σ_{l≥1} n_in·n_out (element-wise work not counted); bytes: the inputs, read twice. "
+            "The GEMM rate is a large square matrix product with numpy's BLAS at the benchmark's thread "
+            "count; the bandwidth is a single-threaded reduction over an array far larger than the caches.\n")
+        for r in floor.itertuples():
+            lines.append(f"- **{r.dtype}: {r.floor_bound}-bound** — the epoch's FLOPs at the GEMM rate take "
+                         f"{fmt(float(r.compute_floor_seconds))} s, reading its inputs "
+                         f"{fmt(float(r.memory_floor_seconds))} s.")
+        lines.append("")
+
+    if not checks.empty:
+        lines.append("## Correctness check before timing\n")
+        lines.append("Each arm takes one SGD step on one mini-batch of 32 rows from the shared initial "
+                     "weights; its update is compared with the `loop` reference (float64, same loss): "
+                     "relative error ‖u − u_ref‖ / ‖u_ref‖. Arms over the tolerance are **wrong** and not timed.\n")
+        table = checks[["arm", "arm_kind", "loss", "dtype", "check_error", "check_tolerance", "status", "note"]].copy()
+        table["note"] = table["note"].fillna("")
+        table.columns = ["arm", "kind", "loss trained", "dtype", "relative error", "tolerance", "status", "note"]
+        lines.append(markdown_table(table))
+        for r in checks[checks["status"] == "wrong"].itertuples():
+            lines.append(f"- **{r.arm} ({r.dtype}) is WRONG**: {r.note if isinstance(r.note, str) else ''}")
+        for r in checks[checks["status"] == "unavailable"].drop_duplicates("arm").itertuples():
+            lines.append(f"- {r.arm} skipped: {r.note}")
+        lines.append("")
+
+    if summary.empty:
+        if not results[results["kind"].isin(["floor", "check"])].empty:
+            lines.append("## Throughput\n\nNo epoch was timed.\n")
+        return lines
+    planned = coverage.set_index(["arm", "dtype", "batch_size"])["planned"]
+    lines.append("## Throughput\n")
+    lines.append(markdown_table(pd.DataFrame({
+        "arm": summary["arm"], "kind": summary["arm_kind"], "dtype": summary["dtype"],
+        "batch size": summary["batch_size"].astype(int), "compile s": summary["compile_seconds"],
+        "median epoch s": summary["median_seconds"],
+        "spread s (min–max)": [f"{fmt(a)}–{fmt(b)}" for a, b in zip(summary["min_seconds"], summary["max_seconds"])],
+        "examples/s": summary["examples_per_second"],
+        "speedup over loop": summary["speedup_over_loop"],
+        "× floor": summary["times_floor"],
+        "rows timed": [f"{int(t)}" + ("" if t == r else f" of {int(r)}") for t, r in
+                       zip(summary["rows_timed"], summary["rows"])],
+        "epochs timed": [f"{k}" + ("" if k >= planned.get((a, d, int(b)), k) else f" of {planned[(a, d, int(b))]}")
+                         for k, a, d, b in zip(summary["repeats"], summary["arm"], summary["dtype"],
+                                               summary["batch_size"])],
+    })))
+    repeats = settings.get("repeats", int(summary["repeats"].max()))
+    lines.append(
+        f"\nMedian of {repeats} timed epochs after one warm-up (compile time reported apart, not included); "
+        "every epoch starts from the same initial weights and runs the same batch order. "
+        "`× floor` is the median epoch time over the hardware floor (1 = at the floor). "
+        "Speedup is over `loop` at the same batch size and dtype.")
+    scaled = summary[summary["rows_timed"] < summary["rows"]]
+    if not scaled.empty:
+        lines.append(f"Arms slower than {fmt(settings.get('max_epoch_seconds', float('nan')))} s per epoch "
+                     f"({', '.join(sorted(set(scaled['arm'])))}) were timed on the first rows of the shuffled "
+                     "order (whole mini-batches) and scaled to the full epoch; `rows timed` says how many.")
+    arm_info = machine.get("arms", {})
+    for r in summary[summary["arm_kind"] == "peer"].drop_duplicates("arm").itertuples():
+        lines.append(f"- Peer **{r.arm}** (not mbtrain; trains loss `{r.loss}`): "
+                     f"{arm_info.get(r.arm, {}).get('description', '')}")
+    lines.append("")
+    best = fastest_arms(summary)
+    lines.append("Fastest arm per batch size" + (f" ({provisional})" if provisional else "") + ": " + "; ".join(
+        f"{r.dtype} b={r.batch_size}: {r.arm} ({fmt(r.examples_per_second)} ex/s, {fmt(r.times_floor)}× floor"
+        + (f"; {join_and(r.within_spread)} within its min–max spread" if r.within_spread else "") + ")"
+        for r in best.itertuples()) + ".\n")
+    lines.extend(image_links(plots))
+    return lines
+
+
+# -- sweep ------------------------------------------------------------------------------
+
+
+def _reached(reached, seeds, diverged, planned) -> str:
+    text = f"{reached}/{seeds}"
+    if seeds < planned:
+        text += f", {seeds} of {planned} seeds run"
+    return text + (f" ({diverged} diverged)" if diverged else "")
+
+
+def sweep_lines(results, machine, summary, best, verdict, provisional, plots) -> list:
+    """The Time to target section: settings, the table, best etas (grid), the verdict, the noise scale."""
+    settings = machine.get("settings", {})
+    targets = pd.to_numeric(results["target"], errors="coerce").dropna()
+    target = settings.get("target", targets.iloc[0] if not targets.empty else None)
+    policy = settings.get("eta_policy", "fixed")
+    how = interval_name(int(summary["seeds"].max()))
+    lines = ["## Time to target accuracy across batch sizes\n"]
+    lines.append(
+        f"Target validation accuracy {fmt(target)} within {settings.get('max_epochs', '?')} epochs; "
+        f"{settings.get('seeds', '?')} seeds (seed s fixes the initial weights, the same for every batch size, "
+        f"and the shuffle order); eta policy **{policy}**"
+        + (f" (reference batch size {settings.get('ref_batch_size')}, base eta {fmt(settings.get('eta'))})"
+           if policy != "fixed" else f" (eta {fmt(settings.get('eta'))})")
+        + f"; backend {settings.get('backend', 'numba')}, dtype {settings.get('dtype', '')}. "
+        f"Accuracy is evaluated {settings.get('evals_per_epoch', 4)} times per epoch; seconds are SGD time only. "
+        "Mean ± standard deviation over the seeds that reached the target; the verdict compares batch sizes "
+        f"by their {how} and names together those it cannot tell apart.\n")
+    lines.append(markdown_table(pd.DataFrame({
+        "batch size": summary["batch_size"], "eta": summary["eta"],
+        "reached": [_reached(*r) for r in zip(summary["reached"], summary["seeds"], summary["diverged"],
+                                              summary["seeds_planned"])],
+        "epochs to target": [fmt_mean_sd(m, s) for m, s in zip(summary["epochs"], summary["epochs_sd"])],
+        "steps to target": [fmt_mean_sd(m, s) for m, s in zip(summary["steps"], summary["steps_sd"])],
+        "seconds to target": [fmt_mean_sd(m, s) for m, s in zip(summary["seconds"], summary["seconds_sd"])],
+        "best val acc": summary["best_val_accuracy"],
+        "final train loss": summary["final_train_loss"], "final val loss": summary["final_val_loss"],
+    })))
+    if policy == "grid":
+        lines.append("\n### Best eta per batch size (grid)\n")
+        bands = []
+        for b, g in summary.groupby("batch_size", sort=True):
+            ok = g[g["reached"] == g["seeds"]]["eta"]
+            bands.append(f"{fmt(ok.min())}–{fmt(ok.max())}" if not ok.empty else "none")
+        lines.append(markdown_table(pd.DataFrame({
+            "batch size": best["batch_size"], "best eta": best["eta"],
+            "seconds to target": [fmt_mean_sd(m, s) for m, s in zip(best["seconds"], best["seconds_sd"])],
+            "epochs to target": [fmt_mean_sd(m, s) for m, s in zip(best["epochs"], best["epochs_sd"])],
+            "etas reaching target (all seeds)": bands})))
+    lines.extend(verdict_lines(verdict, best, policy, provisional))
+    lines.extend(_noise_lines(results, verdict))
+    lines.append("")
+    lines.extend(image_links(plots))
+    return lines
+
+
+def _tied(names, best, metric, unit) -> str:
+    rows = best.set_index("batch_size")
+    return ", ".join(f"{b}: {fmt(rows.loc[b, f'{metric}_lo'])}–{fmt(rows.loc[b, f'{metric}_hi'])}{unit}"
+                     for b in names)
+
+
+def verdict_lines(verdict: dict, best: pd.DataFrame, policy: str, provisional: str) -> list:
+    """The Verdict subsection (``verdict``: :func:`mbtrain.bench.summaries.scaling_verdict`)."""
+    lines = ["\n### Verdict" + (f" ({provisional})" if provisional else "") + "\n"]
+    if not verdict:
+        lines.append("No batch size reached the target with every seed: raise `--max-epochs`, lower `--target` "
+                     "or change eta." + (" Part of the run is missing, so a batch size not measured may "
+                                         "reach it." if provisional else "") + "\n")
+        return lines
+    first = "provisional; " if provisional else ""
+    how = interval_name(verdict["most_seeds"])
+    one_seed = verdict["seeds"] <= 1
+    fastest, tied = verdict["fastest"], verdict["fastest_tied"]
+    if one_seed:
+        lines.append(f"- Fastest to target: batch size {fastest} ({first}least SGD time, but from one seed: no "
+                     "spread to judge the ranking by; run more seeds before trusting it).")
+    elif len(tied) == 1:
+        lines.append(f"- **Fastest to target: batch size {fastest}** ({first}least SGD time; its seconds to target "
+                     f"overlap no other batch size's, {how}).")
+    else:
+        seconds = best.set_index("batch_size").loc[fastest, "seconds"]
+        lines.append(f"- **Fastest to target: batch sizes {join_and(sorted(tied))}, not told apart** ({first}their "
+                     f"seconds to target overlap, {how}: {_tied(sorted(tied), best, 'seconds', ' s')}); batch size "
+                     f"{fastest} has the least mean ({fmt(seconds)} s).")
+    scaling = verdict["largest_scaling"]
+    low, high = verdict["largest_scaling_range"]
+    rule = (f"the largest whose examples-to-target stay within 2× of the minimum ({fmt(verdict['examples_min'])} "
+            "examples), i.e. steps-to-target still drop at least half-proportionally (McCandlish et al.'s critical "
+            "batch size, measured)")
+    qualifier = " (provisional)" if provisional else ""
+    if low == high == scaling:
+        lines.append(f"- **Largest batch size that still scales: {scaling}**{qualifier} — {rule}.")
+    else:
+        lines.append(f"- **Largest batch size that still scales: {scaling} by the means, anywhere from {low} to "
+                     f"{high} within the noise**{qualifier} — {rule}; the seeds' examples to target ({how}) "
+                     "straddle 2× the minimum.")
+    few, few_tied = verdict["fewest_epochs"], verdict["fewest_epochs_tied"]
+    small = [b <= SMALL_BATCH for b in few_tied]
+    word = ("**agrees**" if all(small) else "**does not agree**" if not any(small) else
+            f"cannot tell: the batch sizes it cannot tell apart lie on both sides of {SMALL_BATCH}")
+    lines.append(f"- Fewest epochs to target at batch size {few}"
+                 + (f" (not told apart from {join_and(sorted(few_tied[1:]))})" if len(few_tied) > 1 else "")
+                 + f": Masters & Luschi (2018) found the best results with small mini-batches (2–{SMALL_BATCH}); "
+                 f"this run {word}"
+                 + ("" if policy == "grid" else " (with eta not tuned per batch size; try `--eta-policy grid`)")
+                 + ".")
+    return lines
+
+
+def _noise_lines(results, verdict) -> list:
+    noise = noise_points(results)
+    if noise.empty:
+        return []
+    lines = ["\n### Gradient noise scale\n"]
+    lines.append(
+        "B_simple = tr(Σ)/‖G‖² (McCandlish et al. 2018), unbiased estimates of both from per-example "
+        f"gradients on {fmt(noise['noise_rows'].iloc[0])} training rows, along the run at batch size "
+        f"{int(noise['batch_size'].iloc[0])}, seed 0. McCandlish et al. predict the critical batch "
+        "size is of the order of B_simple.\n")
+    lines.append(markdown_table(pd.DataFrame({
+        "epoch": noise["epoch"], "steps": noise["steps"], "val accuracy": noise["val_accuracy"],
+        "B_simple": noise["noise_scale"], "tr(Σ)": noise["trace_sigma"], "‖G‖²": noise["grad_norm_sq"]})))
+    if verdict:
+        tied = verdict["fastest_tied"]
+        fastest = str(tied[0]) + (f" (not told apart from {join_and(sorted(tied[1:]))})" if len(tied) > 1 else "")
+        low, high = verdict["largest_scaling_range"]
+        scaling = str(verdict["largest_scaling"]) + ("" if low == high else f" ({low}–{high} within the noise)")
+        lines.append(f"\nMeasured: fastest batch size {fastest}, largest that still scales {scaling}; B_simple "
+                     f"ranged {fmt(noise['noise_scale'].min())}–{fmt(noise['noise_scale'].max())} during training.")
+    return lines
