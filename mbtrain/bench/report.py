@@ -563,10 +563,17 @@ def render_report(folder, compare=None) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_report(folder, compare=None) -> Path:
-    """Write ``folder/report.md`` and the plots from results.csv and machine.json; returns the report's path."""
+def write_report(folder, compare=None, partial: bool = False) -> Path:
+    """Write ``folder/report.md`` and the plots from results.csv and machine.json; returns the report's path.
+
+    ``partial``: the run was interrupted while its report was being written; this one says so.
+    """
     folder = Path(folder)
     text = render_report(folder, compare=compare)
+    if partial:
+        title, _, rest = text.partition("\n")
+        text = (f"{title}\n> **Partial report**: interrupted before the report was complete; written from what "
+                f"was measured (`mbtrain report {folder}` rebuilds it).\n{rest}")
     path = folder / "report.md"
     path.write_text(text, encoding="utf-8")
     return path
