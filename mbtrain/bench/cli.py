@@ -103,7 +103,8 @@ def _common(p, command):
                    help="data set; auto: Fashion-MNIST when installed, else the shipped 8x8 digits "
                         "(default: auto; with --quick: digits)")
     p.add_argument("--data-dir", type=Path, default=None,
-                   help="directory searched first for the fashion-mnist or mnist files (must exist)")
+                   help="directory holding the fashion-mnist or mnist IDX files, read from there and nowhere "
+                        "else (with --dataset auto: Fashion-MNIST)")
     p.add_argument("--train-rows", type=_args.positive_int, default=None,
                    help="use only this many training rows (random subset; default: all)")
     p.add_argument("--sizes", type=_args.sizes, default=None,

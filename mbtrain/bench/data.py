@@ -54,7 +54,10 @@ def _load_named(name, dtype, data_dir=None, download=True):
 
 
 def check_data_dir(name, data_dir):
-    """Refuse a ``--data-dir`` that does not exist, or that the data set ``name`` would not read."""
+    """Refuse a ``--data-dir`` that does not exist, does not hold ``name``'s files, or that ``name`` would not read.
+
+    A directory given explicitly is never passed over for another copy found elsewhere.
+    """
     if data_dir is None:
         return
     if not Path(data_dir).is_dir():
@@ -62,6 +65,14 @@ def check_data_dir(name, data_dir):
     if name in ("digits", "synthetic"):
         raise ValueError(f"--data-dir: the {name} data set is not read from files (digits are shipped with "
                          f"mbtrain, synthetic blobs are generated); --data-dir is for fashion-mnist and mnist")
+    from .. import datasets
+
+    key = "fashion-mnist" if name == "auto" else name
+    files = datasets.locate(key, data_dir)  # raises when the directory holds only some of the files
+    if files is None or Path(files["train_images"]).parent.resolve() != Path(data_dir).resolve():
+        raise FileNotFoundError(f"--data-dir: {data_dir} does not hold the {key} IDX files "
+                                f"(train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+                                f"t10k-labels-idx1-ubyte, each plain or .gz)")
 
 
 def load_data(name="auto", dtype="float32", train_rows=None, validation_fraction=1 / 6, seed=0,
