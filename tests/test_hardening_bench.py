@@ -289,7 +289,7 @@ def test_kill_9_of_a_parallel_sweep_leaves_no_worker_computing(tmp_path):
         while time.monotonic() < deadline and parent.poll() is None:
             children = [pid for pid in _alive_with_marker(marker)
                         if (_stat(pid) or ("", 0, 0))[1] == parent.pid
-                        and b"loky" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+                        and b"popen_loky" in Path(f"/proc/{pid}/cmdline").read_bytes()]  # not its resource tracker
             if len(children) >= 2 and all((_stat(pid) or ("", 0, 0))[2] >= 3.0 for pid in children):
                 workers = children  # both computing their run
                 break

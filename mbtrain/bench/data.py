@@ -47,7 +47,8 @@ def _load_named(name, dtype, data_dir=None, download=True):
 
     X_train, y_train, _, _ = datasets.load(name, dtype=dtype, data_dir=data_dir, download=download)
     if name == "digits":
-        return X_train, y_train, "digits training split (shipped with mbtrain: mbtrain/data/digits.npz; test split unused)"
+        return X_train, y_train, ("digits training split (shipped with mbtrain: mbtrain/data/digits.npz; "
+                                  "test split unused)")
     files = datasets.locate(name, data_dir) or {}
     read = " and ".join(str(files[role]) for role in ("train_images", "train_labels") if role in files)
     return X_train, y_train, f"{name} training split, read from {read or '?'} (test split unused)"

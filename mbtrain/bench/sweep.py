@@ -324,10 +324,10 @@ def sweep(data, sizes, *, out, cost="quadratic", init="gaussian", dtype="float32
                   arm=backend, eta_policy=eta_policy, lmbda=lmbda, threads=threads, rows=n, target=target,
                   max_epochs=max_epochs, executor=executor, jobs=jobs)
     # Every setting that changes a result; a resumed run must match each (how runs are spread may differ).
-    settings = dict(dataset=data.name, data_fingerprint=fingerprint(data.X_train, data.y_train, data.X_val, data.y_val),
-                    sizes=sizes, cost=probe.cost.name, init=init, dtype=probe.dtype.name,
-                    batch_sizes=batch_sizes, target=target, max_epochs=max_epochs, eta=eta,
-                    eta_policy=eta_policy, ref_batch_size=ref_batch_size,
+    rows_fingerprint = fingerprint(data.X_train, data.y_train, data.X_val, data.y_val)
+    settings = dict(dataset=data.name, data_fingerprint=rows_fingerprint, sizes=sizes, cost=probe.cost.name,
+                    init=init, dtype=probe.dtype.name, batch_sizes=batch_sizes, target=target,
+                    max_epochs=max_epochs, eta=eta, eta_policy=eta_policy, ref_batch_size=ref_batch_size,
                     grid_factors=list(grid_factors), lmbda=lmbda, seeds=seeds,
                     evals_per_epoch=evals_per_epoch, backend=backend, noise_batch_size=noise_batch,
                     train_rows=n, validation_rows=int(X_val.shape[0]), threads=threads)
@@ -339,7 +339,8 @@ def sweep(data, sizes, *, out, cost="quadratic", init="gaussian", dtype="float32
                           max_epochs=max_epochs, evals_per_epoch=evals_per_epoch, backend=backend, threads=threads)
     interrupted = False
     out.mkdir(parents=True, exist_ok=True)
-    with folder_lock(out):
+    with contextlib.ExitStack() as held:
+        held.enter_context(folder_lock(out))
         previous = check_resumable(out, "sweep", settings) if resume else {}
         info = machine_info(command=command)
         info.update(run="sweep", dataset=data.name, dataset_note=data.note, quick=quick, settings=settings,
@@ -348,49 +349,45 @@ def sweep(data, sizes, *, out, cost="quadratic", init="gaussian", dtype="float32
             info["resumed_from"] = previous.get("resumed_from", []) + [
                 {k: previous.get(k) for k in ("timestamp", "command", "execution", "interrupted")}]
         # The workers are reachable before results.csv is opened (and, without resume, emptied).
-        with _executor(jobs, scheduler) if parallel else contextlib.nullcontext() as run_parallel:
-            writer = ResultsWriter(out / "results.csv", on_row=on_row, resume=resume, keep=_keep_finished)
+        run_parallel = held.enter_context(_executor(jobs, scheduler)) if parallel else None
+        writer = ResultsWriter(out / "results.csv", on_row=on_row, resume=resume, keep=_keep_finished)
 
-            def record(batch_size, run_eta, seed, rows):
-                run = dict(common, batch_size=batch_size, eta=run_eta, seed=seed)
-                for row in rows:
-                    writer.write(**run, **row)
+        def record(batch_size, run_eta, seed, rows):
+            run = dict(common, batch_size=batch_size, eta=run_eta, seed=seed)
+            for row in rows:
+                writer.write(**run, **row)
 
-            try:
-                done = _finished_runs(writer.rows)
-                todo = [run for run in runs if _run_key(*run) not in done]
-                with thread_limits(threads) as counts:
-                    info["threads"] = counts
-                    if backend == "numba":  # in parallel runs too: the workers then load the kernels from the cache
-                        info["compile_seconds"] = compile_kernels(probe.dtype.name, probe.cost.name)
-                    write_machine(out / "machine.json", info)
-                    bar = tqdm(total=len(runs), initial=len(runs) - len(todo), desc="sweep", unit="run",
-                               disable=None if progress is None else not progress)
-                    try:
-                        if not parallel:
-                            for batch_size, run_eta, seed in todo:
-                                bar.set_postfix(batch_size=batch_size, eta=f"{run_eta:.3g}", seed=seed)
-                                _serial_run(record, X, Y, X_val, Y_val, batch_size, run_eta, seed,
-                                            batch_size == noise_batch and seed == 0
-                                            and run_eta == noise_eta[batch_size], trial_settings)
-                                bar.update(1)
-                        else:
-                            tasks = [(_run_key(b, e, s), dict(
-                                X=X, Y=Y, X_val=X_val, Y_val=Y_val, batch_size=b, eta=e, seed=s,
-                                with_noise=b == noise_batch and s == 0 and e == noise_eta[b], **trial_settings))
-                                for b, e, s in todo]
-                            for key, rows in run_parallel(tasks):
-                                if key in done:  # a run Dask ran twice (a worker was lost): written once
-                                    continue
-                                record(*key, rows)
-                                done.add(key)
-                                bar.update(1)
-                    finally:
-                        bar.close()
-            except KeyboardInterrupt:
-                interrupted = True
-            finally:
-                writer.close()
+        try:
+            done = _finished_runs(writer.rows)
+            todo = [run for run in runs if _run_key(*run) not in done]
+            with thread_limits(threads) as counts:
+                info["threads"] = counts
+                if backend == "numba":  # in parallel runs too: the workers then load the kernels from the cache
+                    info["compile_seconds"] = compile_kernels(probe.dtype.name, probe.cost.name)
+                write_machine(out / "machine.json", info)
+                with tqdm(total=len(runs), initial=len(runs) - len(todo), desc="sweep", unit="run",
+                          disable=None if progress is None else not progress) as bar:
+                    with_noise = {(b, e, s): b == noise_batch and s == 0 and e == noise_eta[b] for b, e, s in todo}
+                    if run_parallel is None:
+                        for batch_size, run_eta, seed in todo:
+                            bar.set_postfix(batch_size=batch_size, eta=f"{run_eta:.3g}", seed=seed)
+                            _serial_run(record, X, Y, X_val, Y_val, batch_size, run_eta, seed,
+                                        with_noise[batch_size, run_eta, seed], trial_settings)
+                            bar.update(1)
+                    else:
+                        tasks = [(_run_key(*run), dict(X=X, Y=Y, X_val=X_val, Y_val=Y_val, batch_size=run[0],
+                                                       eta=run[1], seed=run[2], with_noise=with_noise[run],
+                                                       **trial_settings)) for run in todo]
+                        for key, rows in run_parallel(tasks):
+                            if key in done:  # a run Dask ran twice (a worker was lost): written once
+                                continue
+                            record(*key, rows)
+                            done.add(key)
+                            bar.update(1)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            writer.close()
         return finish_run(out, info, interrupted, write_report)
 
 
