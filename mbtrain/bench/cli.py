@@ -21,7 +21,8 @@ Every arm is first checked against the loop reference on one mini-batch, then
 timed, one measurement at a time (timings taken side by side would lie);
 results.csv, machine.json, report.md and plots go to --out. A run that was
 killed or interrupted continues with the same command plus --resume: what is
-already in results.csv is not measured again."""
+already in results.csv is not measured again (the settings and the data must
+be the same). One run at a time writes a folder."""
 
 SWEEP_EXAMPLE = """example:
   mbtrain sweep --quick
@@ -30,12 +31,13 @@ SWEEP_EXAMPLE = """example:
   mbtrain sweep --quick --scheduler tcp://10.0.0.5:8786    # on a Dask cluster
   mbtrain sweep --quick --out results/sweep --resume       # continue a killed sweep
 
-results.csv, machine.json, report.md and plots go to --out. With --resume, runs
-already finished in --out/results.csv are skipped (the settings must be the
-same; a run cut short is redone, a half-written last line dropped). With
---jobs or --scheduler the runs execute in worker processes and this process
-alone writes results.csv; their seconds are wall time shared with the other
-runs, which the report and the executor/jobs columns say."""
+results.csv, machine.json, report.md and plots go to --out; one run at a time
+writes a folder. With --resume, runs already finished in --out/results.csv are
+skipped (the settings and the data must be the same; a run cut short is redone,
+a half-written last line dropped). With --jobs or --scheduler the runs execute
+in worker processes and this process alone writes results.csv; their seconds
+are wall time shared with the other runs, which the report and the executor/jobs
+columns say."""
 
 REPORT_EXAMPLE = """example:
   mbtrain report mbtrain-results/bench-20250101-120000
@@ -123,8 +125,9 @@ def _common(p, command):
                    help="a reduced run that finishes in under a minute; options given explicitly still apply")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it is off anyway when not a tty)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out (which must be given): skip what its results.csv already holds (the "
-                        "same settings and data are required); without it an existing results.csv is replaced")
+                   help="continue the run in --out (which must be given): skip what its results.csv already "
+                        "holds (the same settings and data are required); without it an existing results.csv is "
+                        "replaced")
 
 
 def register(subparsers) -> None:
@@ -237,8 +240,8 @@ def _load(args, command):
         how = "as given"
     else:
         sizes, _ = fit_sizes(DEFAULT_SIZES, data)
-        how = f"the default {','.join(map(str, DEFAULT_SIZES))} fitted to the data" if sizes != DEFAULT_SIZES \
-            else "the default"
+        how = "the default" if sizes == DEFAULT_SIZES else \
+            f"the default {','.join(map(str, DEFAULT_SIZES))} fitted to the data"
         data.note += f"; sizes {','.join(map(str, sizes))}: {how}"
     print(f"mbtrain {command}: data: {data.name}: {data.note}")
     print(f"mbtrain {command}: sizes {','.join(map(str, sizes))} ({how})")
