@@ -21,7 +21,8 @@ Every arm is first checked against the loop reference on one mini-batch, then
 timed, one measurement at a time (timings taken side by side would lie);
 results.csv, machine.json, report.md and plots go to --out. A run that was
 killed or interrupted continues with the same command plus --resume: what is
-already in results.csv is not measured again."""
+already in results.csv is not measured again (the settings and the data must
+be the same). One run at a time writes a folder."""
 
 SWEEP_EXAMPLE = """example:
   mbtrain sweep --quick
@@ -30,16 +31,25 @@ SWEEP_EXAMPLE = """example:
   mbtrain sweep --quick --scheduler tcp://10.0.0.5:8786    # on a Dask cluster
   mbtrain sweep --quick --out results/sweep --resume       # continue a killed sweep
 
-results.csv, machine.json, report.md and plots go to --out. With --resume, runs
-already finished in --out/results.csv are skipped (the settings must be the
-same; a run cut short is redone, a half-written last line dropped). With
---jobs or --scheduler the runs execute in worker processes and this process
-alone writes results.csv; their seconds are wall time shared with the other
-runs, which the report and the executor/jobs columns say."""
+results.csv, machine.json, report.md and plots go to --out; one run at a time
+writes a folder. With --resume, runs already finished in --out/results.csv are
+skipped (the settings and the data must be the same; a run cut short is redone,
+a half-written last line dropped). With --jobs or --scheduler the runs execute
+in worker processes and this process alone writes results.csv; their seconds
+are wall time shared with the other runs, which the report and the executor/jobs
+columns say."""
 
 REPORT_EXAMPLE = """example:
   mbtrain report mbtrain-results/bench-20250101-120000
   mbtrain report new_results --compare old_results"""
+
+
+# What --quick changes, and the defaults otherwise: an option given explicitly always wins over both.
+DEFAULTS = {"bench": dict(dataset="auto", repeats=5, max_epoch_seconds=1.0),
+            "sweep": dict(dataset="auto", seeds=3)}
+QUICK = {"bench": dict(dataset="digits", repeats=3, max_epoch_seconds=0.3),
+         "sweep": dict(dataset="digits", seeds=2)}
+DEFAULT_SIZES = [784, 30, 10]
 
 
 def _str_list(text):
@@ -56,6 +66,16 @@ def _float_list(text):
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0.5,1,2, got {text!r}") from None
     if not values or any(not v > 0 for v in values):
         raise argparse.ArgumentTypeError(f"expected positive numbers like 0.5,1,2, got {text!r}")
+    return values
+
+
+def _batch_sizes(text):
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated batch sizes like 1,10,100, got {text!r}") from None
+    if not values or any(value < 1 for value in values):
+        raise argparse.ArgumentTypeError(f"expected batch sizes >= 1 like 1,10,100, got {text!r}")
     return values
 
 
@@ -76,13 +96,22 @@ def _fraction(text):
     return value
 
 
-def _common(p, default_sizes):
-    p.add_argument("--dataset", default="auto", choices=DATASETS,
-                   help="data set; auto: Fashion-MNIST when installed, else the shipped 8x8 digits")
+def _preset_help(command, key, text):
+    return f"{text} (default: {DEFAULTS[command][key]}; with --quick: {QUICK[command][key]})"
+
+
+def _common(p, command):
+    p.add_argument("--dataset", default=None, choices=DATASETS,
+                   help="data set; auto: Fashion-MNIST when installed, else the shipped 8x8 digits "
+                        "(default: auto; with --quick: digits)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="directory holding the fashion-mnist or mnist IDX files, read from there and nowhere "
+                        "else (with --dataset auto: Fashion-MNIST)")
     p.add_argument("--train-rows", type=_args.positive_int, default=None,
-                   help="use only this many training rows (random subset)")
-    p.add_argument("--sizes", type=_args.sizes, default=default_sizes,
-                   help="layer widths; first/last are set to the data's features/classes if they differ")
+                   help="use only this many training rows (random subset; default: all)")
+    p.add_argument("--sizes", type=_args.sizes, default=None,
+                   help="layer widths; they must fit the data (first: its features, last: its classes) "
+                        "(default: 784,30,10 with the first and last set to the data's)")
     p.add_argument("--cost", default="quadratic", help="quadratic, cross_entropy or softmax")
     p.add_argument("--init", default="gaussian", help="gaussian or scaled")
     p.add_argument("--eta", type=_args.positive_float, default=3.0, help="learning rate")
@@ -91,51 +120,58 @@ def _common(p, default_sizes):
                    help="threads for BLAS, numba and torch alike; 1 compares arms per core (several "
                         "spin-waiting thread pools in one process slow each other down on small machines)")
     p.add_argument("--out", type=Path, default=None,
-                   help="result folder (default: mbtrain-results/COMMAND-TIMESTAMP)")
+                   help=f"result folder (default: mbtrain-results/{command}-TIMESTAMP)")
     p.add_argument("--quick", action="store_true",
-                   help="a reduced run that finishes in under a minute (on digits unless --dataset is given)")
+                   help="a reduced run that finishes in under a minute; options given explicitly still apply")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it is off anyway when not a tty)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out: skip what its results.csv already holds (same settings "
-                        "required); without it an existing results.csv is replaced")
+                   help="continue the run in --out (which must be given): skip what its results.csv already "
+                        "holds (the same settings and data are required); without it an existing results.csv is "
+                        "replaced")
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("bench", help="throughput of every arm against the hardware floor",
-                              description=__doc__.splitlines()[0] + "\n\n" + (
-                                  "Throughput of the loop, numpy and numba backends (and PyTorch / scikit-learn as "
-                                  "peers where installed) per batch size and dtype."),
+                              description="Throughput of the loop, numpy and numba backends (and PyTorch and\n"
+                                          "scikit-learn as peers, where installed) per batch size and dtype,\n"
+                                          "each checked against the loop reference first.",
                               epilog=BENCH_EXAMPLE, formatter_class=_args.Formatter)
-    _common(p, [784, 30, 10])
-    p.add_argument("--batch-sizes", type=_args.int_list, default=[1, 10, 100, 1000])
+    _common(p, "bench")
+    p.add_argument("--batch-sizes", type=_batch_sizes, default=[1, 10, 100, 1000],
+                   help="mini-batch sizes to time, comma-separated")
     p.add_argument("--arms", type=_str_list, default=["loop", "numpy", "numba", "torch", "sklearn"],
                    help="arms to run; peers that are not installed are reported and skipped")
     p.add_argument("--dtype", type=_str_list, default=["float32", "float64"], help="dtypes, comma-separated")
-    p.add_argument("--repeats", type=_args.positive_int, default=5, help="timed epochs per measurement")
-    p.add_argument("--max-epoch-seconds", type=_args.positive_float, default=1.0,
-                   help="arms slower than this per epoch are timed on a subset of rows and scaled")
+    p.add_argument("--repeats", type=_args.positive_int, default=None,
+                   help=_preset_help("bench", "repeats", "timed epochs per measurement"))
+    p.add_argument("--max-epoch-seconds", type=_args.positive_float, default=None,
+                   help=_preset_help("bench", "max_epoch_seconds",
+                                     "arms slower than this per epoch are timed on a subset of rows and scaled"))
     p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the batch order")
     p.set_defaults(func=run_bench)
 
     p = subparsers.add_parser("sweep", help="time to a target accuracy across batch sizes",
-                              description="Train to a target validation accuracy for each batch size, eta "
-                                          "and seed; report epochs, steps and seconds to target and the "
-                                          "gradient noise scale.",
+                              description="Train to a target validation accuracy for each batch size, eta and\n"
+                                          "seed; report epochs, steps and seconds to target and the gradient\n"
+                                          "noise scale.",
                               epilog=SWEEP_EXAMPLE, formatter_class=_args.Formatter)
-    _common(p, [784, 30, 10])
-    p.add_argument("--batch-sizes", type=_args.int_list, default=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000])
+    _common(p, "sweep")
+    p.add_argument("--batch-sizes", type=_batch_sizes, default=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
+                   help="mini-batch sizes to train with, comma-separated")
     p.add_argument("--target", type=_fraction, default=0.85, help="target validation accuracy")
-    p.add_argument("--max-epochs", type=_args.positive_int, default=30)
+    p.add_argument("--max-epochs", type=_args.positive_int, default=30,
+                   help="a run that has not reached the target after this many epochs stops as not reached")
     p.add_argument("--eta-policy", default="fixed", choices=["fixed", "linear", "sqrt", "grid"],
                    help="eta per batch size: fixed, linear or sqrt scaling from --ref-batch-size, or a grid")
     p.add_argument("--ref-batch-size", type=_args.positive_int, default=10,
                    help="the batch size at which --eta applies (linear, sqrt, grid)")
     p.add_argument("--eta-grid", type=_float_list, default=[0.25, 0.5, 1.0, 2.0, 4.0],
                    help="grid policy: factors times the sqrt-scaled eta")
-    p.add_argument("--seeds", type=_args.positive_int, default=3, help="seeds 0..N-1")
+    p.add_argument("--seeds", type=_args.positive_int, default=None,
+                   help=_preset_help("sweep", "seeds", "seeds 0..N-1"))
     p.add_argument("--evals-per-epoch", type=_args.positive_int, default=4,
                    help="validation accuracy checks per epoch (the resolution of steps to target)")
-    p.add_argument("--dtype", default="float32", help="float32 or float64")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="parameter dtype")
     p.add_argument("--backend", default="numba", help="numba, numpy or loop")
     p.add_argument("--jobs", type=_jobs, default=1,
                    help="runs at once in worker processes (joblib; -1: one per core); 1 runs them here, serially")
@@ -144,8 +180,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_sweep)
 
     p = subparsers.add_parser("report", help="rebuild report.md and plots from a result folder",
-                              description="Rebuild report.md and the plots of a bench or sweep folder from "
-                                          "its results.csv and machine.json alone.",
+                              description="Rebuild report.md and the plots of a bench or sweep folder from its\n"
+                                          "results.csv and machine.json alone.",
                               epilog=REPORT_EXAMPLE, formatter_class=_args.Formatter)
     p.add_argument("folder", type=Path, help="a folder written by mbtrain bench or mbtrain sweep")
     p.add_argument("--compare", type=Path, default=None, help="another result folder to compare with")
@@ -176,21 +212,40 @@ def _out(args, command):
 
 
 def _error(command, exc) -> int:
-    print(f"mbtrain {command}: error: {exc}", file=sys.stderr)
+    message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())  # one line
+    print(f"mbtrain {command}: error: {message}", file=sys.stderr)
     return 2
 
 
-def _load(args, command):
-    from .data import fit_sizes, load_data
+def _settle(args, command):
+    """Fill the options left out from the preset (``--quick``) or the defaults; refuse contradictions."""
+    preset = QUICK[command] if args.quick else DEFAULTS[command]
+    for key, value in preset.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.resume and args.out is None:
+        raise ValueError("--resume: needs --out, the folder of the run to continue")
 
-    dataset = args.dataset
-    if args.quick and dataset == "auto":
-        dataset = "digits"  # --quick: the shipped set, always there and meaningful in seconds
-    data = load_data(dataset, dtype="float64", train_rows=args.train_rows)
-    sizes, note = fit_sizes(args.sizes, data)
-    if note:
-        print(f"mbtrain {command}: {note}", file=sys.stderr)
-    return data, sizes, note
+
+def _load(args, command):
+    """The data and the sizes of the run; says which data and sizes on stdout.
+
+    An explicit ``--sizes`` must fit the data; only the default adapts to it.
+    """
+    from .data import check_sizes, fit_sizes, load_data
+
+    data = load_data(args.dataset, dtype="float64", train_rows=args.train_rows, data_dir=args.data_dir)
+    if args.sizes is not None:
+        sizes = check_sizes(args.sizes, data)
+        how = "as given"
+    else:
+        sizes, _ = fit_sizes(DEFAULT_SIZES, data)
+        how = "the default" if sizes == DEFAULT_SIZES else \
+            f"the default {','.join(map(str, DEFAULT_SIZES))} fitted to the data"
+        data.note += f"; sizes {','.join(map(str, sizes))}: {how}"
+    print(f"mbtrain {command}: data: {data.name}: {data.note}")
+    print(f"mbtrain {command}: sizes {','.join(map(str, sizes))} ({how})")
+    return data, sizes
 
 
 def _finish(command, result, started) -> int:
@@ -204,27 +259,27 @@ def _finish(command, result, started) -> int:
     return 0
 
 
+def _command_line():
+    return shlex.join(["mbtrain"] + sys.argv[1:]) if sys.argv[0].endswith("mbtrain") else shlex.join(sys.argv)
+
+
 def run_bench(args) -> int:
     from .throughput import bench
 
     started = time.perf_counter()
-    command = shlex.join(["mbtrain"] + sys.argv[1:]) if sys.argv[0].endswith("mbtrain") else shlex.join(sys.argv)
     try:
-        data, sizes, note = _load(args, "bench")
-        batch_sizes, repeats, max_seconds = args.batch_sizes, args.repeats, args.max_epoch_seconds
-        if args.quick:
-            repeats = min(repeats, 3)
-            max_seconds = min(max_seconds, 0.3)
+        _settle(args, "bench")
+        data, sizes = _load(args, "bench")
         out = _out(args, "bench")
-        print(f"mbtrain bench: {data.name}, sizes {sizes}, writing to {out}")
+        print(f"mbtrain bench: writing to {out}")
         with _sigterm_as_interrupt():
             result = bench(data.X_train, data.y_train, sizes, out=out, cost=args.cost, init=args.init, eta=args.eta,
-                           lmbda=args.lmbda, batch_sizes=batch_sizes, arms=args.arms, dtypes=args.dtype,
-                           repeats=repeats, seed=args.seed, threads=args.threads, max_epoch_seconds=max_seconds,
-                           dataset=data.name, dataset_note=data.note + (f"; {note}" if note else ""),
-                           quick=args.quick, command=command, progress=False if args.no_progress else None,
-                           resume=args.resume)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
+                           lmbda=args.lmbda, batch_sizes=args.batch_sizes, arms=args.arms, dtypes=args.dtype,
+                           repeats=args.repeats, seed=args.seed, threads=args.threads,
+                           max_epoch_seconds=args.max_epoch_seconds, dataset=data.name, dataset_note=data.note,
+                           quick=args.quick, command=_command_line(),
+                           progress=False if args.no_progress else None, resume=args.resume)
+    except (ValueError, TypeError, OSError) as exc:
         return _error("bench", exc)
     return _finish("bench", result, started)
 
@@ -233,25 +288,21 @@ def run_sweep(args) -> int:
     from .sweep import sweep
 
     started = time.perf_counter()
-    command = shlex.join(["mbtrain"] + sys.argv[1:]) if sys.argv[0].endswith("mbtrain") else shlex.join(sys.argv)
     try:
-        data, sizes, note = _load(args, "sweep")
-        if note:
-            data.note += f"; {note}"
-        batch_sizes, seeds, max_epochs = args.batch_sizes, args.seeds, args.max_epochs
-        if args.quick:
-            seeds = min(seeds, 2)
+        _settle(args, "sweep")
+        data, sizes = _load(args, "sweep")
         out = _out(args, "sweep")
-        print(f"mbtrain sweep: {data.name}, sizes {sizes}, writing to {out}")
+        print(f"mbtrain sweep: writing to {out}")
         with _sigterm_as_interrupt():
             result = sweep(data, sizes, out=out, cost=args.cost, init=args.init, dtype=args.dtype,
-                           batch_sizes=batch_sizes, target=args.target, max_epochs=max_epochs, eta=args.eta,
-                           eta_policy=args.eta_policy, ref_batch_size=args.ref_batch_size, grid_factors=args.eta_grid,
-                           lmbda=args.lmbda, seeds=seeds, evals_per_epoch=args.evals_per_epoch, backend=args.backend,
-                           threads=args.threads, quick=args.quick, command=command,
+                           batch_sizes=args.batch_sizes, target=args.target, max_epochs=args.max_epochs,
+                           eta=args.eta, eta_policy=args.eta_policy, ref_batch_size=args.ref_batch_size,
+                           grid_factors=args.eta_grid, lmbda=args.lmbda, seeds=args.seeds,
+                           evals_per_epoch=args.evals_per_epoch, backend=args.backend, threads=args.threads,
+                           quick=args.quick, command=_command_line(),
                            progress=False if args.no_progress else None, resume=args.resume,
                            jobs=args.jobs, scheduler=args.scheduler)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, OSError) as exc:
         return _error("sweep", exc)
     return _finish("sweep", result, started)
 
@@ -261,7 +312,7 @@ def run_report(args) -> int:
 
     try:
         path = write_report(args.folder, compare=args.compare)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:
         return _error("report", exc)
     print(f"mbtrain report: wrote {path}")
     return 0

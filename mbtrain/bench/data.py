@@ -1,7 +1,9 @@
 """The data a benchmark or sweep runs on, and the network sizes that fit it."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -31,8 +33,11 @@ class BenchData:
         return int(max(self.y_train.max(), self.y_val.max() if len(self.y_val) else 0)) + 1
 
 
-def _load_named(name, dtype, download=True):
-    """``(X_train, y_train, note)`` of a named data set (its test rows are never used here)."""
+def _load_named(name, dtype, data_dir=None, download=True):
+    """``(X_train, y_train, note)`` of a named data set (its test rows are never used here).
+
+    The note names the files the rows were read from.
+    """
     if name == "synthetic":
         from ..synthetic import make_blobs
 
@@ -40,30 +45,72 @@ def _load_named(name, dtype, download=True):
         return X, y, "synthetic blobs (mbtrain.synthetic.make_blobs: 1200 rows, 64 features, 10 classes)"
     from .. import datasets
 
-    X_train, y_train, _, _ = datasets.load(name, dtype=dtype, download=download)
-    return X_train, y_train, f"{name} training split (mbtrain.datasets.load; test split unused)"
+    X_train, y_train, _, _ = datasets.load(name, dtype=dtype, data_dir=data_dir, download=download)
+    if name == "digits":
+        return X_train, y_train, ("digits training split (shipped with mbtrain: mbtrain/data/digits.npz; "
+                                  "test split unused)")
+    files = datasets.locate(name, data_dir) or {}
+    read = " and ".join(str(files[role]) for role in ("train_images", "train_labels") if role in files)
+    return X_train, y_train, f"{name} training split, read from {read or '?'} (test split unused)"
 
 
-def load_data(name="auto", dtype="float32", train_rows=None, validation_fraction=1 / 6, seed=0) -> BenchData:
+def check_data_dir(name, data_dir):
+    """Refuse a ``--data-dir`` that does not exist, does not hold ``name``'s files, or that ``name`` would not read.
+
+    A directory given explicitly is never passed over for another copy found elsewhere.
+    """
+    if data_dir is None:
+        return
+    if not Path(data_dir).is_dir():
+        raise ValueError(f"--data-dir: {data_dir} is not a directory")
+    if name in ("digits", "synthetic"):
+        raise ValueError(f"--data-dir: the {name} data set is not read from files (digits are shipped with "
+                         f"mbtrain, synthetic blobs are generated); --data-dir is for fashion-mnist and mnist")
+    from .. import datasets
+
+    key = "fashion-mnist" if name == "auto" else name
+    files = datasets.locate(key, data_dir)  # raises when the directory holds only some of the files
+    if files is None or Path(files["train_images"]).parent.resolve() != Path(data_dir).resolve():
+        raise FileNotFoundError(f"--data-dir: {data_dir} does not hold the {key} IDX files "
+                                f"(train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+                                f"t10k-labels-idx1-ubyte, each plain or .gz)")
+
+
+def load_data(name="auto", dtype="float32", train_rows=None, validation_fraction=1 / 6, seed=0,
+              data_dir=None) -> BenchData:
     """Load ``name`` and hold out a validation part of its training rows.
 
     Parameters
     ----------
     name : {"auto", "digits", "fashion-mnist", "mnist", "synthetic"}
         ``"auto"``: Fashion-MNIST when a local copy exists (never downloaded),
-        else the digits shipped with mbtrain.
+        else the digits shipped with mbtrain; with ``data_dir``, Fashion-MNIST
+        or an error (a directory given is never silently passed over).
     train_rows : int or None
         Keep only this many training rows (a seeded random subset), after the split.
     validation_fraction : float
         Share of the training rows held out for validation (1/6: MNIST's 50 000 / 10 000).
     seed : int
         Seeds the split (:func:`mbtrain.datasets.train_validation_split`) and the subset.
+    data_dir : str or Path or None
+        Searched first for the IDX files (see :func:`mbtrain.datasets.load`);
+        it must exist, and only fashion-mnist and mnist read it.
+
+    Raises
+    ------
+    ValueError
+        An unknown name, a ``data_dir`` that does not exist or does not apply,
+        or a damaged file (the message names it).
     """
     from ..datasets import train_validation_split
 
     if name not in DATASETS:
         raise ValueError(f"--dataset: unknown data set {name!r}; choose one of {list(DATASETS)}")
-    if name == "auto":
+    check_data_dir(name, data_dir)
+    if name == "auto" and data_dir is not None:
+        X, y, note = _load_named("fashion-mnist", dtype, data_dir, download=False)
+        name = "fashion-mnist"
+    elif name == "auto":
         try:
             X, y, note = _load_named("fashion-mnist", dtype, download=False)
             name = "fashion-mnist"
@@ -72,7 +119,7 @@ def load_data(name="auto", dtype="float32", train_rows=None, validation_fraction
             name = "digits"
             note += f" (Fashion-MNIST not used: {exc})"
     else:
-        X, y, note = _load_named(name, dtype)
+        X, y, note = _load_named(name, dtype, data_dir)
     X_train, y_train, X_val, y_val = train_validation_split(
         np.ascontiguousarray(X, dtype=dtype), np.asarray(y, dtype=np.int64), validation_fraction, seed=seed)
     if train_rows is not None and train_rows < len(y_train):
@@ -86,7 +133,9 @@ def load_data(name="auto", dtype="float32", train_rows=None, validation_fraction
 def fit_sizes(sizes, data: BenchData) -> tuple[list[int], str]:
     """``sizes`` with the first and last width set to the data's features and classes.
 
-    Returns the sizes and a note saying what was changed ("" when nothing was).
+    For the default sizes only: an explicit ``--sizes`` is checked with
+    :func:`check_sizes` instead. Returns the sizes and a note saying what was
+    changed ("" when nothing was).
     """
     sizes = list(sizes)
     fitted = [data.n_features] + sizes[1:-1] + [data.n_classes]
@@ -94,3 +143,45 @@ def fit_sizes(sizes, data: BenchData) -> tuple[list[int], str]:
         return sizes, ""
     return fitted, (f"sizes {','.join(map(str, sizes))} do not match {data.name} "
                     f"({data.n_features} inputs, {data.n_classes} classes): using {','.join(map(str, fitted))}")
+
+
+def check_sizes(sizes, data: BenchData) -> list[int]:
+    """``sizes`` when they fit the data: ``sizes[0]`` its features, ``sizes[-1]`` its classes.
+
+    Raises
+    ------
+    ValueError
+        Naming each width that does not fit (an explicit ``--sizes`` is never rewritten).
+    """
+    sizes = list(sizes)
+    wrong = []
+    if sizes[0] != data.n_features:
+        wrong.append(f"sizes[0] is {sizes[0]} but {data.name} has {data.n_features} features")
+    if sizes[-1] != data.n_classes:
+        wrong.append(f"sizes[-1] is {sizes[-1]} but {data.name} has {data.n_classes} classes")
+    if wrong:
+        raise ValueError(f"--sizes {','.join(map(str, sizes))} does not fit the data: {'; '.join(wrong)} "
+                         f"(leave --sizes out to use {data.n_features},...,{data.n_classes})")
+    return sizes
+
+
+def fingerprint(*arrays, sample_rows=64) -> str:
+    """A short hash of ``arrays``: their shapes, up to ``sample_rows`` evenly spaced rows of each, all of 1-d ones.
+
+    Cheap on any size of data (a memory-mapped file is read at those rows only),
+    and it tells two data sets apart when their rows differ; a resumed run
+    compares it with the run it continues. Floats are hashed as float64, so the
+    same values give the same fingerprint whatever their dtype.
+    """
+    digest = hashlib.sha256()
+    for array in arrays:
+        array = np.asarray(array)
+        digest.update(repr(array.shape).encode("ascii"))
+        if array.ndim == 0 or array.shape[0] == 0:
+            continue
+        if array.ndim > 1:
+            rows = np.unique(np.linspace(0, array.shape[0] - 1, min(sample_rows, array.shape[0])).astype(np.int64))
+            array = array[rows]
+        kind = np.float64 if array.dtype.kind == "f" else np.int64
+        digest.update(np.ascontiguousarray(array, dtype=kind).tobytes())
+    return digest.hexdigest()[:16]

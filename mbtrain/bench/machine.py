@@ -113,12 +113,18 @@ def thread_limits(n_threads: int, arms=()):
         numba.set_num_threads(previous_numba)
 
 
+def _shown(settings, key):
+    return repr(settings[key]) if key in settings else "not recorded"
+
+
 def check_resumable(folder, run: str, settings: dict) -> dict:
     """machine.json of the run being resumed in ``folder``, checked to have ``run``'s ``settings``.
 
     Resuming appends to results.csv, so it is only allowed when every setting
-    that shapes a measurement (sizes, batch sizes, etas, seeds, data rows ...)
-    is the same; how the work is spread (``--jobs``, ``--scheduler``) may differ.
+    that shapes a measurement (the data set's name and fingerprint, sizes,
+    batch sizes, etas, seeds, threads ...) is the same; how the work is spread
+    (``--jobs``, ``--scheduler``) may differ. A setting the earlier run did not
+    record (an older mbtrain) counts as different: it cannot be checked.
 
     Returns ``{}`` when the folder holds no earlier run (a fresh start).
 
@@ -141,6 +147,6 @@ def check_resumable(folder, run: str, settings: dict) -> dict:
     new = json.loads(json.dumps(settings, default=str))
     differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if differ:
-        detail = "; ".join(f"{k}: was {old.get(k)!r}, now {new.get(k)!r}" for k in differ)
+        detail = "; ".join(f"{k}: was {_shown(old, k)}, now {_shown(new, k)}" for k in differ)
         raise ValueError(f"{folder}: cannot resume with different settings ({detail}); use a new --out")
     return previous

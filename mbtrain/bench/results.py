@@ -24,10 +24,17 @@ are wall time shared with the other trials: compare them only with each other).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
+import os
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: runs into one folder are not guarded
+    fcntl = None
 
 import pandas as pd
 
@@ -52,6 +59,48 @@ COLUMNS = [
     # how the row was measured
     "executor", "jobs",
 ]
+
+
+LOCK_NAME = ".mbtrain.lock"
+
+
+class FolderInUseError(BlockingIOError):
+    """Another run holds the lock of the result folder."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder):
+    """Hold an exclusive lock on result folder ``folder`` (``LOCK_NAME`` inside it) while the body runs.
+
+    Two runs writing one results.csv would lose or splice each other's rows,
+    so a second run is refused at once (the lock is not waited for). The
+    lock is an ``fcntl.flock`` on the file, released by the system when the
+    holder exits however it ends (even by ``kill -9``); the file stays and
+    records the holder's pid, which the refusal names.
+
+    Raises
+    ------
+    FolderInUseError
+        Naming the folder and, when recorded, the pid of the run that holds it.
+    """
+    folder = Path(folder)
+    if fcntl is None:
+        yield
+        return
+    path = folder / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", errors="replace").strip()
+            by = f"another mbtrain run (pid {holder})" if holder.isdigit() else "another mbtrain run"
+            raise FolderInUseError(f"{folder}: in use by {by}; wait for it to finish or use another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _cell(value):

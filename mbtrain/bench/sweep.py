@@ -21,7 +21,9 @@ and where the run stops.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
 from pathlib import Path
 
@@ -30,9 +32,10 @@ import numpy as np
 from ..backends import get_backend
 from ..network import Network
 from .. import training
-from .machine import available_cores, machine_info, thread_limits, write_machine
+from .data import fingerprint
+from .machine import available_cores, check_resumable, machine_info, thread_limits, write_machine
 from .noise import gradient_noise_scale
-from .results import ResultsWriter
+from .results import ResultsWriter, folder_lock
 from .throughput import RunResult, finish_run
 
 ETA_POLICIES = ("fixed", "linear", "sqrt", "grid")
@@ -145,24 +148,44 @@ def _noise_epochs(max_epochs):
     return epochs
 
 
+ORPHANED = 3  # exit status of a worker that found its parent gone
+
+
+def _exit_if_orphaned(parent_pid):
+    """End this worker process at once when the process that started it is gone (killed with ``kill -9``).
+
+    A killed parent closes nothing a busy worker would notice before its run
+    ends, which may be minutes; every evaluation point calls this instead.
+    """
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(ORPHANED)
+
+
 def run_trial(X, Y, X_val, Y_val, *, sizes, cost, init, dtype, batch_size, eta, seed, lmbda, target,
-              max_epochs, evals_per_epoch, backend, with_noise, threads=1) -> list[dict]:
+              max_epochs, evals_per_epoch, backend, with_noise, threads=1, parent_pid=None) -> list[dict]:
     """One sweep run from seed ``seed``'s initialization, as the rows it yields (for a worker process).
 
     Returns the ``curve`` and ``noise`` points in the order measured, then the
     ``sweep`` summary, each a dict with its ``kind``; the parent adds the
     common columns and writes them. Pure: the same arguments give the same
     rows (up to the seconds), wherever it runs.
-    """
-    from .machine import thread_limits
 
+    ``parent_pid``: the pid of the process this worker was started by (a
+    joblib worker's); when that process is gone, the worker exits at its next
+    evaluation point rather than finish a run nobody will record.
+    """
     rows = []
+
+    def on_eval(point):
+        _exit_if_orphaned(parent_pid)
+        rows.append(dict(kind="curve", **point))
+
+    _exit_if_orphaned(parent_pid)
     with thread_limits(threads):
         net = Network(sizes, cost=cost, init=init, dtype=dtype, seed=seed)
         summary = train_to_target(
             net, X, Y, X_val, Y_val, batch_size=batch_size, eta=eta, lmbda=lmbda, target=target,
-            max_epochs=max_epochs, evals_per_epoch=evals_per_epoch, backend=backend,
-            on_eval=lambda point: rows.append(dict(kind="curve", **point)),
+            max_epochs=max_epochs, evals_per_epoch=evals_per_epoch, backend=backend, on_eval=on_eval,
             on_noise=lambda point, estimate: rows.append(dict(
                 kind="noise", epoch=point["epoch"], steps=point["steps"], val_accuracy=point["val_accuracy"],
                 **estimate)),
@@ -187,20 +210,30 @@ def _keep_finished(rows):
             or _run_key(r["batch_size"], r["eta"], r["seed"]) in done]
 
 
-def _parallel_results(tasks, jobs, scheduler):
-    """Run ``tasks`` (``(key, run_trial keyword arguments)``) with joblib; yield ``(key, rows)`` as each finishes.
+@contextlib.contextmanager
+def _executor(jobs, scheduler):
+    """Where the parallel runs go: yields ``run(tasks)``, which yields ``(key, rows)`` as each run finishes.
 
-    ``scheduler``: a ``dask.distributed`` scheduler address (``tcp://host:8786``);
-    the trials then run on its workers through joblib's Dask backend, and a
-    trial lost with a worker is run again by Dask.
+    ``tasks`` are ``(key, run_trial keyword arguments)``. Entered before
+    anything is written, so a missing package or an unreachable scheduler
+    fails while the result folder is still as it was. ``scheduler``: a
+    ``dask.distributed`` scheduler address (``tcp://host:8786``); the trials
+    then run on its workers through joblib's Dask backend, and a trial lost
+    with a worker is run again by Dask. Otherwise loky worker processes of
+    this one, which exit when this process is killed.
     """
     try:
         import joblib
     except ImportError:
         raise ValueError("jobs: parallel sweeps need joblib (pip install 'mbtrain[parallel]')") from None
-    calls = [joblib.delayed(_keyed_trial)(key, kwargs) for key, kwargs in tasks]
+
+    def run(tasks):
+        parent_pid = os.getpid() if scheduler is None else None  # Dask workers belong to their cluster
+        calls = [joblib.delayed(_keyed_trial)(key, dict(kwargs, parent_pid=parent_pid)) for key, kwargs in tasks]
+        return joblib.Parallel(n_jobs=jobs, return_as="generator_unordered")(calls)
+
     if scheduler is None:
-        yield from joblib.Parallel(n_jobs=jobs, return_as="generator_unordered")(calls)
+        yield run
         return
     try:
         from dask.distributed import Client
@@ -211,7 +244,7 @@ def _parallel_results(tasks, jobs, scheduler):
     except (OSError, TimeoutError) as exc:
         raise ValueError(f"scheduler: cannot reach the Dask scheduler at {scheduler} ({exc})") from None
     with client, joblib.parallel_config(backend="dask"):
-        yield from joblib.Parallel(n_jobs=jobs, return_as="generator_unordered")(calls)
+        yield run
 
 
 def _keyed_trial(key, kwargs):
@@ -264,17 +297,20 @@ def sweep(data, sizes, *, out, cost="quadratic", init="gaussian", dtype="float32
     from tqdm import tqdm  # the text bar: tqdm.auto wants ipywidgets in notebooks
 
     from ..backends.numba_matrix import compile_kernels
-    from .machine import check_resumable
 
+    # Everything is checked before the folder is touched: a bad setting must not cost an earlier run's results.
     if eta_policy not in ETA_POLICIES:
         raise ValueError(f"eta_policy: unknown policy {eta_policy!r}; choose one of {list(ETA_POLICIES)}")
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs == 0 or jobs < -1:
         raise ValueError(f"jobs: must be a positive number of parallel runs or -1 (one per core), got {jobs!r}")
+    get_backend(backend)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     threads = threads or available_cores()
     sizes = [int(s) for s in sizes]
-    probe = Network(sizes, cost=cost, dtype=dtype, seed=0)
+    probe = Network(sizes, cost=cost, init=init, dtype=dtype, seed=0)
+    if data.n_features != sizes[0] or data.n_classes > sizes[-1]:
+        raise ValueError(f"sizes: {sizes} do not fit {data.name} ({data.n_features} features, "
+                         f"{data.n_classes} classes)")
     X = np.ascontiguousarray(data.X_train, dtype=probe.dtype)
     X_val = np.ascontiguousarray(data.X_val, dtype=probe.dtype)
     eye = np.eye(sizes[-1], dtype=probe.dtype)
@@ -287,69 +323,72 @@ def sweep(data, sizes, *, out, cost="quadratic", init="gaussian", dtype="float32
     common = dict(dataset=data.name, sizes=",".join(map(str, sizes)), cost=probe.cost.name, dtype=probe.dtype.name,
                   arm=backend, eta_policy=eta_policy, lmbda=lmbda, threads=threads, rows=n, target=target,
                   max_epochs=max_epochs, executor=executor, jobs=jobs)
-    settings = dict(sizes=sizes, cost=probe.cost.name, init=init, dtype=probe.dtype.name,
-                    batch_sizes=batch_sizes, target=target, max_epochs=max_epochs, eta=eta,
-                    eta_policy=eta_policy, ref_batch_size=ref_batch_size,
+    # Every setting that changes a result; a resumed run must match each (how runs are spread may differ).
+    rows_fingerprint = fingerprint(data.X_train, data.y_train, data.X_val, data.y_val)
+    settings = dict(dataset=data.name, data_fingerprint=rows_fingerprint, sizes=sizes, cost=probe.cost.name,
+                    init=init, dtype=probe.dtype.name, batch_sizes=batch_sizes, target=target,
+                    max_epochs=max_epochs, eta=eta, eta_policy=eta_policy, ref_batch_size=ref_batch_size,
                     grid_factors=list(grid_factors), lmbda=lmbda, seeds=seeds,
                     evals_per_epoch=evals_per_epoch, backend=backend, noise_batch_size=noise_batch,
-                    train_rows=n, validation_rows=int(X_val.shape[0]))
-    previous = check_resumable(out, "sweep", settings) if resume else {}
-    info = machine_info(command=command)
-    info.update(run="sweep", dataset=data.name, dataset_note=data.note, quick=quick, settings=settings,
-                execution=dict(executor=executor, jobs=jobs, scheduler=scheduler))
-    if previous:
-        info["resumed_from"] = previous.get("resumed_from", []) + [
-            {k: previous.get(k) for k in ("timestamp", "command", "execution", "interrupted")}]
+                    train_rows=n, validation_rows=int(X_val.shape[0]), threads=threads)
     runs = [(b, e, s) for b in batch_sizes for e in etas_for(b, eta, eta_policy, ref_batch_size, grid_factors)
             for s in range(seeds)]
-    writer = ResultsWriter(out / "results.csv", on_row=on_row, resume=resume, keep=_keep_finished)
-    done = _finished_runs(writer.rows)
-    todo = [run for run in runs if _run_key(*run) not in done]
     noise_eta = {b: etas_for(b, eta, eta_policy, ref_batch_size, grid_factors)[
         len(grid_factors) // 2 if eta_policy == "grid" else 0] for b in batch_sizes}
     trial_settings = dict(sizes=sizes, cost=cost, init=init, dtype=dtype, lmbda=lmbda, target=target,
                           max_epochs=max_epochs, evals_per_epoch=evals_per_epoch, backend=backend, threads=threads)
-
-    def record(batch_size, run_eta, seed, rows):
-        run = dict(common, batch_size=batch_size, eta=run_eta, seed=seed)
-        for row in rows:
-            writer.write(**run, **row)
-
     interrupted = False
-    try:
-        with thread_limits(threads) as counts:
-            info["threads"] = counts
-            if backend == "numba":  # in parallel runs too: the workers then load the kernels from the cache
-                info["compile_seconds"] = compile_kernels(probe.dtype.name, probe.cost.name)
-            write_machine(out / "machine.json", info)
-            bar = tqdm(total=len(runs), initial=len(runs) - len(todo), desc="sweep", unit="run",
-                       disable=None if progress is None else not progress)
-            try:
-                if not parallel:
-                    for batch_size, run_eta, seed in todo:
-                        bar.set_postfix(batch_size=batch_size, eta=f"{run_eta:.3g}", seed=seed)
-                        _serial_run(record, X, Y, X_val, Y_val, batch_size, run_eta, seed,
-                                    batch_size == noise_batch and seed == 0 and run_eta == noise_eta[batch_size],
-                                    trial_settings)
-                        bar.update(1)
-                else:
-                    tasks = [(_run_key(b, e, s), dict(
-                        X=X, Y=Y, X_val=X_val, Y_val=Y_val, batch_size=b, eta=e, seed=s,
-                        with_noise=b == noise_batch and s == 0 and e == noise_eta[b], **trial_settings))
-                        for b, e, s in todo]
-                    for key, rows in _parallel_results(tasks, jobs, scheduler):
-                        if key in done:  # a run Dask ran twice (a worker was lost): written once
-                            continue
-                        record(*key, rows)
-                        done.add(key)
-                        bar.update(1)
-            finally:
-                bar.close()
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        writer.close()
-    return finish_run(out, info, interrupted, write_report)
+    out.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as held:
+        held.enter_context(folder_lock(out))
+        previous = check_resumable(out, "sweep", settings) if resume else {}
+        info = machine_info(command=command)
+        info.update(run="sweep", dataset=data.name, dataset_note=data.note, quick=quick, settings=settings,
+                    execution=dict(executor=executor, jobs=jobs, scheduler=scheduler))
+        if previous:
+            info["resumed_from"] = previous.get("resumed_from", []) + [
+                {k: previous.get(k) for k in ("timestamp", "command", "execution", "interrupted")}]
+        # The workers are reachable before results.csv is opened (and, without resume, emptied).
+        run_parallel = held.enter_context(_executor(jobs, scheduler)) if parallel else None
+        writer = ResultsWriter(out / "results.csv", on_row=on_row, resume=resume, keep=_keep_finished)
+
+        def record(batch_size, run_eta, seed, rows):
+            run = dict(common, batch_size=batch_size, eta=run_eta, seed=seed)
+            for row in rows:
+                writer.write(**run, **row)
+
+        try:
+            done = _finished_runs(writer.rows)
+            todo = [run for run in runs if _run_key(*run) not in done]
+            with thread_limits(threads) as counts:
+                info["threads"] = counts
+                if backend == "numba":  # in parallel runs too: the workers then load the kernels from the cache
+                    info["compile_seconds"] = compile_kernels(probe.dtype.name, probe.cost.name)
+                write_machine(out / "machine.json", info)
+                with tqdm(total=len(runs), initial=len(runs) - len(todo), desc="sweep", unit="run",
+                          disable=None if progress is None else not progress) as bar:
+                    with_noise = {(b, e, s): b == noise_batch and s == 0 and e == noise_eta[b] for b, e, s in todo}
+                    if run_parallel is None:
+                        for batch_size, run_eta, seed in todo:
+                            bar.set_postfix(batch_size=batch_size, eta=f"{run_eta:.3g}", seed=seed)
+                            _serial_run(record, X, Y, X_val, Y_val, batch_size, run_eta, seed,
+                                        with_noise[batch_size, run_eta, seed], trial_settings)
+                            bar.update(1)
+                    else:
+                        tasks = [(_run_key(*run), dict(X=X, Y=Y, X_val=X_val, Y_val=Y_val, batch_size=run[0],
+                                                       eta=run[1], seed=run[2], with_noise=with_noise[run],
+                                                       **trial_settings)) for run in todo]
+                        for key, rows in run_parallel(tasks):
+                            if key in done:  # a run Dask ran twice (a worker was lost): written once
+                                continue
+                            record(*key, rows)
+                            done.add(key)
+                            bar.update(1)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            writer.close()
+        return finish_run(out, info, interrupted, write_report)
 
 
 def _serial_run(record, X, Y, X_val, Y_val, batch_size, run_eta, seed, with_noise, settings):

@@ -17,7 +17,10 @@ and warmed up before its remaining epochs are timed).
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +28,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._validation import check_dtype
 from ..network import Network
 from .arms import get_arm
+from .data import fingerprint
 from .floor import epoch_bytes, epoch_flops, measure_floor
-from .machine import machine_info, thread_limits, write_machine
-from .results import ResultsWriter, read_results
+from .machine import available_cores, check_resumable, machine_info, thread_limits, write_machine
+from .results import ResultsWriter, folder_lock, read_results
 
 CHECK_TOLERANCE = {"float32": 1e-4, "float64": 1e-9}
 CHECK_ROWS = 32
@@ -45,14 +50,41 @@ class RunResult:
 
 
 def finish_run(out, info, interrupted, write_report) -> RunResult:
-    """Record how a bench or sweep ended in machine.json, rebuild its report, return the result."""
-    info["interrupted"] = interrupted
-    write_machine(out / "machine.json", info)
-    if write_report:
-        from .report import write_report as _write_report
+    """Record how a bench or sweep ended in machine.json, rebuild its report, return the result.
 
-        _write_report(out)
+    Ctrl-C (or SIGTERM, which the CLI turns into one) while this runs still
+    leaves a report of what was measured, marked partial; a further Ctrl-C is
+    ignored until it is written.
+    """
+    from .report import write_report as _write_report
+
+    try:
+        info["interrupted"] = interrupted
+        write_machine(out / "machine.json", info)
+        if write_report:
+            _write_report(out)
+    except KeyboardInterrupt:
+        interrupted = info["interrupted"] = True
+        with _ignoring_sigint():
+            write_machine(out / "machine.json", info)
+            if write_report:
+                print(f"interrupted: writing the report of what was measured to {out / 'report.md'}",
+                      file=sys.stderr)
+                _write_report(out, partial=True)
     return RunResult(out, read_results(out), interrupted)
+
+
+@contextlib.contextmanager
+def _ignoring_sigint():
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: signals are not delivered here anyway
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def update_error(arm, net, X, Y, eta, lmbda, n, rows=CHECK_ROWS) -> float:
@@ -128,77 +160,91 @@ def bench(X, y, sizes, *, out, cost="quadratic", init="gaussian", eta=3.0, lmbda
     """
     from tqdm import tqdm  # the text bar: tqdm.auto wants ipywidgets in notebooks
 
-    from .machine import available_cores, check_resumable
-
+    # Everything is checked before the folder is touched: a bad setting must not cost an earlier run's results.
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     X = np.asarray(X)
     labels = np.asarray(y, dtype=np.int64)
     n = X.shape[0]
     sizes = [int(s) for s in sizes]
+    if X.ndim != 2 or X.shape[1] != sizes[0] or labels.shape != (n,) or n == 0 \
+            or labels.min() < 0 or labels.max() >= sizes[-1]:
+        raise ValueError(f"bench: X {X.shape} and y {labels.shape} do not fit sizes {sizes} (X needs "
+                         f"{sizes[0]} columns, y one label in 0..{sizes[-1] - 1} per row)")
+    dtypes = [check_dtype(dtype).name for dtype in dtypes]
     threads = threads or available_cores()
     arm_objects = [get_arm(name) for name in arms]
     base = Network(sizes, cost=cost, init=init, dtype="float64", seed=seed)
     order = np.random.default_rng(seed).permutation(n).astype(np.int64)
     common = dict(dataset=dataset, sizes=",".join(map(str, sizes)), cost=base.cost.name, eta=eta,
                   lmbda=lmbda, seed=seed, threads=threads, rows=n, executor="serial", jobs=1)
-    settings = dict(sizes=sizes, cost=base.cost.name, init=init, eta=eta, lmbda=lmbda,
-                    batch_sizes=list(batch_sizes), arms=list(arms), dtypes=list(dtypes),
-                    repeats=repeats, seed=seed, max_epoch_seconds=max_epoch_seconds, rows=n)
-    previous = check_resumable(out, "bench", settings) if resume else {}
-
-    info = machine_info(command=command)
-    info.update(run="bench", dataset=dataset, dataset_note=dataset_note, quick=quick, settings=settings,
-                execution=dict(executor="serial", jobs=1),
-                arms={a.name: {"kind": a.kind, "description": a.description} for a in arm_objects})
-    if previous:
-        info["resumed_from"] = previous.get("resumed_from", []) + [
-            {k: previous.get(k) for k in ("timestamp", "command", "interrupted")}]
-        if "floor" in previous:
-            info["floor"] = previous["floor"]
-    writer = ResultsWriter(out / "results.csv", on_row=on_row, resume=resume)
-    done = _Done(writer.rows)
-    interrupted = False
+    # Every setting that changes a result (quick: the floor's GEMM size); a resumed run must match each.
+    settings = dict(dataset=dataset, data_fingerprint=fingerprint(X, labels), sizes=sizes, cost=base.cost.name,
+                    init=init, eta=eta, lmbda=lmbda, batch_sizes=list(batch_sizes), arms=list(arms),
+                    dtypes=dtypes, repeats=repeats, seed=seed, max_epoch_seconds=max_epoch_seconds, rows=n,
+                    threads=threads, quick=bool(quick))
     usable = [a for a in arm_objects if a.unavailable_reason(base) is None]
-    try:
-        with thread_limits(threads, arms=usable) as counts:
-            info["threads"] = counts
-            write_machine(out / "machine.json", info)
-            floors = {dtype: done.floor(dtype) for dtype in dtypes}
-            missing = [dtype for dtype in dtypes if floors[dtype] is None]
-            if missing:
-                floor = measure_floor(dtypes, quick=quick)
-                info["floor"] = {"gemm_flops_per_second": floor.gemm_flops_per_second,
-                                 "bandwidth_bytes_per_second": floor.bandwidth_bytes_per_second,
-                                 "gemm_size": floor.gemm_size}
+    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out):
+        previous = check_resumable(out, "bench", settings) if resume else {}
+        info = machine_info(command=command)
+        info.update(run="bench", dataset=dataset, dataset_note=dataset_note, quick=quick, settings=settings,
+                    execution=dict(executor="serial", jobs=1),
+                    arms={a.name: {"kind": a.kind, "description": a.description} for a in arm_objects})
+        if previous:
+            info["resumed_from"] = previous.get("resumed_from", []) + [
+                {k: previous.get(k) for k in ("timestamp", "command", "interrupted")}]
+            if "floor" in previous:
+                info["floor"] = previous["floor"]
+        interrupted = False
+        writer = ResultsWriter(out / "results.csv", on_row=on_row, resume=resume)
+        try:
+            done = _Done(writer.rows)
+            with thread_limits(threads, arms=usable) as counts:
+                info["threads"] = counts
                 write_machine(out / "machine.json", info)
-            for dtype in missing:
-                floors[dtype] = floor.epoch_floor(sizes, n, dtype)
-                writer.write(kind="floor", dtype=dtype, **common, **floors[dtype],
-                             epoch_flops=epoch_flops(sizes, n), epoch_bytes=epoch_bytes(sizes, n, dtype),
-                             gemm_flops_per_second=floor.gemm_flops_per_second[np.dtype(dtype).name],
-                             bandwidth_bytes_per_second=floor.bandwidth_bytes_per_second,
-                             note=f"GEMM {floor.gemm_size}x{floor.gemm_size}; bandwidth: sum of "
-                                  f"{floor.bandwidth_array_bytes // 2 ** 20} MiB")
-            total = len(arm_objects) * len(dtypes) * len(batch_sizes) * repeats
-            bar = tqdm(total=total, desc="bench", unit="epoch", disable=None if progress is None else not progress)
-            bar.update(min(total, done.timed))
-            try:
-                for dtype in dtypes:
-                    net = base.astype(dtype)
-                    Xd = np.ascontiguousarray(X, dtype=net.dtype)
-                    Yd = np.zeros((n, sizes[-1]), dtype=net.dtype)
-                    Yd[np.arange(n), labels] = 1
-                    for arm in arm_objects:
-                        _bench_arm(arm, net, Xd, Yd, order, writer, common, floors[dtype], dtype,
-                                   batch_sizes, repeats, eta, lmbda, max_epoch_seconds, bar, done)
-            finally:
-                bar.close()
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        writer.close()
-    return finish_run(out, info, interrupted, write_report)
+                floors = _floors(done, dtypes, sizes, n, quick, info, out, writer, common)
+                total = len(arm_objects) * len(dtypes) * len(batch_sizes) * repeats
+                bar = tqdm(total=total, desc="bench", unit="epoch",
+                           disable=None if progress is None else not progress)
+                bar.update(min(total, done.timed))
+                try:
+                    for dtype in dtypes:
+                        net = base.astype(dtype)
+                        Xd = np.ascontiguousarray(X, dtype=net.dtype)
+                        Yd = np.zeros((n, sizes[-1]), dtype=net.dtype)
+                        Yd[np.arange(n), labels] = 1
+                        for arm in arm_objects:
+                            _bench_arm(arm, net, Xd, Yd, order, writer, common, floors[dtype], dtype,
+                                       batch_sizes, repeats, eta, lmbda, max_epoch_seconds, bar, done)
+                finally:
+                    bar.close()
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            writer.close()
+        return finish_run(out, info, interrupted, write_report)
+
+
+def _floors(done, dtypes, sizes, n, quick, info, out, writer, common) -> dict:
+    """The epoch floor per dtype: from the run being resumed, or measured (and written) now."""
+    floors = {dtype: done.floor(dtype) for dtype in dtypes}
+    missing = [dtype for dtype in dtypes if floors[dtype] is None]
+    if not missing:
+        return floors
+    floor = measure_floor(dtypes, quick=quick)
+    info["floor"] = {"gemm_flops_per_second": floor.gemm_flops_per_second,
+                     "bandwidth_bytes_per_second": floor.bandwidth_bytes_per_second,
+                     "gemm_size": floor.gemm_size}
+    write_machine(out / "machine.json", info)
+    for dtype in missing:
+        floors[dtype] = floor.epoch_floor(sizes, n, dtype)
+        writer.write(kind="floor", dtype=dtype, **common, **floors[dtype],
+                     epoch_flops=epoch_flops(sizes, n), epoch_bytes=epoch_bytes(sizes, n, dtype),
+                     gemm_flops_per_second=floor.gemm_flops_per_second[np.dtype(dtype).name],
+                     bandwidth_bytes_per_second=floor.bandwidth_bytes_per_second,
+                     note=f"GEMM {floor.gemm_size}x{floor.gemm_size}; bandwidth: sum of "
+                          f"{floor.bandwidth_array_bytes // 2 ** 20} MiB")
+    return floors
 
 
 class _Done:

@@ -53,4 +53,12 @@ def positive_int(text: str) -> int:
 
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows defaults and keeps the example in the epilog as written."""
+    """Shows defaults (once, lists as typed) and keeps the example in the epilog as written."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "(default" in text or action.default is None or action.default is False:
+            return text  # a help that states its default, or nothing worth showing
+        if isinstance(action.default, (list, tuple)):
+            return f"{text} (default: {','.join(map(str, action.default))})"
+        return super()._get_help_string(action)

@@ -41,8 +41,8 @@ def register(subparsers) -> None:
                         "default: its inputs, 30 hidden, its classes")
     p.add_argument("--cost", default="quadratic", help="quadratic, cross_entropy or softmax")
     p.add_argument("--init", default="gaussian", help="gaussian or scaled")
-    p.add_argument("--epochs", type=_args.positive_int, default=5)
-    p.add_argument("--batch-size", type=_args.positive_int, default=10)
+    p.add_argument("--epochs", type=_args.positive_int, default=5, help="passes over the training rows")
+    p.add_argument("--batch-size", type=_args.positive_int, default=10, help="rows per SGD step (mini-batch)")
     p.add_argument("--eta", type=_args.positive_float, default=3.0, help="learning rate")
     p.add_argument("--lmbda", type=_args.nonnegative_float, default=0.0, help="L2 strength")
     p.add_argument("--validation", default="auto", type=_validation_spec,
@@ -52,7 +52,7 @@ def register(subparsers) -> None:
     p.add_argument("--early-stopping", type=_args.positive_int, metavar="PATIENCE",
                    help="stop when validation accuracy has not improved for PATIENCE epochs")
     p.add_argument("--backend", default="numba", help="loop, numpy or numba")
-    p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    p.add_argument("--dtype", default="float32", choices=("float32", "float64"), help="parameter and data dtype")
     p.add_argument("--seed", type=int, default=0, help="initialization, validation split and shuffle")
     p.add_argument("--out", type=Path, help="save the model here (.npz); history beside it")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -63,7 +63,7 @@ def register(subparsers) -> None:
                                           "JSON) on a data set's test rows.",
                               epilog=EVALUATE_EXAMPLE, formatter_class=_args.Formatter)
     e.add_argument("model", type=Path, help="a saved model")
-    e.add_argument("--dataset", required=True, choices=DATASET_CHOICES)
+    e.add_argument("--dataset", required=True, choices=DATASET_CHOICES, help="data set whose test rows are used")
     e.add_argument("--data-dir", help="directory searched first for the data set's files (mnist, fashion-mnist); "
                                       "it must exist")
     e.add_argument("--seed", type=int, default=0, help="seed of the synthetic data set")
