@@ -189,6 +189,17 @@ class SoftmaxLogLikelihoodCost(Cost):
         return a * y.sum(axis=-1, keepdims=True) - y
 
 
+def l2_penalty(weights, lmbda: float, n: int) -> float:
+    """The book's L2 term of the loss, ``lmbda / (2 n) * sum_l ||W_l||^2`` (biases never), in float64.
+
+    The one place mbtrain computes it: every backend's loss, the training
+    history and the scipy objective call this.
+    """
+    if not lmbda:
+        return 0.0
+    return lmbda / (2 * n) * sum(float(np.sum(np.square(w, dtype=np.float64))) for w in weights)
+
+
 #: mbtrain's own costs, each with a fused numba kernel
 BUILTIN_COSTS = (QuadraticCost, CrossEntropyCost, SoftmaxLogLikelihoodCost)
 

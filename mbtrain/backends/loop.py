@@ -11,15 +11,13 @@ import numpy as np
 
 from ..activations import sigmoid, softmax
 from ._targets import batch_targets
+from .base import FINITE, Backend
 
 
-def backprop(weights, biases, cost, x, y):
-    """Gradient of the cost of one example ``x`` (n_in,) with target ``y`` (k,).
-
-    Returns ``(nabla_w, nabla_b)``, lists shaped like ``weights`` and ``biases``.
-    """
+def feedforward(weights, biases, cost, x):
+    """``(zs, activations)`` of one example ``x`` (n_in,), layer by layer; ``activations[0]`` is ``x``."""
     activation = x
-    activations = [x]  # layer by layer
+    activations = [x]
     zs = []
     last = len(weights) - 1
     for l, (w, b) in enumerate(zip(weights, biases)):
@@ -30,6 +28,15 @@ def backprop(weights, biases, cost, x, y):
         else:
             activation = sigmoid(z)
         activations.append(activation)
+    return zs, activations
+
+
+def backprop(weights, biases, cost, x, y):
+    """Gradient of the cost of one example ``x`` (n_in,) with target ``y`` (k,).
+
+    Returns ``(nabla_w, nabla_b)``, lists shaped like ``weights`` and ``biases``.
+    """
+    zs, activations = feedforward(weights, biases, cost, x)
     nabla_w = [None] * len(weights)
     nabla_b = [None] * len(biases)
     # BP1: output error; BP3/BP4: bias and weight gradients
@@ -45,8 +52,17 @@ def backprop(weights, biases, cost, x, y):
     return nabla_w, nabla_b
 
 
-class LoopBackend:
+class LoopBackend(Backend):
     name = "loop"
+
+    def output(self, net, X):
+        weights, biases = net.weights, net.biases
+        z = np.empty((X.shape[0], net.sizes[-1]), dtype=net.dtype)
+        a = np.empty_like(z)
+        for i, x in enumerate(X):
+            zs, activations = feedforward(weights, biases, net.cost, x)
+            z[i], a[i] = zs[-1], activations[-1]
+        return z, a
 
     def _sum_gradients(self, net, X, Y):
         weights, biases = net.weights, net.biases  # views, fetched once as the book's self.weights
@@ -60,6 +76,7 @@ class LoopBackend:
 
     def loss_gradient(self, net, X, Y, lmbda, n):
         m = X.shape[0]
+        Y = batch_targets(Y, slice(None), net.sizes[-1], net.dtype)
         nabla_w, nabla_b = self._sum_gradients(net, X, Y)
         return net.layout.mean_gradient(nabla_w, nabla_b, net.weights, m, lmbda, n, net.dtype)
 
@@ -79,4 +96,4 @@ class LoopBackend:
             self.update_mini_batch(net, X[rows], batch_targets(Y, rows, net.sizes[-1], net.dtype), eta, lmbda, n)
             if not np.isfinite(net.params).all():
                 return k
-        return -1
+        return FINITE

@@ -11,10 +11,11 @@ import numpy as np
 
 from ..activations import sigmoid, softmax
 from ._targets import batch_targets
+from .base import FINITE, Backend
 
 
 def forward(weights, biases, cost, X):
-    """Return ``(zs, activations)`` per layer for the batch ``X`` (m, n_in)."""
+    """Return ``(zs, activations)`` per layer for the batch ``X`` (m, n_in); ``activations[0]`` is ``X``."""
     activations = [X]
     zs = []
     last = len(weights) - 1
@@ -40,12 +41,17 @@ def backward(weights, cost, zs, activations, Y):
     return grad_w, grad_b
 
 
-class NumpyBackend:
+class NumpyBackend(Backend):
     name = "numpy"
+
+    def output(self, net, X):
+        zs, activations = forward(net.weights, net.biases, net.cost, X)
+        return zs[-1], activations[-1]
 
     def loss_gradient(self, net, X, Y, lmbda, n):
         m = X.shape[0]
         zs, activations = forward(net.weights, net.biases, net.cost, X)
+        Y = batch_targets(Y, slice(None), net.sizes[-1], net.dtype)
         sum_w, sum_b = backward(net.weights, net.cost, zs, activations, Y)
         return net.layout.mean_gradient(sum_w, sum_b, net.weights, m, lmbda, n, net.dtype)
 
@@ -65,4 +71,4 @@ class NumpyBackend:
                 b -= (eta / m) * s
             if not np.isfinite(net.params).all():
                 return k
-        return -1
+        return FINITE
