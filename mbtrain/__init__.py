@@ -7,17 +7,17 @@ Public API::
     mbtrain.gradcheck(net, X[:8], y[:8]).table
 """
 from . import datasets, threads
+from ._version import __version__
 from .backends import BACKENDS, DEFAULT_BACKEND
 from .costs import COSTS, Cost, register_cost
 from .gradcheck import GradcheckResult, gradcheck
-from .network import Network
+from .network import Network, load
 from .optimize import loss_and_grad
 from .threads import get_num_threads, set_num_threads
 from .callbacks import EarlyStopping
-from .serialization import ModelFormatError, load
+from .serialization import ModelFormatError
 from .training import TrainingDiverged, TrainingInterrupted
 
-__version__ = "0.1.0"
 
 __all__ = [
     "BACKENDS", "COSTS", "Cost", "DEFAULT_BACKEND", "EarlyStopping", "GradcheckResult",

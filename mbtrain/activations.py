@@ -1,8 +1,9 @@
 """Activation functions as plain numpy array functions.
 
-These are the numpy-side definitions shared by the ``loop`` and ``numpy``
-backends and by :meth:`mbtrain.Network.forward`. The numba backend has its own
-jitted versions in :mod:`mbtrain.kernels`, tested against these.
+These are the numpy-side definitions of the ``loop`` and ``numpy`` backends
+(the numba backend's forward pass over a whole set is the numpy one too). The
+kernels have their own jitted versions in :mod:`mbtrain.kernels` and
+:mod:`mbtrain.fast_kernels`, tested against these.
 
 Shapes: ``z`` is any array; the functions work elementwise (``sigmoid``) or
 along the last axis (``softmax``, ``log_softmax``).
@@ -24,11 +25,6 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
     return np.where(z >= 0, r, e * r).astype(z.dtype, copy=False)
 
 
-def sigmoid_prime_from_output(a: np.ndarray) -> np.ndarray:
-    """``sigma'(z)`` computed from the saved output ``a = sigma(z)``: ``a * (1 - a)``."""
-    return a * (1 - a)
-
-
 def log_softmax(z: np.ndarray) -> np.ndarray:
     """Row-wise ``log(softmax(z))``, stable for any finite ``z``."""
     shifted = z - z.max(axis=-1, keepdims=True)
@@ -46,4 +42,7 @@ def softplus(z: np.ndarray) -> np.ndarray:
     return np.logaddexp(0, z).astype(np.asarray(z).dtype, copy=False)
 
 
-ACTIVATIONS = {"sigmoid": sigmoid, "softmax": softmax}
+def output_activation(cost, z: np.ndarray) -> np.ndarray:
+    """The output layer's activation of ``z`` for ``cost``: softmax when ``cost.output_activation``
+    is ``"softmax"``, the sigmoid otherwise (hidden layers are always sigmoid)."""
+    return softmax(z) if cost.output_activation == "softmax" else sigmoid(z)

@@ -113,7 +113,7 @@ def _group_hint(group, local, shape, g, numeric, params, m, lmbda, n) -> str:
 
 def _other_cost(net, X, Y, grad_b_out) -> str:
     """The name of the built-in cost whose mean output delta ``grad_b_out`` is, or "" for none."""
-    z, a = net._feedforward(X)
+    z, a = net._output(X)
     for cost_class in BUILTIN_COSTS:
         if cost_class.name == net.cost.name or cost_class.output_activation != net.cost.output_activation:
             continue

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _validation as v
-from .activations import sigmoid, softmax
+from . import optimize, serialization, training
 from .backends import DEFAULT_BACKEND, get_backend
 from .costs import get_cost
 from .params import ParameterLayout
@@ -190,19 +190,13 @@ class Network:
         Y_val = self._check_targets(X_val, y_val, name="validation_data[1]")
         return X_val, Y_val, Y_val.argmax(axis=1)
 
-    def _feedforward(self, X):
-        """``(z, a)`` of the output layer for a checked ``X``."""
-        a = X
-        weights, biases = self.weights, self.biases
-        for l, (w, b) in enumerate(zip(weights, biases)):
-            z = a @ w.T + b
-            last = l == len(weights) - 1
-            a = softmax(z) if last and self.cost.output_activation == "softmax" else sigmoid(z)
-        return z, a
+    def _output(self, X, backend=DEFAULT_BACKEND):
+        """``(z, a)`` of the output layer for a checked ``X``, computed by ``backend``."""
+        return get_backend(backend).output(self, X)
 
     def forward(self, X) -> np.ndarray:
         """Output activations, shape ``(n_samples, sizes[-1])``, in the network's dtype."""
-        return self._feedforward(self._check_X(X))[1]
+        return self._output(self._check_X(X))[1]
 
     def predict(self, X) -> np.ndarray:
         """Integer class labels, the argmax of the output activations."""
@@ -217,9 +211,9 @@ class Network:
         """
         X = self._check_X(X)
         labels = v.check_labels(y, X.shape[0], self.sizes[-1])
-        return float(np.mean(self._feedforward(X)[1].argmax(axis=1) == labels))
+        return float(np.mean(self._output(X)[1].argmax(axis=1) == labels))
 
-    def loss(self, X, Y, lmbda=0.0, n=None) -> float:
+    def loss(self, X, Y, lmbda=0.0, n=None, backend=DEFAULT_BACKEND) -> float:
         """Mean cost over the rows plus ``lmbda / (2 n) * sum ||W||^2``.
 
         ``Y`` is integer labels (one-hot encoded) or a target matrix; ``n``
@@ -229,10 +223,7 @@ class Network:
         Y = self._check_targets(X, Y, name="Y")
         lmbda = v.check_nonnegative_float(lmbda, "lmbda")
         n = X.shape[0] if n is None else v.check_positive_int(n, "n")
-        z, a = self._feedforward(X)
-        cost = float(np.mean(self.cost.fn(z, a, Y), dtype=np.float64))
-        l2 = sum(float(np.sum(np.square(w, dtype=np.float64))) for w in self.weights)
-        return cost + lmbda / (2 * n) * l2
+        return get_backend(backend).loss(self, X, Y, lmbda, n)
 
     def gradients(self, X, Y, lmbda=0.0, n=None, backend=DEFAULT_BACKEND):
         """The exact gradient of :meth:`loss` with the same arguments.
@@ -256,9 +247,7 @@ class Network:
         Options: ``monitor``, ``progress``, ``callbacks``, ``early_stopping``,
         ``checkpoint``; see :func:`mbtrain.training.fit` for all of them.
         """
-        from .training import fit
-
-        return fit(self, X, y, epochs=epochs, batch_size=batch_size, eta=eta, lmbda=lmbda,
+        return training.fit(self, X, y, epochs=epochs, batch_size=batch_size, eta=eta, lmbda=lmbda,
                    backend=backend, shuffle=shuffle, seed=seed,
                    validation_data=validation_data, **options)
 
@@ -267,14 +256,21 @@ class Network:
 
         See :func:`mbtrain.optimize.fit_full_batch`; scipy is an optional extra.
         """
-        from .optimize import fit_full_batch
-
-        return fit_full_batch(self, X, y, method=method, maxiter=maxiter, lmbda=lmbda, **options)
+        return optimize.fit_full_batch(self, X, y, method=method, maxiter=maxiter, lmbda=lmbda, **options)
 
     # -- persistence ----------------------------------------------------------
     def save(self, path, format="npz"):
         """Save atomically: ``"npz"`` (mbtrain's, with history and random state) or
         ``"network2"`` (the book's JSON). See :mod:`mbtrain.serialization`."""
-        from .serialization import save
+        return serialization.save(self, path, format=format)
 
-        return save(self, path, format=format)
+
+def load(path, dtype=None) -> Network:
+    """Load a network saved by :meth:`Network.save` or by the book's ``network2.save``.
+
+    The format is recognised from the content, not the file name; ``dtype``
+    casts the parameters (default: the saved dtype, float64 for network2).
+    Raises ``FileNotFoundError`` or :class:`mbtrain.ModelFormatError` naming the
+    file and what is wrong with it. See :mod:`mbtrain.serialization`.
+    """
+    return serialization.load(path, dtype, build=Network)

@@ -29,7 +29,6 @@ import numpy as np
 import pandas as pd
 
 from . import _validation as v
-from .activations import sigmoid, softmax
 from .backends import DEFAULT_BACKEND, get_backend
 
 METHODS = ("L-BFGS-B", "TNC", "BFGS", "CG")
@@ -59,9 +58,9 @@ class Objective:
     """The loss and its gradient as a function of the flat parameter vector.
 
     ``X`` and ``y`` are checked and cast to the network's dtype once, here;
-    each call only copies ``theta`` into the network and runs one batched
-    forward/backward pass of the chosen backend (with ``"numba"``, the loss
-    reuses that pass's activations; other backends add a forward pass).
+    each call only copies ``theta`` into the network and asks the backend for
+    the loss and its gradient (:meth:`~mbtrain.backends.Backend.loss_and_gradient`;
+    the numba backend computes both from one forward pass).
 
     Parameters
     ----------
@@ -92,47 +91,11 @@ class Objective:
         self.n = self.X.shape[0]
         self.n_calls = 0
         self.last_theta = self.last_loss = self.last_grad = None
-        self._fused = self._backend.name == "numba" and net.cost.kernel_id is not None
-        if self._fused:
-            # Work space of the numba kernel, allocated once: every layer's
-            # activations for all n rows, one layer after the other.
-            self._sizes = np.asarray(net.sizes, dtype=np.int64)
-            self._acts = np.empty(self.n * sum(net.sizes), dtype=net.dtype)
-            self._deltas = np.empty_like(self._acts)
-            self._grad = np.empty_like(net.params)
-
-    def _penultimate(self) -> np.ndarray:
-        """The last hidden layer's activations ``(n, sizes[-2])`` left in the kernel's work space."""
-        sizes = self.net.sizes
-        start = self.n * sum(sizes[:-2])
-        return self._acts[start:start + self.n * sizes[-2]].reshape(self.n, sizes[-2])
 
     def loss_and_grad(self):
         """``(loss, grad)`` at the network's current parameters; grad is float64."""
-        net = self.net
-        with np.errstate(over="ignore", invalid="ignore"):
-            if self._fused:
-                # One numba forward/backward pass; the loss reuses its hidden
-                # activations and recomputes only the output layer's z (the
-                # cross-entropy and softmax costs need z, not a, to stay exact
-                # for saturated outputs). Measured on [64, 100, 10] with 1,497
-                # rows: about half the time of a call with a separate BLAS
-                # forward pass for the loss (3.8 ms against 6.7 ms).
-                from . import kernels
-
-                kernels.loss_gradient(self._grad, net.params, self._sizes, self.X, self.Y,
-                                      int(net.cost.kernel_id), net.dtype.type(self.lmbda / self.n),
-                                      self._acts, self._deltas)
-                grad = self._grad
-                z = self._penultimate() @ net.weights[-1].T + net.biases[-1]
-                a = softmax(z) if net.cost.output_activation == "softmax" else sigmoid(z)
-            else:
-                grad = self._backend.loss_gradient(net, self.X, self.Y, self.lmbda, self.n)
-                z, a = net._feedforward(self.X)
-            loss = float(np.mean(net.cost.fn(z, a, self.Y), dtype=np.float64))
-        if self.lmbda:
-            l2 = sum(float(np.dot(w.ravel(), w.ravel())) for w in net.weights)
-            loss += self.lmbda / (2 * self.n) * l2
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverging optimizer sees inf, not a warning
+            loss, grad = self._backend.loss_and_gradient(self.net, self.X, self.Y, self.lmbda, self.n)
         return loss, grad.astype(np.float64)
 
     def __call__(self, theta):
@@ -203,7 +166,7 @@ def fit_full_batch(net, X, y, method="L-BFGS-B", maxiter=200, lmbda=0.0, validat
     lmbda : float >= 0
         L2 strength, as in :meth:`Network.loss` with ``n`` = rows of ``X``.
     validation_data : (X_val, y_val) or None
-        Adds ``val_loss`` and ``val_accuracy`` to each history row.
+        Adds ``val_loss`` (with the L2 term), ``val_cost`` (without) and ``val_accuracy`` to each history row.
     backend : {"numba", "numpy", "loop"}
         Computes the gradient.
     tol : float or None
@@ -217,7 +180,7 @@ def fit_full_batch(net, X, y, method="L-BFGS-B", maxiter=200, lmbda=0.0, validat
         One row per iteration, with row 0 for the starting point: ``iteration``,
         ``loss``, ``train_accuracy``, ``grad_norm`` (Euclidean norm of the full
         gradient), ``function_evaluations`` (cumulative), ``seconds`` (optimizer
-        time of that iteration, monitoring excluded), and ``val_loss``,
+        time of that iteration, monitoring excluded), and ``val_loss``, ``val_cost``,
         ``val_accuracy`` with validation data. ``attrs``: ``"result"`` (scipy's
         ``OptimizeResult``: ``x``, ``fun``, ``nit``, ``nfev``, ``success``,
         ``message``), ``"method"``, ``"backend"``, ``"compile_seconds"``.
@@ -248,11 +211,7 @@ def fit_full_batch(net, X, y, method="L-BFGS-B", maxiter=200, lmbda=0.0, validat
     else:
         options["maxiter"] = maxiter
 
-    compile_seconds = 0.0
-    if impl.name == "numba":
-        from .backends.numba_matrix import compile_kernels
-
-        compile_seconds = compile_kernels("float64")
+    compile_seconds = impl.compile("float64", work.cost)
     theta0 = work.get_params()
     rows = []
     clock = {"optimizer": 0.0, "since": 0.0}
@@ -265,19 +224,13 @@ def fit_full_batch(net, X, y, method="L-BFGS-B", maxiter=200, lmbda=0.0, validat
             work.params[...] = theta
             loss, grad = fun.loss_and_grad()
         work.params[...] = theta
-        with np.errstate(over="ignore", invalid="ignore"):
-            accuracy = float(np.mean(work._feedforward(fun.X)[1].argmax(axis=1) == labels))
-        row = {"iteration": iteration, "loss": loss, "train_accuracy": accuracy,
+        train = impl.evaluate(work, fun.X, fun.Y, labels, fun.lmbda, fun.n)
+        row = {"iteration": iteration, "loss": loss, "train_accuracy": train.accuracy,
                "grad_norm": float(np.linalg.norm(grad)), "function_evaluations": fun.n_calls,
                "seconds": clock["optimizer"]}
         if validation is not None:
-            X_val, Y_val, val_labels = validation
-            with np.errstate(over="ignore", invalid="ignore"):
-                z, a = work._feedforward(X_val)
-            val_loss = float(np.mean(work.cost.fn(z, a, Y_val), dtype=np.float64))
-            if fun.lmbda:
-                val_loss += fun.lmbda / (2 * fun.n) * sum(float(np.sum(w * w)) for w in work.weights)
-            row["val_loss"], row["val_accuracy"] = val_loss, float(np.mean(a.argmax(axis=1) == val_labels))
+            val = impl.evaluate(work, *validation, fun.lmbda, fun.n)
+            row |= {"val_loss": val.loss, "val_cost": val.cost, "val_accuracy": val.accuracy}
         rows.append(row)
         recorded["theta"] = theta.copy()
 

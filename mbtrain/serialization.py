@@ -26,6 +26,9 @@ import numpy as np
 import pandas as pd
 
 from ._atomic import atomic_write
+from ._validation import check_sizes
+from ._version import __version__
+from .datasets._io import NpzMembers
 
 FORMAT_NAME = "mbtrain-network"
 FORMAT_VERSION = 1
@@ -38,8 +41,6 @@ class ModelFormatError(ValueError):
 
 def save(net, path, format="npz") -> Path:
     """Write ``net`` to ``path`` atomically; returns the path."""
-    from . import __version__
-
     path = Path(path)
     if format == "npz":
         metadata = {
@@ -71,16 +72,20 @@ def save(net, path, format="npz") -> Path:
     return path
 
 
-def load(path, dtype=None):
+def load(path, dtype=None, *, build):
     """Load a network saved by :func:`save` or by the book's ``network2.save``.
 
-    The format is recognised from the content, not the file name.
+    The format is recognised from the content, not the file name. This module
+    reads and checks files; it does not know the network class:
+    :func:`mbtrain.load` passes it as ``build``.
 
     Parameters
     ----------
     path : str or Path
     dtype : {"float32", "float64"}, optional
         Cast the parameters; default: the saved dtype (float64 for network2).
+    build : callable ``(sizes, cost=, init=, dtype=) -> network``
+        Makes the network the parameters are loaded into (``mbtrain.Network``).
 
     Raises
     ------
@@ -92,9 +97,9 @@ def load(path, dtype=None):
     with open(path, "rb") as f:
         head = f.read(4)
     if head.startswith(b"PK"):
-        return _load_npz(path, dtype)
+        return _load_npz(path, dtype, build)
     if head.lstrip()[:1] in (b"{", b""):
-        return _load_network2(path, dtype)
+        return _load_network2(path, dtype, build)
     raise ModelFormatError(f"{path}: not a saved model (neither an mbtrain .npz nor network2 JSON)")
 
 
@@ -103,18 +108,13 @@ def _n_params(sizes) -> int:
 
 
 def _checked_sizes(path, sizes) -> tuple[int, ...]:
-    from ._validation import check_sizes
-
     try:
         return check_sizes(sizes)
     except (TypeError, ValueError) as exc:
         raise ModelFormatError(f"{path}: invalid model sizes ({exc})") from None
 
 
-def _load_npz(path, dtype):
-    from .datasets._io import NpzMembers
-    from .network import Network
-
+def _load_npz(path, dtype, build):
     # Every array is read through NpzMembers: a header may not claim more than
     # the file holds, so a damaged or hostile model cannot make us allocate.
     with NpzMembers(path, error=ModelFormatError) as archive:
@@ -147,7 +147,7 @@ def _load_npz(path, dtype):
     if not np.isfinite(params).all():
         raise ModelFormatError(f"{path}: parameters contain NaN or inf")
     try:
-        net = Network(sizes, cost=metadata.get("cost"), init=metadata.get("init", "gaussian"),
+        net = build(sizes, cost=metadata.get("cost"), init=metadata.get("init", "gaussian"),
                       dtype=dtype or metadata.get("dtype"))
     except (KeyError, ValueError, TypeError) as exc:
         raise ModelFormatError(f"{path}: invalid model metadata ({exc})") from None
@@ -210,9 +210,7 @@ def _text(path, array, name) -> str:
     return str(array)
 
 
-def _load_network2(path, dtype):
-    from .network import Network
-
+def _load_network2(path, dtype, build):
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -241,7 +239,7 @@ def _load_network2(path, dtype):
         if not (np.isfinite(w).all() and np.isfinite(b).all()):
             raise ModelFormatError(f"{path}: layer {l}: parameters contain NaN or inf")
     try:
-        net = Network(sizes, cost=NETWORK2_COSTS[cost], dtype=dtype or "float64")
+        net = build(sizes, cost=NETWORK2_COSTS[cost], init="gaussian", dtype=dtype or "float64")
         with np.errstate(over="ignore"):  # an overflow is refused just below, with the file's name
             net.params[...] = net.layout.pack(weights, biases, net.dtype)
     except (ValueError, TypeError) as exc:

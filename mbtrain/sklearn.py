@@ -329,7 +329,7 @@ class MBClassifier(ClassifierMixin, _MBBase):
 
     def _validation_score(self, X_val, T_val):
         def score(net):
-            return float(np.mean(net._feedforward(X_val)[1].argmax(axis=1) == T_val))
+            return float(np.mean(net._output(X_val)[1].argmax(axis=1) == T_val))
         return score
 
     def partial_fit(self, X, y, classes=None):
@@ -427,7 +427,7 @@ class MBRegressor(RegressorMixin, _MBBase):
 
     def _validation_score(self, X_val, T_val):
         def score(net):
-            T = net._feedforward(X_val)[1]
+            T = net._output(X_val)[1]
             residual = np.sum((T_val - T) ** 2)
             total = np.sum((T_val - T_val.mean(axis=0)) ** 2)
             return float(1 - residual / total) if total > 0 else 0.0

@@ -11,19 +11,17 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm  # the text bar: tqdm.auto wants ipywidgets in notebooks
 
 from . import _validation as v
-from .backends import get_backend
-from .backends._targets import batch_targets, row_labels
-from .backends.numpy_matrix import backward, forward
+from .backends import DEFAULT_BACKEND, FINITE, Evaluation, eval_chunk_rows, get_backend
+from .backends._targets import row_labels
 from .callbacks import EarlyStopping
+from .serialization import save
 
-EVAL_BUDGET_BYTES = 64 * 2**20  # work space of one monitoring pass over a chunk of rows, about
-_EVAL_ARRAYS = 6  # per unit and row in a pass: z, a, delta and the temporaries of sigmoid and backward
 _GATHER_BYTES = 16 * 2**20  # rows gathered per backend call from an X that is not C-contiguous
 _PROGRESS_STEPS = 50  # progress bar updates per epoch
 
@@ -55,27 +53,6 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.checkpoint = checkpoint
 
 
-class Evaluation(NamedTuple):
-    """What :func:`evaluate` measured over a set of rows."""
-
-    loss: float  #: mean cost plus the L2 term, as :meth:`Network.loss` with ``lmbda``: what fit minimises
-    accuracy: float
-    grad_norms: list[float] | None  #: per layer ``||dloss/dW_l||``, when asked for
-    cost: float  #: mean cost alone, no L2 term: :meth:`Network.loss` with ``lmbda=0``
-
-
-def eval_chunk_rows(sizes, itemsize: int, budget_bytes: int = EVAL_BUDGET_BYTES) -> int:
-    """Rows per monitoring pass so that its work space stays near ``budget_bytes``.
-
-    A pass holds a few arrays of every layer's width per row (z, a, delta and
-    temporaries), so the row count follows from the sum of the widths: a
-    ``[784, 8000, 10]`` float32 network evaluates 317 rows at a time, the
-    book's ``[784, 30, 10]`` 3,393 (measured: a ``[64, 4000, 10]`` pass peaks at
-    58 MiB of numpy allocations, the weight-sized gradient sums included).
-    """
-    return max(1, int(budget_bytes) // (int(itemsize) * _EVAL_ARRAYS * sum(sizes)))
-
-
 def _check_evaluation_arrays(net, X, Y, labels) -> None:
     """Shapes only (``evaluate`` takes checked arrays): never broadcast a wrong shape into a number."""
     m, k = X.shape[0], net.sizes[-1]
@@ -89,47 +66,15 @@ def _check_evaluation_arrays(net, X, Y, labels) -> None:
                          f"of {labels.dtype}")
 
 
-def evaluate(net, X, Y, labels, lmbda, n, gradient_norms=False) -> Evaluation:
+def evaluate(net, X, Y, labels, lmbda, n, gradient_norms=False, backend=DEFAULT_BACKEND) -> Evaluation:
     """Loss (as :meth:`Network.loss`), cost, accuracy and, optionally, per-layer gradient norms.
 
-    One forward (and backward) pass over checked arrays (``Y`` integer labels
-    or a target matrix, ``labels`` integer labels), in chunks of rows sized by
-    :func:`eval_chunk_rows`, so the work space stays small whatever the data
-    size and layer widths. The gradient is that of the loss over all rows:
-    ``||dC/dW_l||`` per layer ``l`` (Frobenius norm, L2 term included) — a
-    hidden-delta bug shows as norms that grow layer after layer towards the
-    input.
+    Checked arrays (``Y`` integer labels or a target matrix, ``labels`` integer
+    labels); the arithmetic is the backend's :meth:`~mbtrain.backends.Backend.evaluate`,
+    in chunks of rows sized by :func:`~mbtrain.backends.eval_chunk_rows`.
     """
     _check_evaluation_arrays(net, X, Y, labels)
-    total_cost, correct = 0.0, 0
-    sums_w = [np.zeros(w.shape, dtype=np.float64) for w in net.weights] if gradient_norms else None
-    chunk = eval_chunk_rows(net.sizes, net.dtype.itemsize, EVAL_BUDGET_BYTES)
-    with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported, not warned about
-        for start in range(0, X.shape[0], chunk):
-            stop = start + chunk
-            zs, activations = forward(net.weights, net.biases, net.cost, X[start:stop])
-            Y_chunk = batch_targets(Y, slice(start, stop), net.sizes[-1], net.dtype)
-            total_cost += float(np.sum(net.cost.fn(zs[-1], activations[-1], Y_chunk), dtype=np.float64))
-            correct += int(np.count_nonzero(activations[-1].argmax(axis=1) == labels[start:stop]))
-            if gradient_norms:
-                grad_w, _ = backward(net.weights, net.cost, zs, activations, Y_chunk)
-                for s, g in zip(sums_w, grad_w):
-                    s += g
-            del zs, activations, Y_chunk  # before the next chunk's arrays exist, not after
-        m = X.shape[0]
-        cost = total_cost / m
-        loss = cost
-        if lmbda:
-            loss += lmbda / (2 * n) * sum(float(np.sum(np.square(w, dtype=np.float64))) for w in net.weights)
-        norms = None
-        if gradient_norms:
-            norms = []
-            for s, w in zip(sums_w, net.weights):  # in place: the sums are as large as the weights
-                s /= m
-                if lmbda:
-                    s += (lmbda / n) * w
-                norms.append(float(np.linalg.norm(s)))
-    return Evaluation(loss, correct / m, norms, cost)
+    return get_backend(backend).evaluate(net, X, Y, labels, lmbda, n, gradient_norms=gradient_norms)
 
 
 def fit(net, X, y, *, epochs, batch_size, eta, lmbda=0.0, backend="numba", shuffle=True,
@@ -221,7 +166,7 @@ def fit(net, X, y, *, epochs, batch_size, eta, lmbda=0.0, backend="numba", shuff
         net.rng = np.random.default_rng(seed)
     show_progress = sys.stderr.isatty() if progress is None else bool(progress)
 
-    with _training_context(impl):
+    with impl.training_context():
         return _fit(net, impl, X, Y, labels, n, epochs, batch_size, eta, lmbda, shuffle, validation, monitor,
                     show_progress, watchers, checkpoint)
 
@@ -236,15 +181,10 @@ def _check_finite_parameters(net) -> None:
                          "build a new Network)")
 
 
-def _training_context(impl):
-    """The backend's context around a whole fit (the numba backend keeps BLAS out of its way)."""
-    context = getattr(impl, "training_context", None)
-    return context() if context is not None else contextlib.nullcontext()
-
-
 def _fit(net, impl, X, Y, labels, n, epochs, batch_size, eta, lmbda, shuffle, validation, monitor,
          show_progress, watchers, checkpoint):
-    compile_seconds = _compile(impl, net, batch_size, X, Y)
+    # compiled (or loaded from numba's cache) before the first timed epoch, and reported apart
+    compile_seconds = impl.prepare(net, batch_size, Y=Y, X=X)
     previous = getattr(net, "history", None)
     previous = None if previous is None or previous.empty else previous
     first_epoch = 1 if previous is None else int(previous["epoch"].iloc[-1]) + 1
@@ -262,7 +202,7 @@ def _fit(net, impl, X, Y, labels, n, epochs, batch_size, eta, lmbda, shuffle, va
                 net.params[...] = before
                 net.rng.bit_generator.state = rng_state
                 raise
-            if bad_batch >= 0:
+            if bad_batch != FINITE:
                 _restore_before(net, impl, before, X, Y, order, batch_size, bad_batch, eta, lmbda, n)
                 raise TrainingDiverged(
                     f"training diverged in epoch {epoch}, mini-batch {bad_batch} (rows "
@@ -274,12 +214,12 @@ def _fit(net, impl, X, Y, labels, n, epochs, batch_size, eta, lmbda, shuffle, va
             row = {"epoch": epoch, "seconds": seconds,
                    "examples_per_second": n / seconds if seconds > 0 else np.inf}
             if monitor:
-                row.update(_monitor(net, X, Y, labels, lmbda, n, validation, epoch, before))
+                row.update(_monitor(impl, net, X, Y, labels, lmbda, n, validation, epoch, before))
             rows.append(row)
             history = _history_frame(rows, compile_seconds, impl.name)
             net.history = history if previous is None else pd.concat([previous, history], ignore_index=True)
             if checkpoint is not None:
-                net.save(checkpoint)
+                save(net, checkpoint)
             stop = False
             for watch in watchers:
                 stop = bool(watch(net, history)) or stop
@@ -295,13 +235,13 @@ def _fit(net, impl, X, Y, labels, n, epochs, batch_size, eta, lmbda, shuffle, va
     finally:
         restored = [watch.finish(net) for watch in watchers if isinstance(watch, EarlyStopping)]
         if any(restored) and checkpoint is not None and rows:
-            net.save(checkpoint)  # the file holds what the network now holds: the best epoch
+            save(net, checkpoint)  # the file holds what the network now holds: the best epoch
     return history
 
 
-def _monitor(net, X, Y, labels, lmbda, n, validation, epoch, before) -> dict:
+def _monitor(impl, net, X, Y, labels, lmbda, n, validation, epoch, before) -> dict:
     """The epoch's monitoring columns; a non-finite training loss puts ``before`` back and raises."""
-    train = evaluate(net, X, Y, labels, lmbda, n, gradient_norms=True)
+    train = impl.evaluate(net, X, Y, labels, lmbda, n, gradient_norms=True)
     if not np.isfinite(train.loss):
         net.params[...] = before
         raise TrainingDiverged(
@@ -311,7 +251,7 @@ def _monitor(net, X, Y, labels, lmbda, n, validation, epoch, before) -> dict:
         )
     row = {"train_loss": train.loss, "train_cost": train.cost, "train_accuracy": train.accuracy}
     if validation is not None:
-        val = evaluate(net, *validation, lmbda, n)
+        val = impl.evaluate(net, *validation, lmbda, n)
         row |= {"val_loss": val.loss, "val_cost": val.cost, "val_accuracy": val.accuracy}
     return row | {f"grad_norm_{l}": norm for l, norm in enumerate(train.grad_norms)}
 
@@ -351,8 +291,6 @@ def _run_epoch(impl, net, X, Y, order, batch_size, eta, lmbda, show_progress, la
     step = batches_per_call * batch_size
     bar = None
     if show_progress:
-        from tqdm import tqdm  # the text bar: tqdm.auto wants ipywidgets in notebooks
-
         bar = tqdm(total=len(order), desc=label, unit="ex", unit_scale=True, leave=False, file=sys.stderr)
     seconds = 0.0
     with bar if bar is not None else contextlib.nullcontext():
@@ -365,11 +303,11 @@ def _run_epoch(impl, net, X, Y, order, batch_size, eta, lmbda, show_progress, la
                 X_part, Y_part = X, Y
             bad = impl.sgd_epoch(net, X_part, Y_part, rows, batch_size, eta, lmbda, n)
             seconds += time.perf_counter() - start
-            if bad >= 0:
+            if bad != FINITE:
                 return seconds, offset // batch_size + bad
             if bar is not None:
                 bar.update(len(rows))
-    return seconds, -1
+    return seconds, FINITE
 
 
 def _history_frame(rows, compile_seconds, backend):
@@ -392,14 +330,3 @@ def _restore_before(net, impl, before, X, Y, order, batch_size, bad_batch, eta, 
         _run_epoch(impl, net, X, Y, order[:bad_batch * batch_size], batch_size, eta, lmbda, False, "")
         if not np.isfinite(net.params).all():
             net.params[...] = before
-
-
-def _compile(impl, net, batch_size, X, Y) -> float:
-    """Compile the kernel this fit uses before the first timed epoch; returns seconds.
-
-    With numba's on-disk cache warm this is loading, not compiling; either way it
-    is reported apart (``history.attrs["compile_seconds"]``) so epoch times are
-    run times only.
-    """
-    prepare = getattr(impl, "prepare", None)
-    return prepare(net, batch_size, Y=Y, X=X) if prepare is not None else 0.0

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import mbtrain
+from mbtrain.backends import base
 from mbtrain import _validation, training
 from mbtrain.backends._targets import row_labels
 
@@ -215,14 +216,14 @@ def test_divergence_with_fortran_order_X_restores_the_same_parameters():
 
 
 def test_eval_chunk_rows_follows_the_layer_widths():
-    assert training.eval_chunk_rows([784, 8000, 10], 4) == 317  # the network: not 8,192
-    assert training.eval_chunk_rows([784, 30, 10], 4) == 3393
-    assert training.eval_chunk_rows([784, 30, 10], 8) == 3393 // 2
-    assert training.eval_chunk_rows([10**9, 10], 8) == 1  # always at least one row
+    assert base.eval_chunk_rows([784, 8000, 10], 4) == 317  # the network: not 8,192
+    assert base.eval_chunk_rows([784, 30, 10], 4) == 3393
+    assert base.eval_chunk_rows([784, 30, 10], 8) == 3393 // 2
+    assert base.eval_chunk_rows([10**9, 10], 8) == 1  # always at least one row
     for sizes, itemsize in (([784, 8000, 10], 4), ([64, 30, 10], 8), ([5, 5000, 5000, 5], 4)):
-        rows = training.eval_chunk_rows(sizes, itemsize)
-        per_row = itemsize * training._EVAL_ARRAYS * sum(sizes)
-        assert rows * per_row <= training.EVAL_BUDGET_BYTES < (rows + 1) * per_row
+        rows = base.eval_chunk_rows(sizes, itemsize)
+        per_row = itemsize * base._EVAL_ARRAYS * sum(sizes)
+        assert rows * per_row <= base.EVAL_BUDGET_BYTES < (rows + 1) * per_row
 
 
 def test_evaluate_in_small_chunks_equals_one_pass(monkeypatch):
@@ -230,7 +231,7 @@ def test_evaluate_in_small_chunks_equals_one_pass(monkeypatch):
     net = mbtrain.Network([6, 5, 3], dtype="float64", seed=0)
     X, y = rng.random((50, 6)), rng.integers(0, 3, 50)
     one = training.evaluate(net, X, y, y, 0.3, 80, gradient_norms=True)
-    monkeypatch.setattr(training, "EVAL_BUDGET_BYTES", 8 * training._EVAL_ARRAYS * sum(net.sizes) * 7)  # 7 rows
+    monkeypatch.setattr(base, "EVAL_BUDGET_BYTES", 8 * base._EVAL_ARRAYS * sum(net.sizes) * 7)  # 7 rows
     chunked = training.evaluate(net, X, y, y, 0.3, 80, gradient_norms=True)
     assert chunked.loss == pytest.approx(one.loss, rel=1e-12)
     assert chunked.cost == pytest.approx(one.cost, rel=1e-12)

@@ -29,10 +29,10 @@ LAYERS = [
     {"mbtrain.kernels", "mbtrain.fast_kernels"},
     {"mbtrain.backends"},
     {"mbtrain.datasets", "mbtrain.callbacks", "mbtrain.training", "mbtrain.serialization", "mbtrain.optimize",
-     "mbtrain.gradcheck"},
+     "mbtrain.gradcheck", "mbtrain.gradcheck_hints"},
     {"mbtrain.network"},
     {"mbtrain"},
-    {"mbtrain.sklearn", "mbtrain.bench", "mbtrain.commands", "mbtrain.cli", "mbtrain.__main__"},
+    {"mbtrain.sklearn", "mbtrain._sklearn_names", "mbtrain.bench", "mbtrain.commands", "mbtrain.cli", "mbtrain.__main__"},
 ]
 
 

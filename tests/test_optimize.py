@@ -75,7 +75,7 @@ def test_each_method_reduces_the_loss(digits, method):
                                  **options)
     result = history.attrs["result"]
     assert list(history.columns) == ["iteration", "loss", "train_accuracy", "grad_norm",
-                                     "function_evaluations", "seconds", "val_loss", "val_accuracy"]
+                                     "function_evaluations", "seconds", "val_loss", "val_cost", "val_accuracy"]
     assert history["iteration"].tolist() == list(range(len(history)))
     assert history["loss"].iloc[-1] < 0.5 * history["loss"].iloc[0]
     assert history["train_accuracy"].iloc[-1] > 0.6

@@ -1,26 +1,16 @@
-"""Backends: three implementations of the same maths, selected by name.
+"""Backends: three implementations of the same maths, behind one protocol.
 
-Each backend provides
-
-- ``loss_gradient(net, X, Y, lmbda, n) -> flat gradient`` in the layout of
-  :class:`mbtrain.params.ParameterLayout`, the exact gradient of
-  :meth:`mbtrain.Network.loss`;
-- ``sgd_epoch(net, X, Y, order, batch_size, eta, lmbda, n) -> int``: one epoch of
-  mini-batch SGD over the rows ``X[order]``, updating ``net`` in place with the
-  book's rule ``w <- (1 - eta*lmbda/n) w - (eta/m) sum grad C_x``. It returns the
-  index of the first mini-batch after which a parameter was no longer finite,
-  or ``-1``; the caller restores and reports (see :mod:`mbtrain.training`).
-
-Optional hooks, used by :func:`mbtrain.training.fit` when present:
-``prepare(net, batch_size, Y=None, X=None) -> seconds`` compiles what the fit
-will run (reported apart from epoch times), and ``training_context()`` is
-entered around the whole fit (the numba backend keeps BLAS on one thread).
-
-``loop`` is the per-example reference (the oracle), ``numpy`` the plain
-matrix-based version, ``numba`` the fast one and the default.
+:class:`~mbtrain.backends.base.Backend` declares what every caller needs: the
+output layer's ``(z, a)``, the loss and its exact gradient over a batch, an SGD
+epoch, a whole-set evaluation, and the hooks of the training driver
+(``prepare``, ``compile``, ``training_context``). ``loop`` is the per-example
+reference (the oracle), ``numpy`` the plain matrix-based version, ``numba`` the
+fast one and the default. A caller gets one with :func:`get_backend` and asks
+it; no module outside this package asks which backend it holds.
 """
 from __future__ import annotations
 
+from .base import FINITE, Backend, Evaluation, eval_chunk_rows
 from .loop import LoopBackend
 from .numpy_matrix import NumpyBackend
 from .numba_matrix import NumbaBackend
@@ -33,12 +23,15 @@ BACKENDS = {
 DEFAULT_BACKEND = "numba"
 
 
-def get_backend(name: str):
-    """Return the backend registered under ``name``."""
+def get_backend(name) -> Backend:
+    """Return the backend registered under ``name`` (a :class:`Backend` instance is returned as it is)."""
+    if isinstance(name, Backend):
+        return name
     try:
         return BACKENDS[name]
     except (KeyError, TypeError):
         raise ValueError(f"backend: unknown backend {name!r}; choose one of {sorted(BACKENDS)}") from None
 
 
-__all__ = ["BACKENDS", "DEFAULT_BACKEND", "get_backend", "LoopBackend", "NumpyBackend", "NumbaBackend"]
+__all__ = ["BACKENDS", "DEFAULT_BACKEND", "FINITE", "Backend", "Evaluation", "LoopBackend", "NumbaBackend",
+           "NumpyBackend", "eval_chunk_rows", "get_backend"]

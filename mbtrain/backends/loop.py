@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..activations import sigmoid, softmax
+from ..activations import output_activation, sigmoid
 from ._targets import batch_targets
 from .base import FINITE, Backend
 
@@ -23,10 +23,7 @@ def feedforward(weights, biases, cost, x):
     for l, (w, b) in enumerate(zip(weights, biases)):
         z = w @ activation + b
         zs.append(z)
-        if l == last and cost.output_activation == "softmax":
-            activation = softmax(z)
-        else:
-            activation = sigmoid(z)
+        activation = output_activation(cost, z) if l == last else sigmoid(z)
         activations.append(activation)
     return zs, activations
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..activations import sigmoid, softmax
+from ..activations import output_activation, sigmoid
 from ._targets import batch_targets
 from .base import FINITE, Backend
 
@@ -22,7 +22,7 @@ def forward(weights, biases, cost, X):
     for l, (w, b) in enumerate(zip(weights, biases)):
         z = activations[-1] @ w.T + b
         zs.append(z)
-        activations.append(softmax(z) if l == last and cost.output_activation == "softmax" else sigmoid(z))
+        activations.append(output_activation(cost, z) if l == last else sigmoid(z))
     return zs, activations
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm  # the text bar: tqdm.auto wants ipywidgets in notebooks
 
+from .._version import __version__
 from ._io import as_path
 
 CHUNK_BYTES = 1 << 16
@@ -59,8 +60,6 @@ def _fsync_dir(directory: Path) -> None:
 
 def _fetch(url: str, out, md5: str, label: str, progress, timeout: float) -> None:
     """Stream ``url`` into the open binary file ``out``, checking length and MD5."""
-    from .. import __version__
-
     request = urllib.request.Request(url, headers={"User-Agent": f"mbtrain/{__version__}"})
     digest = hashlib.md5(usedforsecurity=False)
     received = 0
