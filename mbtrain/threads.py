@@ -39,6 +39,10 @@ import numbers
 from contextlib import contextmanager
 from typing import NamedTuple
 
+import numba
+import numpy  # noqa: F401  (loads the BLAS so threadpoolctl can see it)
+from threadpoolctl import threadpool_info, threadpool_limits
+
 __all__ = ["ThreadCounts", "get_num_threads", "limit", "set_num_threads"]
 
 
@@ -59,24 +63,17 @@ def _check_count(value, name: str) -> int:
 
 
 def _blas_pools() -> list[dict]:
-    import numpy  # noqa: F401  (loads the BLAS so threadpoolctl can see it)
-    from threadpoolctl import threadpool_info
-
     return [pool for pool in threadpool_info() if pool.get("user_api") == "blas"]
 
 
 def get_num_threads() -> ThreadCounts:
     """The thread counts in force for numba (this Python thread) and BLAS."""
-    import numba
-
     counts = [pool["num_threads"] for pool in _blas_pools()]
     return ThreadCounts(numba=int(numba.get_num_threads()), blas=max(counts) if counts else None)
 
 
 def _max_threads() -> int:
     """The size of the pool numba starts: the number of cores, or ``NUMBA_NUM_THREADS``."""
-    import numba
-
     return int(numba.config.NUMBA_NUM_THREADS)
 
 
@@ -112,9 +109,6 @@ def set_num_threads(n, *, blas=None) -> ThreadCounts:
         The counts before the call, to restore later by hand; :func:`limit`
         does that for you.
     """
-    import numba
-    from threadpoolctl import threadpool_limits
-
     n, blas = _counts(n, blas)
     previous = get_num_threads()
     numba.set_num_threads(n)
@@ -134,9 +128,6 @@ def limit(n, *, blas=None):
     >>> with mbtrain.threads.limit(1) as counts:   # doctest: +SKIP
     ...     net.fit(X, y, epochs=1, batch_size=10, eta=3.0)
     """
-    import numba
-    from threadpoolctl import threadpool_limits
-
     n, blas = _counts(n, blas)
     previous_numba = numba.get_num_threads()
     # threadpoolctl records each library's own count and restores exactly that.

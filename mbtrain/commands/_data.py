@@ -5,6 +5,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import pandas as pd
+
+from .. import datasets
+from ..datasets import book_split, train_validation_split
+from ..synthetic import make_blobs
 
 DATASET_CHOICES = ("digits", "fashion-mnist", "mnist", "synthetic")
 FILE_DATASETS = ("fashion-mnist", "mnist")  # the ones read from files, so --data-dir applies
@@ -39,12 +44,9 @@ def load_dataset(name: str, dtype: str, data_dir=None, n_features=None, n_classe
         if not Path(data_dir).is_dir():
             raise ValueError(f"--data-dir: {data_dir} is not a directory")
     if name == "synthetic":
-        from ..synthetic import make_blobs
-
         X, y = make_blobs(n_samples=2500, n_features=n_features or 16, n_classes=n_classes or 4,
                           dtype=dtype, seed=seed)
         return Loaded(X[:2000], y[:2000], X[2000:], y[2000:], f"generated blobs (seed {seed})")
-    from .. import datasets
 
     if name not in FILE_DATASETS:
         return Loaded(*datasets.load(name, dtype=dtype), "the copy shipped with mbtrain")
@@ -101,8 +103,6 @@ def resolve_sizes(given, n_features: int, n_classes: int, hidden=(30,), dataset=
 
 def validation_split(X, y, spec: str, seed: int):
     """Split off validation rows: ``"0"`` none, ``"book"`` the last 10,000, a count, or a fraction."""
-    from ..datasets import book_split, train_validation_split
-
     if spec in ("0", "none"):
         return X, y, None
     if spec == "book":
@@ -116,8 +116,6 @@ def validation_split(X, y, spec: str, seed: int):
 
 def confusion_matrix(y_true, y_pred, n_classes: int):
     """Counts, rows = true class, columns = predicted class, as a labelled DataFrame."""
-    import pandas as pd
-
     counts = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(counts, (y_true, y_pred), 1)
     index = pd.Index(range(n_classes), name="true")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import Network, gradcheck
 from . import _args
 
 DESCRIPTION = """Check a backend's backprop, or your own, against central differences of the
@@ -131,8 +132,6 @@ def _guarded(function, spec: str, filename):
 
 
 def run(args) -> int:
-    from .. import Network, gradcheck
-
     try:
         net = Network(args.sizes, cost=args.cost, init=args.init, dtype="float64", seed=args.seed)
         rng = np.random.default_rng(args.seed + 1)

@@ -6,6 +6,7 @@ import contextlib
 import sys
 from pathlib import Path
 
+from .. import Network, TrainingDiverged, TrainingInterrupted, load
 from .._atomic import atomic_write
 from ..backends import get_backend
 from . import _args
@@ -121,8 +122,6 @@ def _write_history(net, out: Path) -> None:
 
 
 def run_train(args) -> int:
-    from .. import Network, TrainingDiverged, TrainingInterrupted
-
     n_features = args.sizes[0] if args.sizes else None
     n_classes = args.sizes[-1] if args.sizes else None
     try:
@@ -193,10 +192,8 @@ def run_train(args) -> int:
 
 
 def run_evaluate(args) -> int:
-    import mbtrain
-
     try:
-        net = mbtrain.load(args.model)
+        net = load(args.model)
         X_train, y_train, X_test, y_test, source = load_dataset(
             args.dataset, net.dtype.name, args.data_dir, net.sizes[0], net.sizes[-1], seed=args.seed)
         if X_test.shape[1] != net.sizes[0]:
