@@ -9,15 +9,14 @@ Public API::
 from . import datasets, threads
 from ._version import __version__
 from .backends import BACKENDS, DEFAULT_BACKEND
+from .callbacks import EarlyStopping
 from .costs import COSTS, Cost, register_cost
 from .gradcheck import GradcheckResult, gradcheck
 from .network import Network, load
 from .optimize import loss_and_grad
-from .threads import get_num_threads, set_num_threads
-from .callbacks import EarlyStopping
 from .serialization import ModelFormatError
+from .threads import get_num_threads, set_num_threads
 from .training import TrainingDiverged, TrainingInterrupted
-
 
 __all__ = [
     "BACKENDS", "COSTS", "Cost", "DEFAULT_BACKEND", "EarlyStopping", "GradcheckResult",

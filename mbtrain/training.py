@@ -17,7 +17,7 @@ import pandas as pd
 from tqdm import tqdm  # the text bar: tqdm.auto wants ipywidgets in notebooks
 
 from . import _validation as v
-from .backends import DEFAULT_BACKEND, FINITE, Evaluation, eval_chunk_rows, get_backend
+from .backends import DEFAULT_BACKEND, FINITE, Evaluation, get_backend
 from .backends._targets import row_labels
 from .callbacks import EarlyStopping
 from .serialization import save

@@ -10,8 +10,11 @@ import gzip
 import math
 import os
 import struct
+import zipfile
 import zlib
 from pathlib import Path
+
+import numpy as np
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -191,8 +194,6 @@ class NpzMembers:
     """
 
     def __init__(self, path, error=DataFormatError):
-        import zipfile
-
         self.path = Path(path)
         self.error = error
         self._archive_size = os.path.getsize(self.path)
@@ -217,10 +218,6 @@ class NpzMembers:
         self._zip.close()
 
     def read(self, name: str):
-        import zipfile
-
-        import numpy as np
-
         info = self._members[name]
         where = f"{self.path}: {name}"
         if info.compress_size > self._archive_size:

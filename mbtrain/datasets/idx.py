@@ -26,8 +26,16 @@ import numpy as np
 
 from .._validation import check_dtype
 from ._convert import integer_labels, scale_to_unit
-from ._io import (DataFormatError, as_path, count_up_to, is_gzip, max_inflated_size, open_stream, read_up_to,
-                  readinto_up_to)
+from ._io import (
+    DataFormatError,
+    as_path,
+    count_up_to,
+    is_gzip,
+    max_inflated_size,
+    open_stream,
+    read_up_to,
+    readinto_up_to,
+)
 
 IDX_TYPES = {
     0x08: np.dtype("u1"),
