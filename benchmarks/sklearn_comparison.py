@@ -83,11 +83,10 @@ def main(argv=None) -> int:
 
     import mbtrain
     from mbtrain import threads
-    from mbtrain.backends.numba_matrix import compile_kernels
 
     X_train, y_train, X_test, y_test = mbtrain.datasets.load(args.dataset, dtype="float64")
     data = {dt: (X_train.astype(dt), X_test.astype(dt)) for dt in args.dtypes.split(",")}
-    compile_seconds = {dt: compile_kernels(dt) for dt in data}
+    compile_seconds = {dt: mbtrain.backends.get_backend("numba").compile(dt) for dt in data}
     candidates = arms(args, X_train.shape[0])
     times = {name: [] for name in candidates}
     accuracy = {}

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from .base import FINITE, Backend, Evaluation, eval_chunk_rows
 from .loop import LoopBackend
-from .numpy_matrix import NumpyBackend
 from .numba_matrix import NumbaBackend
+from .numpy_matrix import NumpyBackend
 
 BACKENDS = {
     "loop": LoopBackend(),

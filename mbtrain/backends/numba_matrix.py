@@ -28,7 +28,7 @@ from threadpoolctl import threadpool_limits
 
 from .. import fast_kernels
 from ..activations import output_activation
-from ..costs import l2_penalty, get_cost
+from ..costs import get_cost, l2_penalty
 from ..params import ParameterLayout
 from ._targets import batch_targets
 from .base import FINITE

@@ -28,9 +28,11 @@ not timed.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import time
 
+import numba
 import numpy as np
 
 from ..backends import get_backend
@@ -88,8 +90,6 @@ class Arm:
 
     def timing_context(self):
         """A context entered around this arm's timed epochs (none by default)."""
-        import contextlib
-
         return contextlib.nullcontext()
 
     def thread_info(self) -> dict:
@@ -127,8 +127,17 @@ class BackendArm(Arm):
         self.kind = kind
         self.description = description
 
+    def compile(self, net):
+        """The backend's own compile step (the numba kernels for ``net``'s dtype and cost; nothing elsewhere)."""
+        return get_backend(self.name).compile(net.dtype.name, net.cost)
+
     def runner(self, net, X, Y):
         return BackendRunner(get_backend(self.name), net, X, Y)
+
+    def timing_context(self):
+        """The backend's own training context, as ``fit`` uses (the numba backend keeps BLAS out of its
+        way: the idle workers the other arms woke must not spin on numba's cores)."""
+        return get_backend(self.name).training_context()
 
 
 class NumbaArm(BackendArm):
@@ -140,27 +149,13 @@ class NumbaArm(BackendArm):
             return f"no numba kernel for cost {net.cost.name!r}"
         return None
 
-    def compile(self, net):
-        from ..backends.numba_matrix import compile_kernels
-
-        return compile_kernels(net.dtype.name, net.cost.name)
-
     def set_threads(self, n_threads):
-        import numba
-
         previous = numba.get_num_threads()
         numba.set_num_threads(min(n_threads, numba.config.NUMBA_NUM_THREADS))
         return lambda: numba.set_num_threads(previous)
 
     def thread_info(self):
-        import numba
-
         return {"numba_threads": numba.get_num_threads()}
-
-    def timing_context(self):
-        """The backend's own training context, as ``fit`` uses: BLAS kept out of numba's way
-        (the idle workers the other arms woke must not spin on numba's cores)."""
-        return get_backend("numba").training_context()
 
 
 # -- torch --------------------------------------------------------------------------

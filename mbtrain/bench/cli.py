@@ -4,14 +4,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import signal
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
 
 from ..commands import _args
-from .data import DATASETS
+from .data import DATASETS, check_sizes, fit_sizes, load_data
+from .report import write_report
+from .sweep import sweep
+from .throughput import bench
 
 BENCH_EXAMPLE = """example:
   mbtrain bench --quick
@@ -232,8 +235,6 @@ def _load(args, command):
 
     An explicit ``--sizes`` must fit the data; only the default adapts to it.
     """
-    from .data import check_sizes, fit_sizes, load_data
-
     data = load_data(args.dataset, dtype="float64", train_rows=args.train_rows, data_dir=args.data_dir)
     if args.sizes is not None:
         sizes = check_sizes(args.sizes, data)
@@ -264,8 +265,6 @@ def _command_line():
 
 
 def run_bench(args) -> int:
-    from .throughput import bench
-
     started = time.perf_counter()
     try:
         _settle(args, "bench")
@@ -285,8 +284,6 @@ def run_bench(args) -> int:
 
 
 def run_sweep(args) -> int:
-    from .sweep import sweep
-
     started = time.perf_counter()
     try:
         _settle(args, "sweep")
@@ -308,8 +305,6 @@ def run_sweep(args) -> int:
 
 
 def run_report(args) -> int:
-    from .report import write_report
-
     try:
         path = write_report(args.folder, compare=args.compare)
     except (ValueError, OSError) as exc:

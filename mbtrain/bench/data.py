@@ -7,6 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import datasets
+from ..datasets import train_validation_split
+from ..synthetic import make_blobs
+
 DATASETS = ("auto", "digits", "fashion-mnist", "mnist", "synthetic")
 
 
@@ -39,11 +43,8 @@ def _load_named(name, dtype, data_dir=None, download=True):
     The note names the files the rows were read from.
     """
     if name == "synthetic":
-        from ..synthetic import make_blobs
-
         X, y = make_blobs(n_samples=1200, n_features=64, n_classes=10, spread=1.2, dtype=dtype, seed=0)
         return X, y, "synthetic blobs (mbtrain.synthetic.make_blobs: 1200 rows, 64 features, 10 classes)"
-    from .. import datasets
 
     X_train, y_train, _, _ = datasets.load(name, dtype=dtype, data_dir=data_dir, download=download)
     if name == "digits":
@@ -66,7 +67,6 @@ def check_data_dir(name, data_dir):
     if name in ("digits", "synthetic"):
         raise ValueError(f"--data-dir: the {name} data set is not read from files (digits are shipped with "
                          f"mbtrain, synthetic blobs are generated); --data-dir is for fashion-mnist and mnist")
-    from .. import datasets
 
     key = "fashion-mnist" if name == "auto" else name
     files = datasets.locate(key, data_dir)  # raises when the directory holds only some of the files
@@ -102,8 +102,6 @@ def load_data(name="auto", dtype="float32", train_rows=None, validation_fraction
         An unknown name, a ``data_dir`` that does not exist or does not apply,
         or a damaged file (the message names it).
     """
-    from ..datasets import train_validation_split
-
     if name not in DATASETS:
         raise ValueError(f"--dataset: unknown data set {name!r}; choose one of {list(DATASETS)}")
     check_data_dir(name, data_dir)

@@ -11,6 +11,10 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+import numba
+import numpy  # noqa: F401  (loads the BLAS so threadpoolctl can see it)
+from threadpoolctl import threadpool_info, threadpool_limits
+
 
 def cpu_model() -> str:
     """The CPU model name from /proc/cpuinfo (Linux), else :func:`platform.processor`."""
@@ -41,17 +45,12 @@ def _version(package: str) -> str | None:
 
 def blas_info() -> list[dict]:
     """numpy's BLAS (and any other native thread pool) as threadpoolctl sees it."""
-    import numpy  # noqa: F401  (loads the BLAS so threadpoolctl can see it)
-    from threadpoolctl import threadpool_info
-
     keep = ("user_api", "internal_api", "version", "num_threads", "threading_layer", "architecture", "filepath")
     return [{k: pool.get(k) for k in keep if k in pool} for pool in threadpool_info()]
 
 
 def machine_info(command=None, threads=None) -> dict:
     """A JSON-able description of the machine and software (no measurements)."""
-    import numba
-
     info = {
         "timestamp": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": command if command is not None else shlex.join(sys.argv),
@@ -92,9 +91,6 @@ def thread_limits(n_threads: int, arms=()):
 
     Yields the thread counts in force, for machine.json and the report.
     """
-    import numba
-    from threadpoolctl import threadpool_limits
-
     restore = []
     previous_numba = numba.get_num_threads()
     try:

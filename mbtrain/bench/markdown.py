@@ -14,7 +14,6 @@ import math
 import numpy as np
 import pandas as pd
 
-
 # -- formatting ------------------------------------------------------------------------
 
 

@@ -13,15 +13,31 @@ from __future__ import annotations
 from pathlib import Path
 
 from .._atomic import atomic_write
-from .comparison import (IncomparableRuns, bench_ratios, check_comparable, machine_differences, run_kind,
-                         setting_differences, sweep_ratios)
+from .comparison import (
+    IncomparableRuns,
+    bench_ratios,
+    check_comparable,
+    machine_differences,
+    run_kind,
+    setting_differences,
+    sweep_ratios,
+)
 from .machine import read_machine
 from .markdown import bench_missing, compare_lines, fmt, header_lines, markdown_table, mean_sd, sweep_missing
 from .plots import plot_bench, plot_sweep
 from .results import read_results
 from .sections import bench_lines, sweep_lines
-from .summaries import (bench_coverage, bench_summary, best_per_batch_size, execution, missing_floors, noise_points,
-                        scaling_verdict, sweep_coverage, sweep_summary)
+from .summaries import (
+    bench_coverage,
+    bench_summary,
+    best_per_batch_size,
+    execution,
+    missing_floors,
+    noise_points,
+    scaling_verdict,
+    sweep_coverage,
+    sweep_summary,
+)
 
 __all__ = ["IncomparableRuns", "bench_summary", "best_per_batch_size", "fmt", "markdown_table", "mean_sd",
            "render_report", "scaling_verdict", "sweep_summary", "write_report"]

@@ -13,7 +13,6 @@ import pandas as pd
 from .markdown import fmt, fmt_mean_sd, image_links, join_and, markdown_table
 from .summaries import SMALL_BATCH, fastest_arms, interval_name, noise_points
 
-
 # -- bench ------------------------------------------------------------------------------
 
 

@@ -28,10 +28,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm  # the text bar: tqdm.auto wants ipywidgets in notebooks
 
+from .. import training
 from ..backends import get_backend
 from ..network import Network
-from .. import training
 from .data import fingerprint
 from .machine import available_cores, check_resumable, machine_info, thread_limits, write_machine
 from .noise import gradient_noise_scale
@@ -294,9 +295,6 @@ def sweep(data, sizes, *, out, cost="quadratic", init="gaussian", dtype="float32
     -------
     RunResult (``interrupted`` after Ctrl-C; what was measured is kept and reported).
     """
-    from tqdm import tqdm  # the text bar: tqdm.auto wants ipywidgets in notebooks
-
-    from ..backends.numba_matrix import compile_kernels
 
     # Everything is checked before the folder is touched: a bad setting must not cost an earlier run's results.
     if eta_policy not in ETA_POLICIES:
@@ -362,8 +360,8 @@ def sweep(data, sizes, *, out, cost="quadratic", init="gaussian", dtype="float32
             todo = [run for run in runs if _run_key(*run) not in done]
             with thread_limits(threads) as counts:
                 info["threads"] = counts
-                if backend == "numba":  # in parallel runs too: the workers then load the kernels from the cache
-                    info["compile_seconds"] = compile_kernels(probe.dtype.name, probe.cost.name)
+                # in parallel runs too: the workers then load the kernels from the cache
+                info["compile_seconds"] = get_backend(backend).compile(probe.dtype.name, probe.cost)
                 write_machine(out / "machine.json", info)
                 with tqdm(total=len(runs), initial=len(runs) - len(todo), desc="sweep", unit="run",
                           disable=None if progress is None else not progress) as bar:

@@ -27,13 +27,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm  # the text bar: tqdm.auto wants ipywidgets in notebooks
 
 from .._validation import check_dtype
+from ..costs import get_cost
 from ..network import Network
 from .arms import get_arm
 from .data import fingerprint
 from .floor import epoch_bytes, epoch_flops, measure_floor
 from .machine import available_cores, check_resumable, machine_info, thread_limits, write_machine
+from .report import write_report as _write_report
 from .results import ResultsWriter, folder_lock, read_results
 
 CHECK_TOLERANCE = {"float32": 1e-4, "float64": 1e-9}
@@ -56,8 +59,6 @@ def finish_run(out, info, interrupted, write_report) -> RunResult:
     leaves a report of what was measured, marked partial; a further Ctrl-C is
     ignored until it is written.
     """
-    from .report import write_report as _write_report
-
     try:
         info["interrupted"] = interrupted
         write_machine(out / "machine.json", info)
@@ -94,8 +95,6 @@ def update_error(arm, net, X, Y, eta, lmbda, n, rows=CHECK_ROWS) -> float:
     rows; the reference runs in float64 with the loss the arm trains. The error
     is ``||u_arm - u_ref|| / ||u_ref||`` over the whole parameter vector.
     """
-    from ..costs import get_cost
-
     m = min(rows, X.shape[0])
     order = np.arange(m, dtype=np.int64)
     runner = arm.runner(net, X[:m], Y[:m])
@@ -158,8 +157,6 @@ def bench(X, y, sizes, *, out, cost="quadratic", init="gaussian", eta=3.0, lmbda
     RunResult, with ``interrupted`` True after Ctrl-C (everything measured is kept
     and the report is written for it).
     """
-    from tqdm import tqdm  # the text bar: tqdm.auto wants ipywidgets in notebooks
-
     # Everything is checked before the folder is touched: a bad setting must not cost an earlier run's results.
     out = Path(out)
     X = np.asarray(X)
