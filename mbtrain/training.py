@@ -134,7 +134,7 @@ def fit(net, X, y, *, epochs, batch_size, eta, lmbda=0.0, backend="numba", shuff
     ``lmbda=0``, comparable across ``lmbda`` and with ``mbtrain evaluate``'s
     test loss) and ``train_accuracy``; with validation data ``val_loss``,
     ``val_cost`` (the same two, on the validation rows, with the training
-    set's ``n``) and ``val_accuracy``; and ``grad_norm_0`` ... (the norm of
+    set's ``n``) and ``val_accuracy``; and ``grad_norm_1`` ... (layers numbered from 1, ``W1 = net.weights[0]``; the norm of
     the full training-set gradient of each layer's weights). The rows are also
     appended to ``net.history``, whose epochs continue across calls.
 
@@ -253,7 +253,7 @@ def _monitor(impl, net, X, Y, labels, lmbda, n, validation, epoch, before) -> di
     if validation is not None:
         val = impl.evaluate(net, *validation, lmbda, n)
         row |= {"val_loss": val.loss, "val_cost": val.cost, "val_accuracy": val.accuracy}
-    return row | {f"grad_norm_{l}": norm for l, norm in enumerate(train.grad_norms)}
+    return row | {f"grad_norm_{l}": norm for l, norm in enumerate(train.grad_norms, 1)}  # W1 first, as gradcheck
 
 
 def _watchers(callbacks, early_stopping, validation, monitor):

@@ -438,7 +438,7 @@ def test_ctrl_c_while_the_report_is_written_leaves_a_partial_report(tmp_path, ca
     assert main(argv) == 130
     assert calls == [{}, {"partial": True}]
     text = (out / "report.md").read_text()
-    assert "Partial report" in text and "earlier run" not in text
+    assert "> **Interrupted**" in text.split("\n")[2] and "earlier run" not in text
     assert ("## Throughput" if command == "bench" else "Fastest to target") in text
     assert json.loads((out / "machine.json").read_text())["interrupted"] is True
     assert "interrupted" in capsys.readouterr().err

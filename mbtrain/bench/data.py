@@ -11,7 +11,7 @@ from .. import datasets
 from ..datasets import train_validation_split
 from ..synthetic import make_blobs
 
-DATASETS = ("auto", "digits", "fashion-mnist", "mnist", "synthetic")
+DATASETS = ("auto", *datasets.COMMAND_DATASETS)  # "auto": Fashion-MNIST when it is here, else digits
 
 
 @dataclass

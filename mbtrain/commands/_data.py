@@ -11,7 +11,7 @@ from .. import datasets
 from ..datasets import book_split, train_validation_split
 from ..synthetic import make_blobs
 
-DATASET_CHOICES = ("digits", "fashion-mnist", "mnist", "synthetic")
+DATASET_CHOICES = datasets.COMMAND_DATASETS
 FILE_DATASETS = ("fashion-mnist", "mnist")  # the ones read from files, so --data-dir applies
 
 

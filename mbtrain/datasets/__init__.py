@@ -22,7 +22,7 @@ whose message starts with the file's path.
 """
 from ._io import DataFormatError
 from .book_pickle import RestrictedUnpickler, UnsafePickleError, read_book_pickle
-from .catalog import DATASETS, cache_dir, load, locate, search_dirs
+from .catalog import COMMAND_DATASETS, DATASETS, cache_dir, load, locate, search_dirs
 from .csvfile import read_csv
 from .idx import read_idx, read_idx_images, read_idx_labels, read_idx_pair
 from .npz import read_npz
@@ -30,7 +30,7 @@ from .remote import DownloadError, download, download_file
 from .splits import book_split, train_validation_split
 
 __all__ = [
-    "DATASETS", "DataFormatError", "DownloadError", "RestrictedUnpickler", "UnsafePickleError",
+    "COMMAND_DATASETS", "DATASETS", "DataFormatError", "DownloadError", "RestrictedUnpickler", "UnsafePickleError",
     "book_split", "cache_dir", "download", "download_file", "load", "locate", "read_book_pickle",
     "read_csv", "read_idx", "read_idx_images", "read_idx_labels", "read_idx_pair", "read_npz",
     "search_dirs", "train_validation_split",

@@ -82,6 +82,9 @@ MNIST = IdxDataset(
 
 IDX_DATASETS = {spec.name: spec for spec in (MNIST, FASHION_MNIST)}
 DATASETS = ("digits", "fashion-mnist", "mnist")
+#: Every ``--dataset`` a command accepts: the named sets, and seeded ``"synthetic"`` blobs
+#: (:func:`mbtrain.synthetic.make_blobs`, made rather than loaded). The one list the CLI's choices come from.
+COMMAND_DATASETS = (*DATASETS, "synthetic")
 _ALIASES = {"fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist"}
 
 
