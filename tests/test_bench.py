@@ -143,13 +143,11 @@ class ScaledRunner(BackendRunner):
 
 class WrongArm(BackendArm):
     def runner(self, net, X, Y):
-        from mbtrain.backends import get_backend
-
-        return ScaledRunner(get_backend("numpy"), net, X, Y)
+        return ScaledRunner(self.backend, net, X, Y)
 
 
 def test_a_wrong_arm_is_reported_and_not_timed(tmp_path, monkeypatch):
-    monkeypatch.setitem(ARMS, "wrong", WrongArm("wrong", description="numpy with eta off by 1 %"))
+    monkeypatch.setitem(ARMS, "wrong", WrongArm("wrong", description="numpy with eta off by 1 %", backend="numpy"))
     result = run_small(tmp_path, arms=("numpy", "wrong"), repeats=1)
     checks = result.results[result.results["kind"] == "check"].set_index("arm")
     assert checks.loc["wrong", "status"] == "wrong"

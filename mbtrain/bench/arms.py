@@ -120,24 +120,29 @@ class BackendRunner:
 
 
 class BackendArm(Arm):
-    """An mbtrain backend (``loop``, ``numpy``, ``numba``) as an arm."""
+    """An mbtrain backend (``loop``, ``numpy``, ``numba``) as an arm; ``backend`` defaults to ``name``."""
 
-    def __init__(self, name, kind="backend", description=""):
+    def __init__(self, name, kind="backend", description="", backend=None):
         self.name = name
         self.kind = kind
         self.description = description
+        self.backend_name = name if backend is None else backend
+
+    @property
+    def backend(self):
+        return get_backend(self.backend_name)
 
     def compile(self, net):
         """The backend's own compile step (the numba kernels for ``net``'s dtype and cost; nothing elsewhere)."""
-        return get_backend(self.name).compile(net.dtype.name, net.cost)
+        return self.backend.compile(net.dtype.name, net.cost)
 
     def runner(self, net, X, Y):
-        return BackendRunner(get_backend(self.name), net, X, Y)
+        return BackendRunner(self.backend, net, X, Y)
 
     def timing_context(self):
         """The backend's own training context, as ``fit`` uses (the numba backend keeps BLAS out of its
         way: the idle workers the other arms woke must not spin on numba's cores)."""
-        return get_backend(self.name).training_context()
+        return self.backend.training_context()
 
 
 class NumbaArm(BackendArm):

@@ -36,7 +36,7 @@ from .arms import get_arm
 from .data import fingerprint
 from .floor import epoch_bytes, epoch_flops, measure_floor
 from .machine import available_cores, check_resumable, machine_info, thread_limits, write_machine
-from .report import write_report as _write_report
+from . import report
 from .results import ResultsWriter, folder_lock, read_results
 
 CHECK_TOLERANCE = {"float32": 1e-4, "float64": 1e-9}
@@ -63,7 +63,7 @@ def finish_run(out, info, interrupted, write_report) -> RunResult:
         info["interrupted"] = interrupted
         write_machine(out / "machine.json", info)
         if write_report:
-            _write_report(out)
+            report.write_report(out)
     except KeyboardInterrupt:
         interrupted = info["interrupted"] = True
         with _ignoring_sigint():
@@ -71,7 +71,7 @@ def finish_run(out, info, interrupted, write_report) -> RunResult:
             if write_report:
                 print(f"interrupted: writing the report of what was measured to {out / 'report.md'}",
                       file=sys.stderr)
-                _write_report(out, partial=True)
+                report.write_report(out, partial=True)
     return RunResult(out, read_results(out), interrupted)
 
 
