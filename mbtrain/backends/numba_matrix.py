@@ -19,6 +19,9 @@ speed; a warning says so once per cost.
 """
 from __future__ import annotations
 
+import contextlib
+import sys
+import threading
 import time
 import warnings
 
@@ -61,6 +64,47 @@ def _has_kernel(net) -> bool:
             f"backend 'numba': no fused kernel for cost {net.cost.name!r}; it runs through the numpy "
             "backend's matrix path (the same maths, at numpy's speed)", stacklevel=3)
     return False
+
+
+#: Seconds of compiling after which a first run says what it is doing (a warm cache loads in well under it).
+NOTICE_AFTER_SECONDS = 1.0
+
+
+_notice_state = threading.local()
+
+
+@contextlib.contextmanager
+def compile_notice(stream=None, after: float = NOTICE_AFTER_SECONDS):
+    """Say on ``stream`` (stderr) that numba is compiling, if it takes longer than ``after`` seconds.
+
+    A first run on a cold cache compiles for tens of seconds; without a word
+    it looks hung. Loading from numba's on-disk cache takes well under a
+    second and stays silent. The notice is printed by a timer thread, so the
+    compiling itself is not slowed, and closed with the seconds it took.
+    """
+    if getattr(_notice_state, "active", False):  # compile() runs prepare(): one notice for both
+        yield
+        return
+    stream = sys.stderr if stream is None else stream
+    said = threading.Event()
+
+    def notice():
+        said.set()
+        print("mbtrain: compiling the numba kernels for this run (first run only; cached on disk "
+              "afterwards) ...", file=stream, flush=True)
+
+    timer = threading.Timer(after, notice)
+    timer.daemon = True
+    start = time.perf_counter()
+    timer.start()
+    _notice_state.active = True
+    try:
+        yield
+    finally:
+        _notice_state.active = False
+        timer.cancel()
+        if said.is_set():
+            print(f"mbtrain: compiled in {time.perf_counter() - start:.1f} s", file=stream, flush=True)
 
 
 class _Probe:
@@ -172,8 +216,9 @@ class NumbaBackend(NumpyBackend):
         X = np.zeros((n, 2), dtype=net.dtype if X is None else X.dtype)
         Y = (np.zeros((n, 2), dtype=net.dtype) if Y is None or Y.ndim == 2
              else np.zeros(n, dtype=Y.dtype))
-        self.sgd_epoch(tiny, X, Y, np.arange(n), 1 if batch_size == 1 else
-                       (n if batch_size >= PARALLEL_MIN_BATCH else 2), 0.1, 0.0, n)
+        with compile_notice():
+            self.sgd_epoch(tiny, X, Y, np.arange(n), 1 if batch_size == 1 else
+                           (n if batch_size >= PARALLEL_MIN_BATCH else 2), 0.1, 0.0, n)
         return time.perf_counter() - start
 
     def training_context(self):
@@ -199,9 +244,10 @@ class NumbaBackend(NumpyBackend):
         probe = _Probe([3, 2, 2], cost, dtype)
         if not _has_kernel(probe):
             return 0.0
-        for batch_size in (1, 2, PARALLEL_MIN_BATCH):
-            self.prepare(probe, batch_size)
-        X = np.zeros((2, 3), dtype=probe.dtype)
-        Y = np.zeros((2, 2), dtype=probe.dtype)
-        self.loss_gradient(probe, X, Y, 0.0, 2)
+        with compile_notice():
+            for batch_size in (1, 2, PARALLEL_MIN_BATCH):
+                self.prepare(probe, batch_size)
+            X = np.zeros((2, 3), dtype=probe.dtype)
+            Y = np.zeros((2, 2), dtype=probe.dtype)
+            self.loss_gradient(probe, X, Y, 0.0, 2)
         return time.perf_counter() - start
