@@ -351,13 +351,13 @@ def test_resume_without_out_is_an_error(tmp_path, monkeypatch, capsys, command):
 
 @pytest.mark.parametrize("command", ["bench", "sweep"])
 @pytest.mark.parametrize("sizes, message", [
-    ("784,30,10", "sizes[0] is 784 but digits has 64 features"),
-    ("64,30,5", "sizes[-1] is 5 but digits has 10 classes"),
+    ("784,30,10", "the input width is 784 but digits rows have 64 features; use 64,30,10"),
+    ("64,30,5", "the output width is 5 but digits has 10 classes; use 64,30,10"),
 ])
 def test_explicit_sizes_that_do_not_fit_are_an_error(tmp_path, capsys, command, sizes, message):
     assert main([command, "--dataset", "digits", "--sizes", sizes, "--out", str(tmp_path / "x")]) == 2
     line = one_error_line(capsys)
-    assert f"--sizes {sizes} does not fit the data" in line and message in line
+    assert "error: --sizes: " in line and message in line
     assert not (tmp_path / "x").exists()
 
 
@@ -367,9 +367,9 @@ def test_default_sizes_adapt_and_the_output_names_data_file_and_sizes(tmp_path, 
                  "--no-progress", "--out", str(out)]) == 0
     stdout = capsys.readouterr().out
     assert "digits.npz" in stdout
-    assert "sizes 64,30,10 (the default 784,30,10 fitted to the data)" in stdout
+    assert "sizes 64,30,10 (default for digits: 64 inputs, 10 classes)" in stdout
     assert json.loads((out / "machine.json").read_text())["settings"]["sizes"] == [64, 30, 10]
-    assert "the default 784,30,10 fitted to the data" in (out / "report.md").read_text()
+    assert "default for digits: 64 inputs, 10 classes" in (out / "report.md").read_text()
 
 
 # -- 8. --data-dir is read, or refused ---------------------------------------------------

@@ -7,7 +7,7 @@ import pytest
 
 from mbtrain import Network
 from mbtrain.backends.loop import backprop
-from mbtrain.bench.data import BenchData, fit_sizes
+from mbtrain.bench.data import BenchData
 from mbtrain.bench.noise import gradient_noise_scale, noise_scale_from_moments, noise_scale_from_samples
 from mbtrain.bench.sweep import etas_for, sweep, train_to_target
 from mbtrain.synthetic import make_blobs
@@ -127,16 +127,6 @@ def test_train_to_target_counts_steps_at_the_evaluation_points():
                               target=1.1, max_epochs=2, evals_per_epoch=4)
     assert summary["status"] == "not reached" and summary["epochs_run"] == 2
     assert "steps_to_target" not in summary
-
-
-def test_fit_sizes_matches_the_data():
-    data = blobs()
-    assert fit_sizes([784, 30, 10], data) == ([64, 30, 10], fit_sizes([784, 30, 10], data)[1])
-    assert "using 64,30,10" in fit_sizes([784, 30, 10], data)[1]
-    assert fit_sizes([64, 30, 10], data) == ([64, 30, 10], "")
-
-
-# -- the noise-scale estimator -----------------------------------------------------------
 
 
 def test_noise_scale_known_answer():

@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from ..commands import _args
-from .data import DATASETS, check_sizes, fit_sizes, load_data
+from ..commands._data import resolve_sizes
+from .data import DATASETS, load_data
 from .report import write_report
 from .sweep import sweep
 from .throughput import bench
@@ -236,13 +237,9 @@ def _load(args, command):
     An explicit ``--sizes`` must fit the data; only the default adapts to it.
     """
     data = load_data(args.dataset, dtype="float64", train_rows=args.train_rows, data_dir=args.data_dir)
-    if args.sizes is not None:
-        sizes = check_sizes(args.sizes, data)
-        how = "as given"
-    else:
-        sizes, _ = fit_sizes(DEFAULT_SIZES, data)
-        how = "the default" if sizes == DEFAULT_SIZES else \
-            f"the default {','.join(map(str, DEFAULT_SIZES))} fitted to the data"
+    sizes, how = resolve_sizes(args.sizes, data.n_features, data.n_classes, hidden=DEFAULT_SIZES[1:-1],
+                               dataset=data.name)
+    if args.sizes is None:
         data.note += f"; sizes {','.join(map(str, sizes))}: {how}"
     print(f"mbtrain {command}: data: {data.name}: {data.note}")
     print(f"mbtrain {command}: sizes {','.join(map(str, sizes))} ({how})")

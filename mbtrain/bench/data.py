@@ -128,41 +128,6 @@ def load_data(name="auto", dtype="float32", train_rows=None, validation_fraction
     return BenchData(name, X_train, y_train, X_val, y_val, note)
 
 
-def fit_sizes(sizes, data: BenchData) -> tuple[list[int], str]:
-    """``sizes`` with the first and last width set to the data's features and classes.
-
-    For the default sizes only: an explicit ``--sizes`` is checked with
-    :func:`check_sizes` instead. Returns the sizes and a note saying what was
-    changed ("" when nothing was).
-    """
-    sizes = list(sizes)
-    fitted = [data.n_features] + sizes[1:-1] + [data.n_classes]
-    if fitted == sizes:
-        return sizes, ""
-    return fitted, (f"sizes {','.join(map(str, sizes))} do not match {data.name} "
-                    f"({data.n_features} inputs, {data.n_classes} classes): using {','.join(map(str, fitted))}")
-
-
-def check_sizes(sizes, data: BenchData) -> list[int]:
-    """``sizes`` when they fit the data: ``sizes[0]`` its features, ``sizes[-1]`` its classes.
-
-    Raises
-    ------
-    ValueError
-        Naming each width that does not fit (an explicit ``--sizes`` is never rewritten).
-    """
-    sizes = list(sizes)
-    wrong = []
-    if sizes[0] != data.n_features:
-        wrong.append(f"sizes[0] is {sizes[0]} but {data.name} has {data.n_features} features")
-    if sizes[-1] != data.n_classes:
-        wrong.append(f"sizes[-1] is {sizes[-1]} but {data.name} has {data.n_classes} classes")
-    if wrong:
-        raise ValueError(f"--sizes {','.join(map(str, sizes))} does not fit the data: {'; '.join(wrong)} "
-                         f"(leave --sizes out to use {data.n_features},...,{data.n_classes})")
-    return sizes
-
-
 def fingerprint(*arrays, sample_rows=64) -> str:
     """A short hash of ``arrays``: their shapes, up to ``sample_rows`` evenly spaced rows of each, all of 1-d ones.
 
