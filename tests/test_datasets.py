@@ -13,7 +13,6 @@ import pickle
 import struct
 import subprocess
 import sys
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -127,16 +126,13 @@ def test_header_claiming_1e12_items_fails_fast_without_allocating(tmp_path, gz):
     header = bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in (1_275_510_205, 28, 28))
     path = write(tmp_path / "huge-idx3-ubyte", header + bytes(784), gz)
     tracemalloc.start()
-    start = time.perf_counter()
     try:
         with pytest.raises(DataFormatError, match=r"1,000,000,00\d,\d{3} bytes.*holds 800") as info:
             datasets.read_idx_images(path)
-        elapsed = time.perf_counter() - start
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert str(path) in str(info.value)
-    assert elapsed < 0.5
     assert peak < 1 << 20  # bytes: nothing near the declared size was allocated
 
 
@@ -505,9 +501,12 @@ def fashion():
     saved = {k: os.environ.pop(k, None) for k in ("MBTRAIN_DATA", "XDG_CACHE_HOME")}
     os.environ["XDG_CACHE_HOME"] = "/nonexistent-mbtrain-test-cache"
     try:
-        start = time.perf_counter()
-        arrays = datasets.load("fashion-mnist", download=False)
-        return arrays, time.perf_counter() - start
+        tracemalloc.start()
+        try:
+            arrays = datasets.load("fashion-mnist", download=False)
+            return arrays, tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
     finally:
         for k, v in saved.items():
             os.environ.pop(k, None)
@@ -517,7 +516,7 @@ def fashion():
 
 @needs_debian_fashion
 def test_fashion_mnist_from_debian(fashion):
-    (X_train, y_train, X_test, y_test), elapsed = fashion
+    (X_train, y_train, X_test, y_test), peak = fashion
     assert X_train.shape == (60000, 784) and X_test.shape == (10000, 784)
     assert X_train.dtype == X_test.dtype == np.float32
     assert X_train.flags.c_contiguous and X_train.flags.owndata
@@ -525,7 +524,9 @@ def test_fashion_mnist_from_debian(fashion):
     assert y_train.dtype == np.int64
     np.testing.assert_array_equal(np.bincount(y_train), np.full(10, 6000))
     np.testing.assert_array_equal(np.bincount(y_test), np.full(10, 1000))
-    assert elapsed < 2.0
+    # one float copy of the images and the labels, plus one image file's bytes at a time (measured 1.07x)
+    loaded = sum(a.nbytes for a in (X_train, y_train, X_test, y_test))
+    assert peak < 1.3 * loaded
 
 
 @needs_debian_fashion
