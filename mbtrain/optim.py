@@ -129,6 +129,7 @@ class Momentum(Optimizer):
         return {"mu": self.mu}
 
     def apply(self, state, params, grad, eta):
+        state.step += 1
         v = state.arrays["velocity"]
         v *= self.mu
         v += grad
