@@ -87,19 +87,22 @@ class ScoreWatch:
     """Per-epoch callback: ``score(net)`` (higher is better), patience, and the best parameters.
 
     Stops after ``patience`` epochs without a better score; ``scores`` has every
-    epoch's, ``best_params`` a copy of the parameters of the best (the caller
-    decides whether to put them back). Used by :mod:`mbtrain.sklearn`'s early stopping.
+    epoch's, ``best_params`` and ``best_state`` copies of the parameters and
+    the optimizer state of the best (the caller decides whether to put them
+    back). Used by :mod:`mbtrain.sklearn`'s early stopping.
     """
 
     def __init__(self, score, patience):
         self.score, self.patience = score, patience
-        self.scores, self.best_score, self.best_params, self._waited = [], -np.inf, None, 0
+        self.scores, self.best_score, self.best_params, self.best_state, self._waited = [], -np.inf, None, None, 0
 
     def __call__(self, net, history) -> bool:
         score = self.score(net)
         self.scores.append(score)
         if score > self.best_score:
             self.best_score, self.best_params, self._waited = score, net.params.copy(), 0
+            state = getattr(net, "optimizer_state", None)
+            self.best_state = None if state is None else state.copy()
             return False
         self._waited += 1
         return self._waited >= self.patience
