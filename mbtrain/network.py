@@ -277,8 +277,8 @@ class Network:
 
     # -- persistence ----------------------------------------------------------
     def save(self, path, format="npz"):
-        """Save atomically: ``"npz"`` (mbtrain's, with history and random state) or
-        ``"network2"`` (the book's JSON). See :mod:`mbtrain.serialization`."""
+        """Save atomically: ``"npz"`` (mbtrain's, with history, random state and optimizer state) or
+        ``"network2"`` (the book's JSON, without them). See :mod:`mbtrain.serialization`."""
         return serialization.save(self, path, format=format)
 
 

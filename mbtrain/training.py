@@ -247,7 +247,7 @@ def _fit(net, impl, X, Y, labels, n, epochs, batch_size, eta, lmbda, shuffle, va
             epoch_eta = plan.schedule.eta(epoch - first_epoch + 1, eta)  # checked before the epoch uses it
             rng_state = net.rng.bit_generator.state
             before = net.params.copy()
-            kept = net.optimizer_state  # what the network holds after its last completed epoch
+            kept = getattr(net, "optimizer_state", None)  # what the network holds after its last completed epoch
             start_state = None if state is None else state.copy()
             net.optimizer_state = state
             try:
@@ -266,7 +266,8 @@ def _fit(net, impl, X, Y, labels, n, epochs, batch_size, eta, lmbda, shuffle, va
                     f"{bad_batch * batch_size}..{min((bad_batch + 1) * batch_size, n) - 1} of the epoch's "
                     f"order): a parameter{'' if state is None else ' or a value of the optimizer state'} "
                     f"became NaN or inf with eta={epoch_eta} ({plan.optimizer!r}). The network keeps the "
-                    "parameters from before that mini-batch; try a smaller eta.",
+                    f"parameters{'' if state is None else ' and the state'} from before that mini-batch; try a "
+                    "smaller eta.",
                     epoch=epoch, batch=bad_batch,
                 )
             row = {"epoch": epoch, "eta": epoch_eta, "seconds": seconds,

@@ -327,3 +327,34 @@ def test_state_check_names_what_is_wrong():
         state.check(5, np.float64)
     with pytest.raises(ValueError, match=r"keeps the arrays \['velocity'\]"):
         OptimizerState(Momentum().describe(), {"m": np.zeros(5)}).check(5, np.float64)
+
+
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
+def test_progress_bar_and_gathered_rows_train_exactly_alike(rng, backend):
+    """A progress bar splits the epoch into several calls, a Fortran-order X into gathered blocks:
+    the state carries across the calls, so the result is the same bit for bit."""
+    X = rng.random((90, 6))
+    y = rng.integers(0, 3, size=90)
+    runs = []
+    for data, progress in ((X, False), (X, True), (np.asfortranarray(X), False)):
+        net = mbtrain.Network([6, 5, 3], dtype="float64", seed=1)
+        net.fit(data, y, epochs=2, batch_size=4, eta=0.01, optimizer="adam", backend=backend, seed=3,
+                progress=progress, monitor=False)
+        runs.append((net.params.copy(), net.optimizer_state))
+    for params, state in runs[1:]:
+        np.testing.assert_array_equal(params, runs[0][0])
+        np.testing.assert_array_equal(state.arrays["s"], runs[0][1].arrays["s"])
+        assert state.step == runs[0][1].step == 2 * 23
+
+
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
+def test_float64_network_reads_float32_rows(rng, backend):
+    X = rng.random((50, 6)).astype(np.float32)
+    y = rng.integers(0, 3, size=50)
+    nets = []
+    for data in (X, X.astype(np.float64)):
+        net = mbtrain.Network([6, 5, 3], dtype="float64", seed=1)
+        net.fit(data, y, epochs=1, batch_size=8, eta=0.05, optimizer="nesterov", backend=backend, monitor=False)
+        nets.append(net)
+    assert np.allclose(nets[0].params, nets[1].params, rtol=1e-12, atol=0)
+    assert nets[0].optimizer_state.arrays["velocity"].dtype == np.float64

@@ -34,8 +34,8 @@ EVALUATE_EXAMPLE = """example:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a network and report test accuracy",
-                              description="Train a network by mini-batch SGD (or momentum, Nesterov, Adam) on a data set, report "
-                                          "test accuracy, save the model and its history.",
+                              description="Train a network by mini-batch SGD (or momentum, Nesterov, Adam) "
+                                          "on a data set, report test accuracy, save the model and its history.",
                               epilog=TRAIN_EXAMPLE, formatter_class=_args.Formatter)
     p.add_argument("--dataset", default="synthetic", choices=DATASET_CHOICES,
                    help="data set; synthetic is generated blobs")
