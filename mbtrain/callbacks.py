@@ -21,8 +21,8 @@ class EarlyStopping:
         Epochs without a new best ``val_accuracy`` (by more than ``min_delta``)
         before stopping.
     restore_best : bool
-        Put back the parameters of the best epoch when training stops (early or
-        at the last epoch).
+        Put back the parameters (and the optimizer state) of the best epoch
+        when training stops (early or at the last epoch).
     min_delta : float
         The smallest increase that counts as an improvement.
 
@@ -37,6 +37,7 @@ class EarlyStopping:
     best_accuracy: float = field(default=-np.inf, init=False)
     stopped_epoch: int | None = field(default=None, init=False)
     _best_params: np.ndarray | None = field(default=None, init=False, repr=False)
+    _best_state: object = field(default=None, init=False, repr=False)
     _waited: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self):
@@ -45,7 +46,7 @@ class EarlyStopping:
 
     def reset(self) -> None:
         self.best_epoch, self.best_accuracy, self.stopped_epoch = None, -np.inf, None
-        self._best_params, self._waited = None, 0
+        self._best_params, self._best_state, self._waited = None, None, 0
 
     def __call__(self, net, history) -> bool:
         if "val_accuracy" not in history:
@@ -55,6 +56,8 @@ class EarlyStopping:
             self.best_accuracy = float(row["val_accuracy"])
             self.best_epoch = int(row["epoch"])
             self._best_params = net.params.copy()
+            state = getattr(net, "optimizer_state", None)
+            self._best_state = None if state is None else state.copy()
             self._waited = 0
             return False
         self._waited += 1
@@ -75,6 +78,8 @@ class EarlyStopping:
         if np.array_equal(net.params, best):
             return False
         net.params[...] = best
+        if hasattr(net, "optimizer_state"):
+            net.optimizer_state = self._best_state
         return True
 
 
@@ -82,19 +87,22 @@ class ScoreWatch:
     """Per-epoch callback: ``score(net)`` (higher is better), patience, and the best parameters.
 
     Stops after ``patience`` epochs without a better score; ``scores`` has every
-    epoch's, ``best_params`` a copy of the parameters of the best (the caller
-    decides whether to put them back). Used by :mod:`mbtrain.sklearn`'s early stopping.
+    epoch's, ``best_params`` and ``best_state`` copies of the parameters and
+    the optimizer state of the best (the caller decides whether to put them
+    back). Used by :mod:`mbtrain.sklearn`'s early stopping.
     """
 
     def __init__(self, score, patience):
         self.score, self.patience = score, patience
-        self.scores, self.best_score, self.best_params, self._waited = [], -np.inf, None, 0
+        self.scores, self.best_score, self.best_params, self.best_state, self._waited = [], -np.inf, None, None, 0
 
     def __call__(self, net, history) -> bool:
         score = self.score(net)
         self.scores.append(score)
         if score > self.best_score:
             self.best_score, self.best_params, self._waited = score, net.params.copy(), 0
+            state = getattr(net, "optimizer_state", None)
+            self.best_state = None if state is None else state.copy()
             return False
         self._waited += 1
         return self._waited >= self.patience

@@ -45,6 +45,10 @@ class Network:
     cost : Cost
     dtype : numpy.dtype
     rng : numpy.random.Generator
+    optimizer_state : mbtrain.optim.OptimizerState or None
+        What the last ``fit`` with momentum, Nesterov or Adam left (velocity;
+        moments and step count), continued by the next ``fit`` with the same
+        optimizer; None before such a fit and after an SGD one.
     """
 
     def __init__(self, sizes, cost="quadratic", init="gaussian", dtype="float32", seed=None):
@@ -57,6 +61,7 @@ class Network:
         self.layout = ParameterLayout(self.sizes)
         self.rng = np.random.default_rng(seed)
         self.params = np.empty(self.layout.size, dtype=self.dtype)
+        self.optimizer_state = None
         self._initialize()
 
     def _initialize(self) -> None:
@@ -149,17 +154,25 @@ class Network:
         self.params[...] = cast
 
     def copy(self) -> "Network":
-        """An independent copy (parameters and random stream)."""
+        """An independent copy (parameters, optimizer state and random stream)."""
         return self.astype(self.dtype)
 
     def astype(self, dtype) -> "Network":
-        """A copy with parameters cast to ``dtype``."""
+        """A copy with parameters and optimizer state cast to ``dtype``."""
         other = object.__new__(Network)
         other.__dict__.update(self.__dict__)
         other.dtype = v.check_dtype(dtype)
         with np.errstate(over="ignore"):  # checked right below
             other.params = self.params.astype(other.dtype)
         other._check_cast(other.params, "dtype", source=self.params, keep_nonfinite_source=True)
+        state = getattr(self, "optimizer_state", None)
+        other.optimizer_state = None if state is None else state.astype(other.dtype)
+        if state is not None:
+            for key, a in other.optimizer_state.arrays.items():
+                if not np.isfinite(a).all() and np.isfinite(state.arrays[key]).all():
+                    i = int(np.argmax(~np.isfinite(a)))
+                    raise ValueError(f"dtype: optimizer state {key}[{i}] is {float(state.arrays[key][i])!r}, "
+                                     f"which overflows {other.dtype.name}")
         other.rng = np.random.default_rng()
         other.rng.bit_generator.state = self.rng.bit_generator.state
         if hasattr(self, "history"):
@@ -241,15 +254,19 @@ class Network:
         return self.layout.views(impl.loss_gradient(self, X, Y, lmbda, n))
 
     def fit(self, X, y, epochs, batch_size, eta, lmbda=0.0, backend=DEFAULT_BACKEND,
-            shuffle=True, seed=None, validation_data=None, **options):
-        """Train by mini-batch SGD; returns the per-epoch history (a DataFrame).
+            shuffle=True, seed=None, validation_data=None, optimizer="sgd", schedule=None, **options):
+        """Train by mini-batch SGD (or ``optimizer``); returns the per-epoch history (a DataFrame).
 
-        Options: ``monitor``, ``progress``, ``callbacks``, ``early_stopping``,
-        ``checkpoint``; see :func:`mbtrain.training.fit` for all of them.
+        ``optimizer``: ``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"adam"`` or
+        an :mod:`mbtrain.optim` object; ``schedule``: None (constant eta),
+        ``"book"``, ``"step"``, ``"cosine"``, an :mod:`mbtrain.schedules`
+        object or a callable ``epoch -> factor``. Options: ``monitor``,
+        ``progress``, ``callbacks``, ``early_stopping``, ``checkpoint``; see
+        :func:`mbtrain.training.fit` for all of them.
         """
         return training.fit(self, X, y, epochs=epochs, batch_size=batch_size, eta=eta, lmbda=lmbda,
-                   backend=backend, shuffle=shuffle, seed=seed,
-                   validation_data=validation_data, **options)
+                            backend=backend, shuffle=shuffle, seed=seed, validation_data=validation_data,
+                            optimizer=optimizer, schedule=schedule, **options)
 
     def fit_full_batch(self, X, y, method="L-BFGS-B", maxiter=200, lmbda=0.0, **options):
         """Train on the whole set with ``scipy.optimize.minimize`` (L-BFGS-B, TNC, BFGS, CG).
@@ -260,8 +277,8 @@ class Network:
 
     # -- persistence ----------------------------------------------------------
     def save(self, path, format="npz"):
-        """Save atomically: ``"npz"`` (mbtrain's, with history and random state) or
-        ``"network2"`` (the book's JSON). See :mod:`mbtrain.serialization`."""
+        """Save atomically: ``"npz"`` (mbtrain's, with history, random state and optimizer state) or
+        ``"network2"`` (the book's JSON, without them). See :mod:`mbtrain.serialization`."""
         return serialization.save(self, path, format=format)
 
 

@@ -7,11 +7,19 @@ mbtrain format (``format="npz"``): an uncompressed ``.npz`` holding
 - ``metadata``: a JSON string with ``format`` ("mbtrain-network"),
   ``format_version``, ``sizes``, ``cost``, ``init``, ``dtype``, the random
   stream's state (so training resumes exactly) and the mbtrain version;
-- ``history``: the training history as CSV text (may be empty).
+- ``history``: the training history as CSV text (may be empty);
+- when the network holds an optimizer state (momentum's velocity, Adam's
+  moments), its arrays as ``optimizer_velocity`` or ``optimizer_m`` and
+  ``optimizer_s`` (flat, in the parameters' layout and dtype), with the
+  optimizer's description and the step count in the metadata's
+  ``optimizer_state``. Such a file is format version 2 (an older mbtrain
+  refuses it rather than drop the state); one without is version 1.
 
 The book's format (``format="network2"``): the JSON of ``network2.Network.save``,
 ``{"sizes", "weights", "biases", "cost"}`` with biases as ``(n, 1)`` nested lists
 and the cost as its class name (``"QuadraticCost"`` or ``"CrossEntropyCost"``).
+It has no optimizer state: saving a network that holds one warns that the
+state is dropped.
 
 Every write is atomic (:func:`mbtrain._atomic.atomic_write`); every load checks
 what it reads and says what is wrong with a file that is not a valid model.
@@ -20,6 +28,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +38,12 @@ from ._atomic import atomic_write
 from ._validation import check_sizes
 from ._version import __version__
 from .datasets._io import NpzMembers
+from .optim import OptimizerState, from_description
 
 FORMAT_NAME = "mbtrain-network"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  #: the newest this mbtrain reads and writes (2: the optimizer state)
+_VERSION_WITHOUT_STATE = 1  # written when there is no state: any mbtrain reads it
+STATE_PREFIX = "optimizer_"  # npz members of the optimizer state: optimizer_velocity, optimizer_m, ...
 NETWORK2_COSTS = {"QuadraticCost": "quadratic", "CrossEntropyCost": "cross_entropy"}
 
 
@@ -44,21 +56,31 @@ def save(net, path, format="npz") -> Path:
     path = Path(path)
     if format == "npz":
         metadata = {
-            "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "mbtrain_version": __version__,
+            "format": FORMAT_NAME, "format_version": _VERSION_WITHOUT_STATE, "mbtrain_version": __version__,
             "sizes": list(net.sizes), "cost": net.cost.name, "init": net.init, "dtype": net.dtype.name,
             "rng_state": _jsonable(net.rng.bit_generator.state),
         }
+        state = getattr(net, "optimizer_state", None)
+        state_members = {}
+        if state is not None:
+            metadata["format_version"] = FORMAT_VERSION
+            metadata["optimizer_state"] = {"optimizer": state.optimizer, "step": int(state.step)}
+            state_members = {STATE_PREFIX + key: a for key, a in state.arrays.items()}
         history = getattr(net, "history", None)
         history_csv = history.to_csv(index=False) if history is not None and not history.empty else ""
         with atomic_write(path, "wb") as f:
             np.savez(f, params=net.params, metadata=np.array(json.dumps(metadata)),
-                     history=np.array(history_csv))
+                     history=np.array(history_csv), **state_members)
     elif format == "network2":
         inverse = {v: k for k, v in NETWORK2_COSTS.items()}
         if net.cost.name not in inverse:
             raise ValueError(
                 f"format: the book's network2 format has no {net.cost.name!r} cost; "
                 "save it with format='npz'")
+        state = getattr(net, "optimizer_state", None)
+        if state is not None:
+            warnings.warn(f"format: the book's network2 format has no optimizer state; the network's state "
+                          f"for {state.label} is not saved (format='npz' keeps it)", UserWarning, stacklevel=3)
         data = {
             "sizes": list(net.sizes),
             "weights": [w.astype(float).tolist() for w in net.weights],
@@ -136,6 +158,7 @@ def _load_npz(path, dtype, build):
             raise ModelFormatError(f"{path}: invalid model metadata (no 'sizes')")
         sizes = _checked_sizes(path, metadata["sizes"])
         params = archive.read("params")
+        saved_state = _read_state(path, metadata, archive)
     if params.dtype.kind != "f" or params.ndim != 1:
         raise ModelFormatError(f"{path}: params must be a flat float vector, got shape {params.shape} of {params.dtype}")
     # Checked before the network is built: sizes claiming 10^12 parameters must
@@ -154,6 +177,8 @@ def _load_npz(path, dtype, build):
     with np.errstate(over="ignore"):  # an overflow is refused just below, with the file's name
         net.params[...] = params
     _check_cast(path, net, params.dtype)
+    if saved_state is not None:
+        net.optimizer_state = _checked_state(path, net, *saved_state)
     if "rng_state" in metadata:
         try:
             net.rng.bit_generator.state = metadata["rng_state"]
@@ -162,6 +187,50 @@ def _load_npz(path, dtype, build):
     if history_csv:
         net.history = _history(path, history_csv)
     return net
+
+
+def _read_state(path, metadata, archive):
+    """``(optimizer, step, arrays)`` of the saved optimizer state as read, or None when there is none."""
+    spec = metadata.get("optimizer_state")
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or not {"optimizer", "step"} <= set(spec):
+        raise ModelFormatError(f"{path}: invalid optimizer state metadata (needs 'optimizer' and 'step')")
+    try:
+        optimizer = from_description(spec["optimizer"])
+    except (TypeError, ValueError) as exc:
+        raise ModelFormatError(f"{path}: invalid optimizer state ({exc})") from None
+    step = spec["step"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ModelFormatError(f"{path}: invalid optimizer state (step {step!r} is not a whole number >= 0)")
+    arrays = {}
+    for key in optimizer.state_names:
+        if STATE_PREFIX + key not in archive.files:
+            raise ModelFormatError(f"{path}: the optimizer state of {optimizer!r} has no {key!r} array")
+        arrays[key] = archive.read(STATE_PREFIX + key)
+    return optimizer, step, arrays
+
+
+def _checked_state(path, net, optimizer, step, arrays) -> OptimizerState:
+    """The saved state cast to the network's dtype, refused (naming ``path``) unless it fits and is finite."""
+    cast = {}
+    for key, a in arrays.items():
+        if a.dtype.kind != "f" or a.shape != (net.layout.size,):
+            raise ModelFormatError(f"{path}: optimizer state {key!r} must be a flat float vector of "
+                                   f"{net.layout.size} values (one per parameter), got shape {a.shape} of {a.dtype}")
+        if not np.isfinite(a).all():
+            raise ModelFormatError(f"{path}: optimizer state {key!r} contains NaN or inf")
+        with np.errstate(over="ignore"):  # an overflow is refused just below, with the file's name
+            cast[key] = a.astype(net.dtype)
+        if not np.isfinite(cast[key]).all():
+            raise ModelFormatError(f"{path}: optimizer state {key!r} is finite as {a.dtype.name} but overflows "
+                                   f"{net.dtype.name}; load it with dtype='float64'")
+    state = OptimizerState(optimizer.describe(), cast, step)
+    try:
+        state.check(net.layout.size, net.dtype)
+    except ValueError as exc:
+        raise ModelFormatError(f"{path}: invalid {exc}") from None
+    return state
 
 
 def _json(path, text, what):

@@ -25,7 +25,7 @@ only this module imports it.
 """
 from __future__ import annotations
 
-import numbers
+import math
 
 import numpy as np
 
@@ -42,28 +42,15 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from . import _validation as v
+from . import _sklearn_names as names
 from ._sklearn_names import check_set_params, refuse_sklearn_only_names, resolve_alias
 from .callbacks import ScoreWatch
 from .network import Network
-from .training import evaluate
 
 __all__ = ["MBClassifier", "MBRegressor"]
 
 _SEED_HIGH = np.iinfo(np.int32).max
 _TARGET_LOW, _TARGET_HIGH = 0.1, 0.9  # MBRegressor maps training targets here, inside the sigmoid's range
-
-
-class _LossWatch:
-    """Per-epoch callback: the training loss (one forward pass over checked arrays)."""
-
-    def __init__(self, X, Y, lmbda):
-        self.X, self.Y, self.lmbda = X, Y, lmbda
-        self.labels = Y.argmax(axis=1)
-        self.losses = []
-
-    def __call__(self, net, history) -> bool:
-        self.losses.append(evaluate(net, self.X, self.Y, self.labels, self.lmbda, self.X.shape[0]).loss)
-        return False
 
 
 class _MBBase(BaseEstimator):
@@ -75,7 +62,8 @@ class _MBBase(BaseEstimator):
     def __init__(self, hidden_layer_sizes=(30,), cost=None, init="scaled", epochs=30, batch_size=10,
                  eta=0.5, lmbda=0.0, early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
                  shuffle=True, warm_start=False, dtype="float64", backend="numba", random_state=None,
-                 verbose=False, max_iter=None, learning_rate_init=None):
+                 verbose=False, max_iter=None, learning_rate_init=None, solver="sgd", momentum=0.0,
+                 nesterovs_momentum=True, beta_1=0.9, beta_2=0.999, epsilon=1e-8, learning_rate="constant"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.cost = cost
         self.init = init
@@ -94,6 +82,13 @@ class _MBBase(BaseEstimator):
         self.verbose = verbose
         self.max_iter = max_iter
         self.learning_rate_init = learning_rate_init
+        self.solver = solver
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.learning_rate = learning_rate
 
     def set_params(self, **params):
         check_set_params(type(self).__name__, params)
@@ -115,27 +110,6 @@ class _MBBase(BaseEstimator):
         return None
 
     # -- fitting ---------------------------------------------------------
-    def _hidden_sizes(self) -> tuple[int, ...]:
-        sizes = self.hidden_layer_sizes
-        if isinstance(sizes, numbers.Integral) and not isinstance(sizes, bool):
-            sizes = (sizes,)
-        try:
-            sizes = tuple(sizes)
-        except TypeError:
-            raise ValueError(f"hidden_layer_sizes: expected a tuple of layer widths like (30,), "
-                             f"got {self.hidden_layer_sizes!r}") from None
-        for i, s in enumerate(sizes):
-            if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1:
-                raise ValueError(f"hidden_layer_sizes[{i}]: layer widths must be positive integers, got {s!r}")
-        return tuple(int(s) for s in sizes)
-
-    def _check_early_stopping(self):
-        if not isinstance(self.validation_fraction, numbers.Real) or not 0 < self.validation_fraction < 1:
-            raise ValueError(f"validation_fraction: must be in (0, 1), got {self.validation_fraction!r}")
-        n = self.n_iter_no_change
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-            raise ValueError(f"n_iter_no_change: must be an integer >= 1, got {n!r}")
-
     def _seeds(self):
         """The network's seed and the validation split's, both from ``random_state``."""
         network_seed, split_seed = check_random_state(self.random_state).randint(_SEED_HIGH, size=2)
@@ -145,13 +119,16 @@ class _MBBase(BaseEstimator):
         cold = not (incremental or self.warm_start) or not hasattr(self, "network_")
         X, y = validate_data(self, X, y, reset=cold, dtype=(np.float64, np.float32),
                              multi_output=isinstance(self, RegressorMixin), y_numeric=isinstance(self, RegressorMixin))
-        hidden = self._hidden_sizes()  # checks first: a failed fit changes no fitted attribute
+        hidden = names.hidden_sizes(self.hidden_layer_sizes)  # checks first: a failed fit changes no fitted attribute
         epochs = resolve_alias(self.epochs, 30, self.max_iter, "epochs", "max_iter", v.check_positive_int)
         eta = resolve_alias(self.eta, 0.5, self.learning_rate_init, "eta", "learning_rate_init",
                             v.check_positive_float)
+        optimizer = names.optimizer(self.solver, self.momentum, self.nesterovs_momentum, self.beta_1, self.beta_2,
+                                    self.epsilon)
+        adaptive = names.schedule(self.learning_rate, 1, None) is not None and not incremental
         use_validation = bool(self.early_stopping) and not incremental
-        if use_validation:
-            self._check_early_stopping()
+        if use_validation or adaptive:
+            names.check_patience(self.validation_fraction, self.n_iter_no_change, use_validation)
         y, T = self._targets(y, cold, classes)
         network_seed, split_seed = self._seeds()
         if cold:
@@ -169,15 +146,22 @@ class _MBBase(BaseEstimator):
         if use_validation:
             X, X_val, T, T_val = self._split(X, T, split_seed)
             X_val = net._check_X(X_val, name="X (validation part)")
-            validation = ScoreWatch(self._validation_score(X_val, T_val), self.n_iter_no_change)
+            # with the adaptive rate, epochs without a better score lower it, and the schedule stops
+            validation = ScoreWatch(self._validation_score(X_val, T_val),
+                                    math.inf if adaptive else self.n_iter_no_change)
             watches.append(validation)
         X = np.ascontiguousarray(net._check_X(X))
         Y = np.ascontiguousarray(net._check_targets(X, T))
-        loss_watch = _LossWatch(X, Y, self.lmbda)
+        loss_watch = names.LossWatch(X, Y, self.lmbda)
         watches.insert(0, loss_watch)
+        # the schedule observes after the callbacks: it reads the score they have just measured
+        schedule = names.schedule(self.learning_rate if adaptive else "constant", self.n_iter_no_change,
+                                  (lambda net: validation.scores[-1]) if use_validation
+                                  else (lambda net: -loss_watch.losses[-1]))
         history = net.fit(X, Y, epochs=1 if incremental else epochs, batch_size=self.batch_size,
                           eta=eta, lmbda=self.lmbda, backend=self.backend, shuffle=self.shuffle,
-                          monitor=False, progress=bool(self.verbose), callbacks=watches)
+                          monitor=False, progress=bool(self.verbose), callbacks=watches,
+                          optimizer=optimizer, schedule=schedule)
         self.n_iter_ += len(history)
         self.loss_curve_.extend(loss_watch.losses)
         if use_validation:
@@ -186,6 +170,7 @@ class _MBBase(BaseEstimator):
             self.validation_scores_.extend(validation.scores)
             if validation.best_params is not None:
                 net.params[...] = validation.best_params
+                net.optimizer_state = validation.best_state
             self.best_validation_score_ = validation.best_score
         return self
 
@@ -233,7 +218,7 @@ class _MBBase(BaseEstimator):
 
 
 class MBClassifier(ClassifierMixin, _MBBase):
-    """A sigmoid MLP classifier trained by mbtrain's mini-batch SGD.
+    """A sigmoid MLP classifier trained by mbtrain's mini-batch SGD, momentum or Adam.
 
     Parameters
     ----------
@@ -250,7 +235,7 @@ class MBClassifier(ClassifierMixin, _MBBase):
         more); ``partial_fit`` runs one.
     batch_size : int >= 1, default 10
     eta : float > 0, default 0.5
-        Learning rate of the book's update rule.
+        Learning rate (try 0.001 to 0.01 with Adam).
     lmbda : float >= 0, default 0.0
         L2 strength; the decay per step is ``1 - eta * lmbda / n`` with ``n``
         training rows (the book's convention, not scikit-learn's ``alpha``).
@@ -275,9 +260,25 @@ class MBClassifier(ClassifierMixin, _MBBase):
         Show mbtrain's progress bar.
     max_iter, learning_rate_init : int, float or None
         scikit-learn's names for ``epochs`` and ``eta`` (the same meaning;
-        when not None they are used instead). Its other MLP names (``alpha``,
-        ``solver``, ``momentum``, ``tol``, ...) mean something mbtrain does
-        differently; each is a ``TypeError`` saying what to use instead.
+        when not None they are used instead).
+    solver : {"sgd", "adam"}, default "sgd"
+        As in scikit-learn: ``"sgd"`` is plain SGD when ``momentum`` is 0, else momentum
+        (Nesterov's with ``nesterovs_momentum``); ``"adam"`` uses ``beta_1``, ``beta_2``,
+        ``epsilon`` (:mod:`mbtrain.optim`). Its state continues in ``warm_start`` and ``partial_fit``.
+    momentum : float in [0, 1), default 0.0
+        Not scikit-learn's 0.9: by default the estimator trains by the book's plain
+        SGD, as it always has; ``momentum=0.9`` gives scikit-learn's sgd solver.
+    nesterovs_momentum : bool, default True
+    beta_1, beta_2, epsilon : float, default 0.9, 0.999, 1e-8
+    learning_rate : {"constant", "adaptive"}, default "constant"
+        ``"adaptive"``, the book's schedule in scikit-learn's place: after ``n_iter_no_change``
+        epochs without a better validation score (with ``early_stopping``, which then stops
+        only through it) or training loss, eta is halved; training stops when it falls below
+        eta / 128. Not used by ``partial_fit``.
+
+    scikit-learn's other MLP names (``alpha``, ``tol``, ``activation``,
+    ``power_t``, ``max_fun``) mean something mbtrain does differently; each is
+    a ``TypeError`` saying what to use instead.
 
     Attributes
     ----------
@@ -381,7 +382,7 @@ class MBClassifier(ClassifierMixin, _MBBase):
 
 
 class MBRegressor(RegressorMixin, _MBBase):
-    """A sigmoid MLP regressor (quadratic cost by default) trained by mbtrain's SGD.
+    """A sigmoid MLP regressor (quadratic cost by default) trained by mbtrain's SGD, momentum or Adam.
 
     The network's outputs are sigmoids in (0, 1), so each target column is
     mapped linearly from its training range onto [0.1, 0.9] and predictions

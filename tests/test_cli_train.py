@@ -42,7 +42,34 @@ def test_early_stopping_and_book_split_options(tmp_path, capsys):
     assert len([l for l in capsys.readouterr().out.splitlines() if l.strip()[:1].isdigit()]) < 30
 
 
+def test_train_with_an_optimizer_and_a_schedule(tmp_path, capsys):
+    out = tmp_path / "adam.npz"
+    code = main(["train", "--dataset", "digits", "--epochs", "3", "--eta", "0.01", "--optimizer", "adam",
+                 "--beta1", "0.8", "--schedule", "step", "--step-every", "1", "--out", str(out), "--quiet"])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert "optimizer adam(beta1=0.8, beta2=0.999, eps=1e-08), schedule StepDecay(every=1, factor=0.5)" in text
+    net = mbtrain.load(out)
+    assert net.optimizer_state.optimizer == {"name": "adam", "beta1": 0.8, "beta2": 0.999, "eps": 1e-8}
+    assert net.optimizer_state.step == 3 * 135  # 1,347 training rows in batches of 10
+    assert list(pd.read_csv(tmp_path / "adam.history.csv")["eta"]) == [0.01, 0.005, 0.0025]
+    assert main(["train", "--dataset", "digits", "--epochs", "1", "--optimizer", "nesterov", "--momentum", "0.5",
+                 "--schedule", "book", "--quiet"]) == 0
+    assert "optimizer nesterov(mu=0.5), schedule Book(patience=10)" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("argv, message", [
+    (["train", "--dataset", "digits", "--momentum", "0.5"],
+     "--momentum: only used by --optimizer momentum or nesterov"),
+    (["train", "--dataset", "digits", "--optimizer", "momentum", "--beta2", "0.9"],
+     "--beta2: only used by --optimizer adam"),
+    (["train", "--dataset", "digits", "--step-every", "3"], "--step-every: only used by --schedule step"),
+    (["train", "--dataset", "digits", "--schedule", "cosine", "--schedule-patience", "3"],
+     "--schedule-patience: only used by --schedule book"),
+    (["train", "--dataset", "digits", "--schedule", "step", "--step-factor", "2"],
+     "--step-factor: expected a factor in (0, 1]"),
+    (["train", "--dataset", "digits", "--validation", "0", "--schedule", "book"],
+     "--schedule book: needs validation rows"),
     (["train", "--dataset", "digits", "--sizes", "10,3,4"], "--sizes: the input width is 10 but digits rows have 64"),
     (["train", "--dataset", "digits", "--validation", "0", "--early-stopping", "3"], "--early-stopping: needs validation rows"),
     (["train", "--dataset", "digits", "--out", "/nonexistent/dir/m.npz"], "--out: the directory /nonexistent/dir does not exist"),
@@ -56,6 +83,12 @@ def test_train_errors_name_the_option(capsys, argv, message):
 @pytest.mark.parametrize("argv, message", [
     (["train", "--validation", "-3"], "expected a whole count"),
     (["train", "--dataset", "cifar"], "invalid choice: 'cifar'"),
+    (["train", "--optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),
+    (["train", "--schedule", "warmup"], "invalid choice: 'warmup'"),
+    (["train", "--optimizer", "momentum", "--momentum", "1"],
+     "argument --momentum: expected a number in [0, 1), got '1'"),
+    (["train", "--optimizer", "adam", "--beta1", "-0.1"], "argument --beta1: expected a number in [0, 1)"),
+    (["train", "--optimizer", "adam", "--epsilon", "0"], "argument --epsilon: expected a finite number > 0"),
     (["evaluate", "m.npz"], "--dataset"),
 ])
 def test_argparse_errors(capsys, argv, message):

@@ -344,8 +344,8 @@ def test_max_iter_and_learning_rate_init_mean_epochs_and_eta():
 
 @pytest.mark.parametrize("name, value, points_to", [
     ("alpha", 1e-4, r"lmbda = alpha \* n / batch_size"),
-    ("solver", "adam", "plain mini-batch SGD"),
-    ("momentum", 0.9, "without momentum"),
+    ("power_t", 0.5, r"'constant' or 'adaptive' \(the book's schedule\), not 'invscaling'"),
+    ("max_fun", 15000, "network_.fit_full_batch runs L-BFGS"),
     ("tol", 1e-4, "n_iter_no_change"),
     ("activation", "relu", "always sigmoid"),
 ])

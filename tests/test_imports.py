@@ -25,7 +25,7 @@ OPTIONAL_PACKAGES = {"torch", "sklearn", "scipy", "dask", "distributed", "joblib
 #: The layers of the package, lowest first: a module may import only from its own layer or below.
 LAYERS = [
     {"mbtrain._version", "mbtrain._validation", "mbtrain._atomic", "mbtrain.params", "mbtrain.costs",
-     "mbtrain.activations", "mbtrain.synthetic", "mbtrain.threads"},
+     "mbtrain.activations", "mbtrain.synthetic", "mbtrain.threads", "mbtrain.optim", "mbtrain.schedules"},
     {"mbtrain.kernels", "mbtrain.fast_kernels"},
     {"mbtrain.backends"},
     {"mbtrain.datasets", "mbtrain.callbacks", "mbtrain.training", "mbtrain.serialization", "mbtrain.optimize",

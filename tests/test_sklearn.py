@@ -37,6 +37,9 @@ def small_digits(digits):
     MBRegressor(epochs=10, random_state=0),
     MBClassifier(epochs=5, early_stopping=True, random_state=0),
     MBRegressor(epochs=20, early_stopping=True, dtype="float32", random_state=0),
+    MBClassifier(epochs=10, solver="adam", eta=0.02, random_state=0),
+    MBRegressor(epochs=10, solver="sgd", momentum=0.9, eta=0.1, learning_rate="adaptive", early_stopping=True,
+                random_state=0),
 ])
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)

@@ -17,7 +17,7 @@ def test_history_columns(blobs):
     X, y, Xv, yv = blobs
     net = mbtrain.Network([10, 6, 5, 3], seed=0)
     history = net.fit(X, y, epochs=3, batch_size=10, eta=1.0, validation_data=(Xv, yv))
-    expected = ["epoch", "seconds", "examples_per_second", "train_loss", "train_cost", "train_accuracy",
+    expected = ["epoch", "eta", "seconds", "examples_per_second", "train_loss", "train_cost", "train_accuracy",
                 "val_loss", "val_cost", "val_accuracy", "grad_norm_1", "grad_norm_2", "grad_norm_3"]
     assert list(history.columns) == expected
     assert list(history["epoch"]) == [1, 2, 3]
@@ -47,7 +47,7 @@ def test_monitor_false_records_only_timing(blobs):
     X, y, Xv, yv = blobs
     net = mbtrain.Network([10, 6, 3], seed=0)
     history = net.fit(X, y, epochs=2, batch_size=10, eta=1.0, validation_data=(Xv, yv), monitor=False)
-    assert list(history.columns) == ["epoch", "seconds", "examples_per_second"]
+    assert list(history.columns) == ["epoch", "eta", "seconds", "examples_per_second"]
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])

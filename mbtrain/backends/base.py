@@ -15,7 +15,10 @@ the layout of :class:`mbtrain.params.ParameterLayout`.
 A subclass implements :meth:`output`, :meth:`loss_gradient` and
 :meth:`sgd_epoch`; the rest has a default here that it may override where it
 can do better (the numba backend compiles in :meth:`prepare` and keeps BLAS off
-its cores in :meth:`training_context`).
+its cores in :meth:`training_context`). The default :meth:`optimizer_epoch`
+steps :func:`mbtrain.optim.apply_step` on the backend's own
+:meth:`loss_gradient` of each mini-batch: right for every backend, with one
+Python step per mini-batch.
 """
 from __future__ import annotations
 
@@ -26,9 +29,10 @@ from typing import NamedTuple
 import numpy as np
 
 from ..costs import l2_penalty
+from ..optim import SGD_KIND, apply_step
 from ._targets import batch_targets
 
-#: The epoch finished and every parameter is finite (:meth:`Backend.sgd_epoch`).
+#: The epoch finished and every parameter is finite (:meth:`Backend.sgd_epoch`, :meth:`Backend.optimizer_epoch`).
 FINITE = -1
 
 EVAL_BUDGET_BYTES = 64 * 2**20  # work space of one evaluation pass over a chunk of rows, about
@@ -85,6 +89,32 @@ class Backend(abc.ABC):
         first mini-batch after which a parameter was no longer finite (the
         caller restores and reports, see :mod:`mbtrain.training`).
         """
+
+    @np.errstate(over="ignore", invalid="ignore")  # divergence is detected and reported by the caller
+    def optimizer_epoch(self, net, X, Y, order, batch_size: int, eta: float, lmbda: float, n: int,
+                        optimizer, state) -> int:
+        """One epoch of ``optimizer`` over the rows ``X[order]``: ``net.params`` and ``state`` in place.
+
+        ``optimizer`` an :class:`mbtrain.optim.Optimizer`, ``state`` its
+        :class:`~mbtrain.optim.OptimizerState` for ``net`` (None for SGD). Each
+        mini-batch's step uses ``g``, the gradient of :meth:`loss` over its
+        rows with ``lmbda`` and ``n`` (the last short batch is used). SGD is
+        :meth:`sgd_epoch`, bit for bit. Returns :data:`FINITE`, or the index of
+        the first mini-batch after which a parameter or a value of the state
+        was no longer finite (the caller restores both and reports).
+
+        A backend with a fused kernel overrides this; the default here runs
+        :func:`mbtrain.optim.apply_step` on :meth:`loss_gradient` per mini-batch.
+        """
+        if optimizer.kind_id == SGD_KIND:
+            return self.sgd_epoch(net, X, Y, order, batch_size, eta, lmbda, n)
+        for k, start in enumerate(range(0, len(order), batch_size)):
+            rows = order[start:start + batch_size]
+            grad = self.loss_gradient(net, X[rows], batch_targets(Y, rows, net.sizes[-1], net.dtype), lmbda, n)
+            apply_step(optimizer, state, net.params, grad, eta)
+            if not np.isfinite(net.params).all() or state.first_nonfinite() is not None:
+                return k
+        return FINITE
 
     def loss(self, net, X, Y, lmbda: float = 0.0, n: int | None = None) -> float:
         """Mean cost over the rows plus the L2 term ``lmbda / (2 n) * sum ||W||^2``."""

@@ -50,6 +50,10 @@ def backprop(weights, biases, cost, x, y):
 
 
 class LoopBackend(Backend):
+    """The reference. Optimizers other than SGD take the default :meth:`Backend.optimizer_epoch`:
+    their step is applied to this backend's :meth:`loss_gradient`, the per-example
+    backprop gradients summed over the mini-batch, divided by ``m``, plus the L2 term."""
+
     name = "loop"
 
     def output(self, net, X):

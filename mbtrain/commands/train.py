@@ -9,6 +9,8 @@ from pathlib import Path
 from .. import Network, TrainingDiverged, TrainingInterrupted, load
 from .._atomic import atomic_write
 from ..backends import get_backend
+from ..optim import OPTIMIZERS, Adam, Momentum, get_optimizer
+from ..schedules import SCHEDULES, Book, Cosine, StepDecay
 from . import _args
 from ._data import DATASET_CHOICES, confusion_matrix, load_dataset, resolve_sizes, validation_split
 
@@ -16,6 +18,8 @@ TRAIN_EXAMPLE = """examples:
   mbtrain train --dataset digits --sizes 64,30,10 --epochs 10 --batch-size 10 --eta 3.0 --out digits.npz
   mbtrain train --dataset fashion-mnist --sizes 784,100,10 --cost cross_entropy --epochs 10 \\
       --batch-size 10 --eta 0.5 --lmbda 5.0 --out model.npz
+  mbtrain train --dataset digits --cost cross_entropy --optimizer adam --eta 0.01 --epochs 20 \\
+      --schedule book --schedule-patience 3
 
 The model is saved (atomically) after every epoch, so Ctrl-C keeps the last
 completed epoch; its history goes to OUT with the suffix .history.csv, written
@@ -30,8 +34,8 @@ EVALUATE_EXAMPLE = """example:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a network and report test accuracy",
-                              description="Train a network by mini-batch SGD on a data set, report "
-                                          "test accuracy, save the model and its history.",
+                              description="Train a network by mini-batch SGD (or momentum, Nesterov, Adam) "
+                                          "on a data set, report test accuracy, save the model and its history.",
                               epilog=TRAIN_EXAMPLE, formatter_class=_args.Formatter)
     p.add_argument("--dataset", default="synthetic", choices=DATASET_CHOICES,
                    help="data set; synthetic is generated blobs")
@@ -46,6 +50,27 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=_args.positive_int, default=10, help="rows per SGD step (mini-batch)")
     p.add_argument("--eta", type=_args.positive_float, default=3.0, help="learning rate")
     p.add_argument("--lmbda", type=_args.nonnegative_float, default=0.0, help="L2 strength")
+    p.add_argument("--optimizer", default="sgd", choices=list(OPTIMIZERS),
+                   help="update rule: sgd (the book's), momentum (v <- mu v + g; w <- w - eta v), nesterov "
+                        "(w <- w - eta (g + mu v)) or adam; g includes the L2 term (definitions in mbtrain.optim)")
+    p.add_argument("--momentum", type=_args.fraction, metavar="MU",
+                   help="mu of --optimizer momentum or nesterov, in [0, 1) (default: 0.9)")
+    p.add_argument("--beta1", type=_args.fraction, help="Adam's decay rate of the mean gradient (default: 0.9)")
+    p.add_argument("--beta2", type=_args.fraction,
+                   help="Adam's decay rate of the mean squared gradient (default: 0.999)")
+    p.add_argument("--epsilon", type=_args.positive_float, help="Adam's eps, added to the root mean square "
+                                                                "(default: 1e-8)")
+    p.add_argument("--schedule", default="constant", choices=list(SCHEDULES),
+                   help="learning rate per epoch: constant; book (the book's chapter 3: halve eta when validation "
+                        "accuracy has not improved for --schedule-patience epochs, stop when it falls below "
+                        "eta/128); step (multiply it by --step-factor every --step-every epochs); cosine (from "
+                        "eta down to 0 over --epochs); the history's eta column records it")
+    p.add_argument("--schedule-patience", type=_args.positive_int, metavar="K",
+                   help="epochs without a better validation accuracy before --schedule book halves eta (default: 10)")
+    p.add_argument("--step-every", type=_args.positive_int, metavar="N",
+                   help="epochs between two steps of --schedule step (default: 10)")
+    p.add_argument("--step-factor", type=_args.positive_float, metavar="F",
+                   help="what --schedule step multiplies eta by, in (0, 1] (default: 0.5)")
     p.add_argument("--validation", default="auto", type=_validation_spec,
                    help="validation rows held out of the training set: a count, a fraction (a seeded "
                         "random split), 'book' (the last 10,000 rows: views, no copy), 0 for none; "
@@ -81,6 +106,46 @@ def _validation_spec(text: str) -> str:
     if not (0 < value < 1 or (value >= 1 and value == int(value))):
         raise argparse.ArgumentTypeError(f"expected a whole count >= 1 or a fraction in (0, 1), got {text!r}")
     return text
+
+
+def _given(args, options, allowed: bool, which: str) -> None:
+    """Refuse an option of another optimizer or schedule than the one chosen: it would be ignored silently."""
+    for option in options:
+        if getattr(args, option.lstrip("-").replace("-", "_")) is not None and not allowed:
+            raise ValueError(f"{option}: only used by {which}")
+
+
+def _default(value, default):
+    return default if value is None else value
+
+
+def optimizer_from_args(args):
+    """The :mod:`mbtrain.optim` object ``--optimizer`` and its hyperparameter options describe."""
+    _given(args, ["--momentum"], args.optimizer in ("momentum", "nesterov"), "--optimizer momentum or nesterov")
+    _given(args, ["--beta1", "--beta2", "--epsilon"], args.optimizer == "adam", "--optimizer adam")
+    if args.optimizer in ("momentum", "nesterov"):
+        return Momentum(_default(args.momentum, 0.9), nesterov=args.optimizer == "nesterov")
+    if args.optimizer == "adam":
+        return Adam(_default(args.beta1, 0.9), _default(args.beta2, 0.999), _default(args.epsilon, 1e-8))
+    return get_optimizer(args.optimizer)
+
+
+def schedule_from_args(args, has_validation: bool):
+    """The :mod:`mbtrain.schedules` object (None: constant) of ``--schedule`` and its options."""
+    _given(args, ["--schedule-patience"], args.schedule == "book", "--schedule book")
+    _given(args, ["--step-every", "--step-factor"], args.schedule == "step", "--schedule step")
+    if args.schedule == "book":
+        if not has_validation:
+            raise ValueError("--schedule book: needs validation rows (--validation must not be 0)")
+        return Book(patience=_default(args.schedule_patience, 10))
+    if args.schedule == "step":
+        factor = _default(args.step_factor, 0.5)
+        if factor > 1:
+            raise ValueError(f"--step-factor: expected a factor in (0, 1], got {factor}")
+        return StepDecay(every=_default(args.step_every, 10), factor=factor)
+    if args.schedule == "cosine":
+        return Cosine(args.epochs)
+    return None
 
 
 def _fail(command: str, exc: BaseException) -> int:
@@ -138,6 +203,8 @@ def run_train(args) -> int:
         del data, X_train, y_train  # a random split copied its parts: free the original
         if args.early_stopping and validation is None:
             raise ValueError("--early-stopping: needs validation rows (--validation must not be 0)")
+        optimizer = optimizer_from_args(args)
+        schedule = schedule_from_args(args, validation is not None)
         net = Network(sizes, cost=args.cost, init=args.init, dtype=args.dtype, seed=args.seed)
         get_backend(args.backend)  # refused here, before anything on disk is touched
         if args.out is not None:
@@ -149,7 +216,8 @@ def run_train(args) -> int:
     val_note = f", {len(validation[1])} validation rows" if validation else ""
     print(f"sizes {','.join(map(str, sizes))} ({how_sized})")
     print(f"training {net} on {len(y_fit)} rows of {args.dataset}{val_note}: {args.epochs} epochs, "
-          f"batch size {args.batch_size}, eta {args.eta}, lmbda {args.lmbda}, backend {args.backend}")
+          f"batch size {args.batch_size}, eta {args.eta}, lmbda {args.lmbda}, backend {args.backend}, "
+          f"optimizer {optimizer!r}, schedule {args.schedule if schedule is None else schedule!r}")
     # After each epoch fit saves the model (checkpoint=), then calls this: the history on disk
     # follows the model on disk epoch by epoch, so a killed run leaves a matching pair.
     callbacks = [] if args.out is None else [lambda net, history: _write_history(net, args.out)]
@@ -157,7 +225,7 @@ def run_train(args) -> int:
         history = net.fit(X_fit, y_fit, epochs=args.epochs, batch_size=args.batch_size, eta=args.eta,
                           lmbda=args.lmbda, backend=args.backend, validation_data=validation,
                           early_stopping=args.early_stopping, checkpoint=args.out, callbacks=callbacks,
-                          progress=False if args.quiet else None)
+                          progress=False if args.quiet else None, optimizer=optimizer, schedule=schedule)
     except TrainingInterrupted as exc:
         if args.out is not None and exc.checkpoint is not None:
             try:  # Ctrl-C may have come between the checkpoint and its history
@@ -171,12 +239,16 @@ def run_train(args) -> int:
         # OSError: a checkpoint could not be saved (full disk ...); the model and history on
         # disk are those of the last epoch saved.
         return _fail("train", exc)
-    shown = [c for c in ("epoch", "seconds", "train_loss", "train_cost", "train_accuracy",
+    shown = [c for c in ("epoch", "eta", "seconds", "train_loss", "train_cost", "train_accuracy",
                          "val_loss", "val_cost", "val_accuracy") if c in history]
-    print(history[shown].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(history[shown].to_string(index=False, float_format=lambda v: f"{v:.4f}",
+                                   formatters={"eta": lambda v: f"{v:.4g}"}))  # a scheduled eta may be tiny
     if args.lmbda:
         print(f"(train_loss, val_loss: the mean cost plus the L2 term lmbda/2n * sum ||W||^2, lmbda {args.lmbda}; "
               "train_cost, val_cost, where shown, and the test cost below: without it)")
+    if "schedule_stopped_epoch" in history.attrs:
+        print(f"the schedule stopped training after epoch {history.attrs['schedule_stopped_epoch']} "
+              f"(eta fell below {args.eta}/128)")
     print(f"compile time {history.attrs['compile_seconds']:.2f} s (apart from the epoch times above)")
     saved = ""
     if args.out is not None:
