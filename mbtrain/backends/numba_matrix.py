@@ -20,19 +20,10 @@ import numba
 import numpy as np
 
 from .. import fast_kernels
+from .._kernel_api import DIVERGED_AT_UNKNOWN_BATCH, FINITE, Net, new_work
 
 #: Smallest mini-batch run on several threads (below it the per-batch fork/join dominates).
 PARALLEL_MIN_BATCH = 64
-
-
-def _sizes_array(net) -> np.ndarray:
-    return np.asarray(net.sizes, dtype=np.int64)
-
-
-def _work_buffers(net, batch_size: int):
-    """Per-batch activations and deltas of layers 1..L, in the network's dtype."""
-    total = batch_size * sum(net.sizes[1:])
-    return np.empty(total, dtype=net.dtype), np.empty(total, dtype=net.dtype)
 
 
 def _kernel_cost_id(net) -> int:
@@ -44,45 +35,63 @@ def _kernel_cost_id(net) -> int:
     return int(net.cost.kernel_id)
 
 
+def _plan(net, batch_size: int):
+    """``(Net, Work)``: the network and a work space of ``batch_size`` rows, as the fast kernels take them."""
+    kernel_net = Net(params=net.params, sizes=np.asarray(net.sizes, dtype=np.int64),
+                     cost_id=_kernel_cost_id(net), one=net.dtype.type(1))
+    return kernel_net, new_work(net.sizes, batch_size, net.dtype)
+
+
+def _output_rows(work, sizes, m):
+    """The output layer's ``(m, n_L)`` block of a work buffer of ``m`` rows (the last one)."""
+    return work[len(work) - m * sizes[-1]:].reshape(m, sizes[-1])
+
+
+def loss_gradient_and_output(net, X, Y, lmbda, n):
+    """``(grad, z, a)``: the exact gradient of the loss and the output layer's ``z`` and activations.
+
+    The cost needs ``z`` to stay exact for saturated outputs (see :mod:`mbtrain.costs`).
+    """
+    m = X.shape[0]
+    kernel_net, work = _plan(net, m)
+    grad = np.empty_like(net.params)
+    z = np.empty((m, net.sizes[-1]), dtype=net.dtype)
+    dt = net.dtype.type
+    fast_kernels.loss_gradient(grad, z, kernel_net, work, np.ascontiguousarray(X), np.ascontiguousarray(Y),
+                               lmbda_over_n=dt(lmbda / n), inv_m=dt(1 / max(m, 1)))
+    return grad, z, _output_rows(work.acts, net.sizes, m)
+
+
 class NumbaBackend:
     name = "numba"
 
     def loss_gradient(self, net, X, Y, lmbda, n):
-        dt = net.dtype.type
-        grad = np.empty_like(net.params)
-        m = X.shape[0]
-        acts, deltas = _work_buffers(net, m)
-        fast_kernels.loss_gradient(
-            grad, net.params, _sizes_array(net), np.ascontiguousarray(X), np.ascontiguousarray(Y),
-            _kernel_cost_id(net), dt(lmbda / n), dt(1 / max(m, 1)), dt(1), acts, deltas,
-        )
-        return grad
+        return loss_gradient_and_output(net, X, Y, lmbda, n)[0]
 
     def sgd_epoch(self, net, X, Y, order, batch_size, eta, lmbda, n):
-        dt = net.dtype.type
         n_rows = len(order)
         if n_rows == 0:
-            return -1
+            return FINITE
         batch_size = int(min(batch_size, n_rows))
-        last = n_rows - (n_rows - 1) // batch_size * batch_size
-        acts, deltas = _work_buffers(net, batch_size)
+        kernel_net, work = _plan(net, batch_size)
+        dt = net.dtype.type
+        data = dict(X=np.ascontiguousarray(X), Y=np.ascontiguousarray(Y),
+                    order=np.ascontiguousarray(order, dtype=np.int64))
         n_threads = numba.get_num_threads()
-        parallel = n_threads > 1 and batch_size >= PARALLEL_MIN_BATCH
-        epoch = fast_kernels.sgd_epoch_parallel if parallel else fast_kernels.sgd_epoch_serial
-        args = (net.params, _sizes_array(net), np.ascontiguousarray(X), np.ascontiguousarray(Y),
-                np.ascontiguousarray(order, dtype=np.int64), batch_size, dt(-eta / batch_size), dt(-eta / last),
-                dt(1 - eta * (lmbda / n)), dt(1), _kernel_cost_id(net), acts, deltas,
-                n_threads if parallel else 1)
+        n_parts = n_threads if n_threads > 1 and batch_size >= PARALLEL_MIN_BATCH else 1
+        epoch = fast_kernels.sgd_epoch_parallel if n_parts > 1 else fast_kernels.sgd_epoch_serial
+        last = n_rows - (n_rows - 1) // batch_size * batch_size
+        step = dict(beta_full=dt(-eta / batch_size), beta_last=dt(-eta / last), decay=dt(1 - eta * (lmbda / n)))
         start = net.params.copy()  # one copy per epoch: the fast path checks divergence once, at the end
         if batch_size == 1:
-            bad = int(fast_kernels.sgd_epoch_online(*args[:5], dt(-eta), args[8], args[9], args[10], acts, deltas))
+            status = fast_kernels.sgd_epoch_online(kernel_net, work, **data, beta=step["beta_full"],
+                                                   decay=step["decay"])
         else:
-            bad = int(epoch(*args, False))
-        n_batches = -(-n_rows // batch_size)
-        if bad == n_batches:  # diverged somewhere: rerun from the start, checking every batch, to say where
+            status = epoch(kernel_net, work, **data, **step, n_parts=n_parts, checked=False)
+        if status == DIVERGED_AT_UNKNOWN_BATCH:  # rerun from the start, checking every batch, to say where
             net.params[...] = start
-            bad = int(epoch(*args, True))
-        return bad
+            status = epoch(kernel_net, work, **data, **step, n_parts=n_parts, checked=True)
+        return int(status)
 
     def prepare(self, net, batch_size: int, Y=None, X=None) -> float:
         """Compile (or load from numba's cache) only the epoch kernel ``fit`` will use; returns seconds.
@@ -118,9 +127,8 @@ class NumbaBackend:
 
     def forward(self, net, X, batch_size: int = 256):
         out = np.empty((X.shape[0], net.sizes[-1]), dtype=net.dtype)
-        acts, _ = _work_buffers(net, max(1, min(batch_size, X.shape[0])))
-        fast_kernels.forward(out, net.params, _sizes_array(net), np.ascontiguousarray(X),
-                             _kernel_cost_id(net), net.dtype.type(1), acts)
+        kernel_net, work = _plan(net, max(1, min(batch_size, X.shape[0])))
+        fast_kernels.forward(out, out[:0], kernel_net, work, np.ascontiguousarray(X))
         return out
 
 
