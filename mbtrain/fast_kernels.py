@@ -39,7 +39,7 @@ from .fast_layers import (
 )
 
 #: SHA-256 of fast_layers.py these kernels were last compiled against (see above).
-FAST_LAYERS_SHA256 = "c1a4ed5497845f76ef65536c1e2559304ce54839f225ccbc6c6a138ee613563f"
+FAST_LAYERS_SHA256 = "c273e5687b92832c1e7c57e5ea31ae16ddebc58b613e40e6902360a6d58f67dc"
 
 
 # -- layout helpers ---------------------------------------------------------------------------------
@@ -88,8 +88,10 @@ def forward_rows(net, work, X, rows, r_lo, r_hi, z_out, first_layer=0):
         else:
             A = work_view(work.acts, sizes, bs, l, m)
             dense_forward_rows(Z, A, work.index[r_lo:r_hi], W, b, 0, W.shape[0])
-        if l == L - 1 and z_out.shape[0] > 0:
-            z_out[r_lo:r_hi] = Z
+        if l == L - 1 and z_out.shape[0] > 0:  # (a loop: an array assignment compiles numba's shape errors)
+            for i in range(r_hi - r_lo):
+                for j in range(Z.shape[1]):
+                    z_out[r_lo + i, j] = Z[i, j]
         if l == L - 1 and net.cost_id == SOFTMAX:
             softmax_rows(Z)
         else:
@@ -130,6 +132,15 @@ def update_units(out, net, work, X, rows, part, n_parts, alpha_w, alpha_b, beta,
     return finite
 
 
+@njit(cache=True)
+def all_finite(params, one):
+    """Whether every parameter is finite: one pass summing ``v - v``, which cannot overflow."""
+    nan_if_bad = one - one
+    for i in range(params.shape[0]):
+        nan_if_bad += params[i] - params[i]
+    return nan_if_bad == one - one
+
+
 # -- epochs --------------------------------------------------------------------------------------------
 def _sgd_epoch(net, work, X, Y, order, beta_full, beta_last, decay, n_parts, checked):
     """One epoch of mini-batch SGD over ``X[order]`` in batches of the work space's rows.
@@ -164,7 +175,7 @@ def _sgd_epoch(net, work, X, Y, order, beta_full, beta_last, decay, n_parts, che
             finite[p] = update_units(net.params, net, work, X, rows, p, n_parts, decay, net.one, beta, checked)
         if not finite.all():
             return k if checked else DIVERGED_AT_UNKNOWN_BATCH
-    if not checked and not np.isfinite(net.params).all():
+    if not checked and not all_finite(net.params, net.one):
         return DIVERGED_AT_UNKNOWN_BATCH
     return FINITE
 
@@ -200,7 +211,7 @@ def sgd_epoch_online(net, work, X, Y, order, beta, decay):
             coef[h] = beta * D1[0, h]
         fuse = k + 1 < n_rows
         first_layer_update_forward(W0, b0, X[order[k]], coef, decay, Z1[0], X[order[k + 1] if fuse else order[k]], fuse)
-    return FINITE if np.isfinite(net.params).all() else DIVERGED_AT_UNKNOWN_BATCH
+    return FINITE if all_finite(net.params, net.one) else DIVERGED_AT_UNKNOWN_BATCH
 
 
 # -- whole data sets: the gradient and the forward pass -------------------------------------------------

@@ -63,13 +63,17 @@ def sigmoid_rows(Z, one):
 @njit(cache=True)
 def softmax_rows(Z):
     """Row-wise ``Z <- softmax(Z)``, shifted by the row maximum."""
-    for z in Z:
-        top = z.max()
+    m, n = Z.shape
+    for i in range(m):
+        top = Z[i, 0]
+        for j in range(1, n):
+            top = max(top, Z[i, j])
         total = top - top
-        for j in range(z.shape[0]):
-            z[j] = np.exp(z[j] - top)
-            total += z[j]
-        z /= total
+        for j in range(n):
+            Z[i, j] = np.exp(Z[i, j] - top)
+            total += Z[i, j]
+        for j in range(n):
+            Z[i, j] = Z[i, j] / total
 
 
 # -- register tiles: tuples of scalars ---------------------------------------------------------------
@@ -190,7 +194,8 @@ def dense_update_rows(W, b, A, rows, D, alpha_w, alpha_b, beta, one, h_lo, h_hi,
     m, n_in = rows.shape[0], W.shape[1]
     if m == 0:
         for h in range(h_lo, h_hi):
-            W[h] *= alpha_w
+            for j in range(n_in):
+                W[h, j] = alpha_w * W[h, j]
     s = alpha_w  # the first row block scales W, the others accumulate
     i = 0
     while i < m:

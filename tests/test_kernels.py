@@ -132,6 +132,10 @@ def test_dense_update_rows_checks_each_value_not_their_sum(dtype):
     assert fl.dense_update_rows(W, b, A, rows, D, one, one, one, one, 0, 3, False)  # unchecked: biases only
     W[2, 5], b[1] = big, np.nan
     assert not fl.dense_update_rows(W, b, A, rows, D, one, one, one, one, 0, 3, False)
+    b[1] = big  # the plain kernel, the specification, decides alike
+    assert np.isfinite(pk.dense_backward(W, b, W, b, D, A, one, one, one))
+    W[0, 0] = -np.inf
+    assert not np.isfinite(pk.dense_backward(W, b, W, b, D, A, one, one, one))
 
 
 # -- whole epochs ---------------------------------------------------------------
