@@ -39,7 +39,7 @@ from .fast_layers import (
 )
 
 #: SHA-256 of fast_layers.py these kernels were last compiled against (see above).
-FAST_LAYERS_SHA256 = "c273e5687b92832c1e7c57e5ea31ae16ddebc58b613e40e6902360a6d58f67dc"
+FAST_LAYERS_SHA256 = "31121e25944410ce14719faba00d07ec7c01840e765b83dc02536341e4740a2b"
 
 
 # -- layout helpers ---------------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 The plain kernels in :mod:`mbtrain.kernels` are the specification; these compute
 the same maths (tested against them in ``tests/test_kernels.py``) for the batch
 passes and epochs of :mod:`mbtrain.fast_kernels`. Only ``@njit`` functions over
-arrays and scalars, calling nothing outside this module.
+arrays and scalars, calling nothing outside this module (``softmax_rows`` and
+``hidden_delta_rows`` are copies of their plain counterparts: see the cache
+note in :mod:`mbtrain.fast_kernels`).
 
 Shape legend::
 
@@ -290,7 +292,6 @@ def output_delta_rows(D, A, Y, rows, cost_id, one):
             for j in range(k):
                 a = A[i, j]
                 D[i, j] = (a - target_of(Y, r, j, one)) * (a - a * a)
-
 
 
 # -- online SGD: the first layer's update fused with the next forward ----------------------------

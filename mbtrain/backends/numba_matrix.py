@@ -36,7 +36,11 @@ def _kernel_cost_id(net) -> int:
 
 
 def _plan(net, batch_size: int):
-    """``(Net, Work)``: the network and a work space of ``batch_size`` rows, as the fast kernels take them."""
+    """``(Net, Work)``: the network and a work space of ``batch_size`` rows, as the fast kernels take them.
+
+    The tuples hold only arrays and scalars in the network's dtype (numba would
+    type a Python ``1`` as int64 and widen float32 arithmetic).
+    """
     kernel_net = Net(params=net.params, sizes=np.asarray(net.sizes, dtype=np.int64),
                      cost_id=_kernel_cost_id(net), one=net.dtype.type(1))
     return kernel_net, new_work(net.sizes, batch_size, net.dtype)
@@ -73,24 +77,23 @@ class NumbaBackend:
         if n_rows == 0:
             return FINITE
         batch_size = int(min(batch_size, n_rows))
-        kernel_net, work = _plan(net, batch_size)
         dt = net.dtype.type
-        data = dict(X=np.ascontiguousarray(X), Y=np.ascontiguousarray(Y),
-                    order=np.ascontiguousarray(order, dtype=np.int64))
+        kernel_net, work = _plan(net, batch_size)
+        common = dict(net=kernel_net, work=work, X=np.ascontiguousarray(X), Y=np.ascontiguousarray(Y),
+                      order=np.ascontiguousarray(order, dtype=np.int64), decay=dt(1 - eta * (lmbda / n)))
         n_threads = numba.get_num_threads()
         n_parts = n_threads if n_threads > 1 and batch_size >= PARALLEL_MIN_BATCH else 1
         epoch = fast_kernels.sgd_epoch_parallel if n_parts > 1 else fast_kernels.sgd_epoch_serial
-        last = n_rows - (n_rows - 1) // batch_size * batch_size
-        step = dict(beta_full=dt(-eta / batch_size), beta_last=dt(-eta / last), decay=dt(1 - eta * (lmbda / n)))
+        last = n_rows - (n_rows - 1) // batch_size * batch_size  # rows of the last, maybe short, batch
+        batched = dict(common, beta_full=dt(-eta / batch_size), beta_last=dt(-eta / last), n_parts=n_parts)
         start = net.params.copy()  # one copy per epoch: the fast path checks divergence once, at the end
         if batch_size == 1:
-            status = fast_kernels.sgd_epoch_online(kernel_net, work, **data, beta=step["beta_full"],
-                                                   decay=step["decay"])
+            status = fast_kernels.sgd_epoch_online(**common, beta=dt(-eta))
         else:
-            status = epoch(kernel_net, work, **data, **step, n_parts=n_parts, checked=False)
+            status = epoch(**batched, checked=False)
         if status == DIVERGED_AT_UNKNOWN_BATCH:  # rerun from the start, checking every batch, to say where
             net.params[...] = start
-            status = epoch(kernel_net, work, **data, **step, n_parts=n_parts, checked=True)
+            status = epoch(**batched, checked=True)
         return int(status)
 
     def prepare(self, net, batch_size: int, Y=None, X=None) -> float:
