@@ -27,6 +27,7 @@ import inspect
 
 import numpy as np
 
+from ._kernel_api import CROSS_ENTROPY, QUADRATIC, SOFTMAX
 from .activations import log_softmax, softplus
 
 COSTS: dict[str, type] = {}
@@ -143,7 +144,7 @@ class QuadraticCost(Cost):
     """``C = 1/2 ||a - y||^2``; ``delta = (a - y) * sigma'(z)`` (book, chapter 2)."""
 
     name = "quadratic"
-    kernel_id = 0
+    kernel_id = QUADRATIC
 
     def fn(self, z, a, y):
         return 0.5 * np.square(a - y).sum(axis=-1)
@@ -161,7 +162,7 @@ class CrossEntropyCost(Cost):
     """
 
     name = "cross_entropy"
-    kernel_id = 1
+    kernel_id = CROSS_ENTROPY
 
     def fn(self, z, a, y):
         return (y * softplus(-z) + (1 - y) * softplus(z)).sum(axis=-1)
@@ -180,7 +181,7 @@ class SoftmaxLogLikelihoodCost(Cost):
 
     name = "softmax"
     output_activation = "softmax"
-    kernel_id = 2
+    kernel_id = SOFTMAX
 
     def fn(self, z, a, y):
         return -(y * log_softmax(z)).sum(axis=-1)

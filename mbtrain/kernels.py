@@ -1,4 +1,10 @@
-"""numba kernels: only ``@njit`` functions over arrays and scalars.
+"""The plain numba kernels: the readable specification the fast kernels are tested against.
+
+One straightforward loop nest per step of backpropagation, over a gathered
+copy of each mini-batch. Production code never runs them: the numba backend
+runs :mod:`mbtrain.fast_kernels`, and ``tests/test_kernels.py`` (also under
+``NUMBA_DISABLE_JIT=1``, in ``tests/test_nojit.py``) holds those to these.
+``benchmarks/kernel_profile.py`` times them as its ``numba_plain`` arm.
 
 Shape legend::
 
@@ -8,28 +14,29 @@ Shape legend::
     params flat parameter vector, see mbtrain.params.ParameterLayout
     sizes  int64 array of layer widths [n_0, n_1, ..., n_L]
 
-Conventions (see STYLE.md):
+Conventions:
 
-- outputs first in every signature; ``*_forward`` / ``*_backward`` pairs;
+- only ``@njit`` functions over arrays and scalars; outputs first in every
+  signature; ``*_forward`` / ``*_backward`` pairs;
 - all arithmetic stays in the dtype of the arrays: scalars arrive already cast
   by the Python wrapper, accumulators start from an array element, so float32 is
   never silently widened in the inner loops;
-- ``cache=True`` on every kernel (they take only arrays and scalars, so the
-  on-disk cache is safe); ``fastmath`` is restricted to ``reassoc`` and
-  ``contract``, which let LLVM vectorize the reductions and fuse multiply-adds
-  but keep NaN and inf semantics, so divergence is never hidden.
+- ``cache=True`` on every kernel (they take only arrays and scalars, and call
+  only kernels of this module, whose source file numba checks the cache
+  against); ``fastmath`` is restricted to ``reassoc`` and ``contract``, which
+  let LLVM vectorize the reductions and fuse multiply-adds but keep NaN and inf
+  semantics, so divergence is never hidden.
 
-Cost ids (``Cost.kernel_id``): 0 quadratic, 1 cross-entropy, 2 softmax with
-log-likelihood.
+Cost ids (``Cost.kernel_id``) are those of :mod:`mbtrain._kernel_api`.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
-FASTMATH = {"reassoc", "contract"}
+from ._kernel_api import CROSS_ENTROPY, SOFTMAX
 
-QUADRATIC, CROSS_ENTROPY, SOFTMAX = 0, 1, 2
+FASTMATH = {"reassoc", "contract"}
 
 
 @njit(cache=True)
@@ -144,8 +151,8 @@ def dense_backward(W_out, b_out, W, b, D, A_prev, alpha_w, alpha_b, beta):
     With ``W_out is W`` this is the SGD step (``alpha_w = 1 - eta*lmbda/n``,
     ``alpha_b = 1``, ``beta = -eta/m``); with a separate buffer it is the mean
     gradient plus the L2 term (``alpha_w = lmbda/n``, ``alpha_b = 0``, ``beta = 1/m``).
-    Returns the sum of the written values, which is finite exactly when they
-    all are (a cheap divergence check).
+    Returns the sum of ``v - v`` over the written values ``v``: 0 while they are
+    all finite, NaN otherwise (a sum of the values could overflow while each is finite).
     """
     m, n_in = A_prev.shape
     n_out = W.shape[0]
@@ -160,9 +167,9 @@ def dense_backward(W_out, b_out, W, b, D, A_prev, alpha_w, alpha_b, beta):
             for j in range(n_in):
                 W_out[h, j] += d * A_prev[i, j]
         b_out[h] = s
-        check += s
+        check += s - s
         for j in range(n_in):
-            check += W_out[h, j]
+            check += W_out[h, j] - W_out[h, j]
     return check
 
 
@@ -213,7 +220,7 @@ def batch_backward(out, acts, deltas, params, sizes, Y_batch, cost_id, m, alpha_
     """Backward pass writing ``alpha * params + beta * sum grad`` into ``out``.
 
     ``out`` may be ``params`` itself (the SGD step). Returns the divergence check
-    sum (finite exactly when every written value is).
+    (finite exactly when every written value is; see :func:`dense_backward`).
     """
     L = sizes.shape[0] - 1
     D = batch_view(deltas, sizes, L, m)
@@ -285,18 +292,3 @@ def loss_gradient(grad, params, sizes, X, Y, cost_id, lmbda_over_n, acts, deltas
     slot[0] = 1
     slot[1] = m
     batch_backward(grad, acts, deltas, params, sizes, Y, cost_id, m, lmbda_over_n, zero, slot[0] / slot[1])
-
-
-@njit(cache=True)
-def forward(out, params, sizes, X, cost_id, acts):
-    """Output activations of the rows of ``X``; ``acts`` holds one batch of work space."""
-    n_rows = X.shape[0]
-    batch_size = acts.shape[0] // sizes.sum()
-    L = sizes.shape[0] - 1
-    for start in range(0, n_rows, batch_size):
-        stop = min(start + batch_size, n_rows)
-        m = stop - start
-        A0 = batch_view(acts, sizes, 0, m)
-        A0[:, :] = X[start:stop]
-        batch_forward(acts, params, sizes, cost_id, m)
-        out[start:stop] = batch_view(acts, sizes, L, m)

@@ -11,9 +11,11 @@ import re
 import numpy as np
 import pytest
 
-from mbtrain import Network, fast_kernels as fk, kernels as pk
+from mbtrain import Network, _kernel_api as api, fast_kernels as fk, fast_layers as fl, kernels as pk
 from mbtrain.activations import sigmoid
 from mbtrain.backends import get_backend
+from mbtrain.backends.numba_matrix import loss_gradient_and_output
+from mbtrain.backends.numpy_matrix import forward as numpy_forward
 
 JIT_DISABLED = os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0")
 DTYPES = [np.float32, np.float64]
@@ -43,21 +45,34 @@ def rel_err(a, b):
 def test_sigmoid_rows_matches_reference_and_keeps_nan(dtype):
     Z = np.array([[-1000, -30, -1, 0, 1, 30, 1000, np.nan]], dtype=dtype)
     expected = sigmoid(Z)
-    fk.sigmoid_rows(Z, dtype(1))
+    fl.sigmoid_rows(Z, dtype(1))
     assert Z.dtype == dtype
     np.testing.assert_allclose(Z[:, :-1], expected[:, :-1], rtol=RTOL[dtype], atol=0)
     assert Z[0, 0] == 0 and Z[0, 6] == 1 and np.isnan(Z[0, -1])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_rows_matches_plain(dtype):
+    """fast_layers keeps its own copy of the plain softmax (see its module notes): the two agree."""
+    Z = np.array([[1, 2, 3, -1], [80, 80, 79, -1000], [0, 0, 0, 0]], dtype=dtype)
+    expected = Z.copy()
+    pk.softmax_inplace(expected)
+    fl.softmax_rows(Z)
+    np.testing.assert_allclose(Z, expected, rtol=RTOL[dtype])
+    np.testing.assert_allclose(Z.sum(axis=1), 1, rtol=RTOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cost_id", [0, 1, 2])
-def test_output_delta_rows_matches_plain(dtype, cost_id):
+@pytest.mark.parametrize("labels", [False, True])
+def test_output_delta_rows_matches_plain(dtype, cost_id, labels):
     rng = np.random.default_rng(cost_id)
     A = rng.random((5, 3)).astype(dtype)
-    Y = np.eye(3, dtype=dtype)[rng.integers(0, 3, 9)]
+    y = rng.integers(0, 3, 9)
+    Y = np.eye(3, dtype=dtype)[y]
     rows = np.array([8, 0, 3, 3, 5])
     D = np.empty_like(A)
-    fk.output_delta_rows(D, A, Y, rows, cost_id)
+    fl.output_delta_rows(D, A, y if labels else Y, rows, cost_id, dtype(1))
     expected = np.empty_like(A)
     pk.output_delta(expected, A, Y[rows], cost_id)
     np.testing.assert_allclose(D, expected, rtol=RTOL[dtype])
@@ -65,7 +80,8 @@ def test_output_delta_rows_matches_plain(dtype, cost_id):
 
 # -- dense layer kernels --------------------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("m, n_out, h_lo, h_hi", [(1, 3, 0, 3), (5, 9, 0, 9), (9, 10, 4, 10), (4, 4, 0, 4)])
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 6, 7, 9, 10])  # every row tile: 4, 2, 1 and their sums
+@pytest.mark.parametrize("n_out, h_lo, h_hi", [(3, 0, 3), (9, 0, 9), (10, 4, 10), (4, 4, 4), (13, 1, 13)])
 def test_dense_forward_rows_matches_numpy(dtype, m, n_out, h_lo, h_hi):
     rng = np.random.default_rng(m)
     A = rng.standard_normal((12, 7)).astype(dtype)
@@ -74,10 +90,10 @@ def test_dense_forward_rows_matches_numpy(dtype, m, n_out, h_lo, h_hi):
     b = rng.standard_normal(n_out).astype(dtype)
     rows = rng.integers(0, 12, m)
     Z = np.full((m, n_out), -7, dtype=dtype)
-    fk.dense_forward_rows(Z, A, rows, W, b, h_lo, h_hi)
+    fl.dense_forward_rows(Z, A, rows, W, b, h_lo, h_hi)
     expected = A[rows] @ W.T + b
     np.testing.assert_allclose(Z[:, h_lo:h_hi], expected[:, h_lo:h_hi], rtol=RTOL[dtype], atol=RTOL[dtype])
-    assert np.all(Z[:, :h_lo] == -7)  # units outside the share are untouched
+    assert np.all(Z[:, :h_lo] == -7) and np.all(Z[:, h_hi:] == -7)  # units outside the share are untouched
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -94,12 +110,32 @@ def test_dense_update_rows_matches_numpy(dtype, m):
     W_exp = alpha_w * W + beta * D.T @ A[rows]
     b_exp = alpha_b * b + beta * D.sum(axis=0)
     W_new, b_new = W.copy(), b.copy()
-    check = fk.dense_update_rows(W_new, b_new, A, rows, D, alpha_w, alpha_b, beta, dtype(1), 1, 5)
+    finite = fl.dense_update_rows(W_new, b_new, A, rows, D, alpha_w, alpha_b, beta, dtype(1), 1, 5)
     np.testing.assert_allclose(W_new[1:], W_exp[1:], rtol=RTOL[dtype], atol=RTOL[dtype])
     np.testing.assert_allclose(b_new[1:], b_exp[1:], rtol=RTOL[dtype], atol=RTOL[dtype])
     assert np.all(W_new[0] == W[0]) and b_new[0] == b[0]  # unit 0 is another thread's share
-    assert check == pytest.approx(W_new[1:].sum() + b_new[1:].sum(), rel=1e-4, abs=1e-4)
+    assert isinstance(finite, (bool, np.bool_)) and finite  # a verdict, no longer a check sum
     assert W_new.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dense_update_rows_checks_each_value_not_their_sum(dtype):
+    """Large finite weights are finite (a sum of them would overflow); one inf or NaN is not."""
+    big = np.finfo(dtype).max / 4
+    W, b = np.full((3, 8), big, dtype=dtype), np.full(3, big, dtype=dtype)
+    A, D, rows = np.zeros((2, 8), dtype=dtype), np.zeros((2, 3), dtype=dtype), np.arange(2)
+    one = dtype(1)
+    assert fl.dense_update_rows(W, b, A, rows, D, one, one, one, one, 0, 3)
+    assert np.all(W == big)
+    W[2, 5] = np.inf
+    assert not fl.dense_update_rows(W, b, A, rows, D, one, one, one, one, 0, 3)
+    assert fl.dense_update_rows(W, b, A, rows, D, one, one, one, one, 0, 3, False)  # unchecked: biases only
+    W[2, 5], b[1] = big, np.nan
+    assert not fl.dense_update_rows(W, b, A, rows, D, one, one, one, one, 0, 3, False)
+    b[1] = big  # the plain kernel, the specification, decides alike
+    assert np.isfinite(pk.dense_backward(W, b, W, b, D, A, one, one, one))
+    W[0, 0] = -np.inf
+    assert not np.isfinite(pk.dense_backward(W, b, W, b, D, A, one, one, one))
 
 
 # -- whole epochs ---------------------------------------------------------------
@@ -111,16 +147,18 @@ def run_plain_epoch(net, X, Y, order, batch_size, eta, lmbda):
                             np.empty(total, net.dtype), np.empty(total, net.dtype)))
 
 
+def kernel_net(net):
+    return api.Net(net.params, np.asarray(net.sizes, np.int64), net.cost.kernel_id, net.dtype.type(1))
+
+
 def run_fast_epoch(net, X, Y, order, batch_size, eta, lmbda, n_parts, checked=True):
     dt = net.dtype.type
     n = order.shape[0]
     last = n - (n - 1) // batch_size * batch_size
-    total = batch_size * sum(net.sizes[1:])
     epoch = fk.sgd_epoch_parallel if n_parts > 1 else fk.sgd_epoch_serial
-    return int(epoch(net.params, np.asarray(net.sizes, np.int64), X, Y, order, batch_size,
-                     dt(-eta / batch_size), dt(-eta / last), dt(1 - eta * lmbda / X.shape[0]), dt(1),
-                     net.cost.kernel_id, np.empty(total, net.dtype), np.empty(total, net.dtype), n_parts,
-                     checked))
+    return int(epoch(kernel_net(net), api.new_work(net.sizes, batch_size, net.dtype), X, Y, order,
+                     beta_full=dt(-eta / batch_size), beta_last=dt(-eta / last),
+                     decay=dt(1 - eta * lmbda / X.shape[0]), n_parts=n_parts, checked=checked))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -132,7 +170,7 @@ def test_sgd_epoch_matches_plain_kernel_and_numpy(dtype, sizes, cost_id, batch_s
     order = np.random.default_rng(1).permutation(23)
     nets = {name: Network(sizes, cost=COSTS[cost_id], dtype=dtype, seed=0) for name in ("plain", "fast", "numpy")}
     assert run_plain_epoch(nets["plain"], X, Y, order, batch_size, 3.0, 0.5) == -1
-    assert run_fast_epoch(nets["fast"], X, Y, order, batch_size, 3.0, 0.5, n_parts) == -1
+    assert run_fast_epoch(nets["fast"], X, Y, order, batch_size, 3.0, 0.5, n_parts) == api.FINITE == -1
     assert get_backend("numpy").sgd_epoch(nets["numpy"], X, Y, order, batch_size, 3.0, 0.5, 23) == -1
     assert nets["fast"].params.dtype == dtype
     assert rel_err(nets["fast"].params, nets["plain"].params) < RTOL[dtype]
@@ -157,15 +195,32 @@ def test_backend_epoch_agrees_with_loop_in_float64(cost):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("sizes", SIZES)
 @pytest.mark.parametrize("cost", list(COSTS.values()))
-def test_loss_gradient_and_forward_match_loop(dtype, sizes, cost):
+def test_loss_gradient_and_loss_match_loop(dtype, sizes, cost):
     X, Y = sparse_data(11, sizes, dtype, seed=4)
     net = Network(sizes, cost=cost, dtype=dtype, seed=0)
     g_loop = get_backend("loop").loss_gradient(net, X, Y, 0.7, 50)
     g_numba = get_backend("numba").loss_gradient(net, X, Y, 0.7, 50)
     assert g_numba.dtype == dtype
     assert rel_err(g_numba, g_loop) < (1e-10 if dtype == np.float64 else 1e-3)
-    out = get_backend("numba").forward(net, X, batch_size=4)
-    np.testing.assert_allclose(out, net.forward(X), rtol=RTOL[dtype], atol=RTOL[dtype] / 10)
+    loss, g_both = get_backend("numba").loss_and_gradient(net, X, Y, 0.7, 50)
+    np.testing.assert_array_equal(g_both, g_numba)
+    assert loss == pytest.approx(get_backend("loop").loss(net, X, Y, 0.7, 50), rel=RTOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cost", list(COSTS.values()))
+def test_loss_gradient_leaves_the_output_z_and_a(dtype, cost):
+    """What a loss needs from the same pass: the output layer's z (exact costs) and a."""
+    sizes = [6, 5, 4, 3]
+    X, Y = sparse_data(11, sizes, dtype, seed=5)
+    net = Network(sizes, cost=cost, dtype=dtype, seed=0)
+    net.weights[-1][...] *= 40  # saturated outputs, where a loses what z keeps
+    grad, z, a = loss_gradient_and_output(net, X, Y, 0.7, 50)
+    zs, activations = numpy_forward(net.weights, net.biases, net.cost, X)
+    assert z.dtype == a.dtype == dtype and z.shape == a.shape == (11, 3)
+    np.testing.assert_allclose(z, zs[-1], rtol=RTOL[dtype], atol=RTOL[dtype])
+    np.testing.assert_allclose(a, activations[-1], rtol=RTOL[dtype], atol=RTOL[dtype])
+    np.testing.assert_array_equal(grad, get_backend("numba").loss_gradient(net, X, Y, 0.7, 50))
 
 
 # -- divergence -----------------------------------------------------------------
@@ -191,12 +246,12 @@ def test_unchecked_epoch_checks_once_at_the_end(dtype, n_parts):
     X, Y = sparse_data(40, sizes, dtype)
     order = np.arange(40)
     checked, unchecked = Network(sizes, dtype=dtype, seed=0), Network(sizes, dtype=dtype, seed=0)
-    assert run_fast_epoch(checked, X, Y, order, 5, 3.0, 0.5, n_parts, checked=True) == -1
-    assert run_fast_epoch(unchecked, X, Y, order, 5, 3.0, 0.5, n_parts, checked=False) == -1
+    assert run_fast_epoch(checked, X, Y, order, 5, 3.0, 0.5, n_parts, checked=True) == api.FINITE
+    assert run_fast_epoch(unchecked, X, Y, order, 5, 3.0, 0.5, n_parts, checked=False) == api.FINITE
     np.testing.assert_array_equal(checked.params, unchecked.params)
     X[17, 2] = np.inf
     diverged = Network(sizes, dtype=dtype, seed=0)
-    assert run_fast_epoch(diverged, X, Y, order, 5, 3.0, 0.0, n_parts, checked=False) == 8  # 40 / 5 batches
+    assert run_fast_epoch(diverged, X, Y, order, 5, 3.0, 0.0, n_parts, checked=False) == api.DIVERGED_AT_UNKNOWN_BATCH
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -233,17 +288,16 @@ def _float32_calls():
     rows = np.arange(5)
     W, b = np.ones((5, 6), f), np.ones(5, f)
     Z, D = np.ones((5, 5), f), np.ones((5, 5), f)
-    work = np.empty(16 * 18, f)
     return {
-        "dense_forward_rows": lambda: fk.dense_forward_rows(Z, X, rows, W, b, 0, 5),
-        "dense_update_rows": lambda: fk.dense_update_rows(W, b, X, rows, D, f(1), f(1), f(-0.1), f(1), 0, 5),
-        "sigmoid_rows": lambda: fk.sigmoid_rows(Z, f(1)),
-        "output_delta_rows": lambda: fk.output_delta_rows(Z[:, :3], Z[:, :3], Y, rows, 0),
-        "update_units": lambda: fk.update_units(net.params, sizes, X, rows, rows, work, work.copy(), 5, 5, 0, 1,
-                                                f(1), f(1), f(-0.1), f(1)),
+        "dense_forward_rows": lambda: fl.dense_forward_rows(Z, X, rows, W, b, 0, 5),
+        "dense_update_rows": lambda: fl.dense_update_rows(W, b, X, rows, D, f(1), f(1), f(-0.1), f(1), 0, 5),
+        "sigmoid_rows": lambda: fl.sigmoid_rows(Z, f(1)),
+        "output_delta_rows": lambda: fl.output_delta_rows(Z[:, :3], Z[:, :3], Y, rows, 0, f(1)),
+        "update_units": lambda: fk.update_units(net.params, kernel_net(net), api.new_work(sizes, 5, f), X, rows,
+                                                0, 1, f(1), f(1), f(-0.1), True),
         "sgd_epoch_serial": lambda: run_fast_epoch(net, X, Y, np.arange(16), 5, 3.0, 0.5, 1),
-        "fast.loss_gradient": lambda: fk.loss_gradient(np.empty_like(net.params), net.params, sizes, X, Y, 0,
-                                                       f(0.1), f(1 / 16), f(1), work, work.copy()),
+        "sgd_epoch_online": lambda: get_backend("numba").sgd_epoch(net, X, Y, np.arange(16), 1, 3.0, 0.5, 16),
+        "fast.loss_gradient": lambda: loss_gradient_and_output(net, X, Y, 0.1, 16),
         "plain.sgd_epoch": lambda: run_plain_epoch(net, X, Y, np.arange(16), 5, 3.0, 0.5),
         "plain.dense_backward": lambda: pk.dense_backward(W, b, W, b, D, Z, f(1), f(1), f(-0.1)),
         "plain.loss_gradient": lambda: pk.loss_gradient(np.empty_like(net.params), net.params, sizes, X, Y, 0,
@@ -252,9 +306,10 @@ def _float32_calls():
 
 
 KERNELS_BY_NAME = {
-    "dense_forward_rows": fk.dense_forward_rows, "dense_update_rows": fk.dense_update_rows,
-    "sigmoid_rows": fk.sigmoid_rows, "output_delta_rows": fk.output_delta_rows, "update_units": fk.update_units,
-    "sgd_epoch_serial": fk.sgd_epoch_serial, "fast.loss_gradient": fk.loss_gradient,
+    "dense_forward_rows": fl.dense_forward_rows, "dense_update_rows": fl.dense_update_rows,
+    "sigmoid_rows": fl.sigmoid_rows, "output_delta_rows": fl.output_delta_rows, "update_units": fk.update_units,
+    "sgd_epoch_serial": fk.sgd_epoch_serial, "sgd_epoch_online": fk.sgd_epoch_online,
+    "fast.loss_gradient": fk.loss_gradient,
     "plain.sgd_epoch": pk.sgd_epoch, "plain.dense_backward": pk.dense_backward,
     "plain.loss_gradient": pk.loss_gradient,
 }
@@ -323,3 +378,84 @@ def test_serial_and_parallel_epochs_have_their_own_cache_files():
     """numba's cache key ignores ``parallel``: shared files would serve one variant for both."""
     names = {d._cache._cache_file._index_name for d in (fk.sgd_epoch_serial, fk.sgd_epoch_parallel)}
     assert len(names) == 2
+
+
+# -- the shape of the kernel modules ---------------------------------------------------------------
+def _dispatchers(module):
+    import numba.core.registry
+
+    return {name: obj for name, obj in vars(module).items()
+            if isinstance(obj, numba.core.registry.CPUDispatcher) and obj.py_func.__module__ == module.__name__}
+
+
+@pytest.mark.skipif(JIT_DISABLED, reason="no dispatchers without the JIT")
+@pytest.mark.parametrize("module, allowed", [(pk, {pk}), (fl, {fl}), (fk, {fk, fl})])
+def test_cached_kernels_call_only_kernels_of_their_own_chain(module, allowed):
+    """numba checks a cached kernel against its own source file only: a callee elsewhere could go stale.
+
+    The plain kernels and fast_layers call only themselves; fast_kernels calls
+    fast_layers, whose source it fingerprints (next test). Nothing fast calls the plain kernels.
+    """
+    import numba.core.registry
+
+    names = {m.__name__ for m in allowed}
+    for name, kernel in _dispatchers(module).items():
+        for ref in kernel.py_func.__code__.co_names:
+            callee = kernel.py_func.__globals__.get(ref)
+            if isinstance(callee, numba.core.registry.CPUDispatcher):
+                assert callee.py_func.__module__ in names, f"{module.__name__}.{name} calls {ref} of another module"
+    if module is not pk:
+        assert not [v for v in vars(module).values() if getattr(v, "__module__", None) == pk.__name__]
+
+
+def test_fast_kernels_know_the_fast_layers_they_were_compiled_against():
+    """fast_kernels' cached code contains fast_layers' code: a changed fast_layers.py needs a new fingerprint.
+
+    Updating ``FAST_LAYERS_SHA256`` changes fast_kernels.py, and numba then
+    discards its cached kernels instead of running the stale ones.
+    """
+    import hashlib
+    from pathlib import Path
+
+    digest = hashlib.sha256(Path(fl.__file__).read_bytes()).hexdigest()
+    assert fk.FAST_LAYERS_SHA256 == digest, (
+        f'fast_layers.py changed: set FAST_LAYERS_SHA256 = "{digest}" in mbtrain/fast_kernels.py')
+
+
+def test_kernel_ids_and_status_codes_never_change():
+    """These values are compiled into the cached kernels, which numba does not revalidate against _kernel_api."""
+    from mbtrain.costs import COSTS
+
+    assert (api.QUADRATIC, api.CROSS_ENTROPY, api.SOFTMAX) == (0, 1, 2)
+    assert (api.FINITE, api.DIVERGED_AT_UNKNOWN_BATCH) == (-1, -2)
+    assert {name: cls.kernel_id for name, cls in COSTS.items() if cls.kernel_id is not None} == {
+        "quadratic": api.QUADRATIC, "cross_entropy": api.CROSS_ENTROPY, "softmax": api.SOFTMAX}
+    assert fl.FORWARD_ROWS == fl.FORWARD_UNITS == 4 and fl.UPDATE_ROWS == 8  # what the tile loops spell out
+
+
+def _vector_multiplies_per_block(kernel, *args):
+    """Counts of vector float multiplies (``fmul <N x float>``) in each basic block, compiled afresh for ``args``."""
+    import numba
+
+    options = {k: v for k, v in kernel.targetoptions.items() if k not in ("cache", "nopython")}
+    fresh = numba.njit(**options)(kernel.py_func)
+    sig = tuple(numba.typeof(a) for a in args)
+    fresh.compile(sig)
+    return [len(re.findall(r"= fmul [a-z ]*<\d+ x float>", block)) for block in fresh.inspect_llvm(sig).split("\n\n")]
+
+
+@pytest.mark.skipif(JIT_DISABLED, reason="inspects compiled code")
+def test_the_tiles_inner_loops_are_vectorized():
+    """LLVM vectorizes the register tiles only while their accumulators stay scalars in registers.
+
+    The 4 x 4 forward tile has 16 accumulators and the 8-row update 8 products:
+    a loop body with that many vector multiplies is the vectorized tile. Without
+    it (a spilled or reloaded accumulator, a gather) the kernels run several
+    times slower while every other test still passes.
+    """
+    f = np.float32
+    A, W, b, D = np.ones((9, 40), f), np.ones((12, 40), f), np.ones(12, f), np.ones((9, 12), f)
+    forward = _vector_multiplies_per_block(fl.dense_forward_rows, np.empty((9, 12), f), A, np.arange(9), W, b, 0, 12)
+    update = _vector_multiplies_per_block(fl.dense_update_rows, W, b, A, np.arange(9), D, f(1), f(1), f(-0.1), f(1),
+                                          0, 12, False)
+    assert max(forward) >= 16 and max(update) >= 8, (forward, update)

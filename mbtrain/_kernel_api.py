@@ -1,0 +1,68 @@
+"""What the numba kernels share with their callers: cost ids, status codes, argument tuples.
+
+Pure Python and numpy, importing nothing of mbtrain: :mod:`mbtrain.costs`,
+:mod:`mbtrain.kernels`, :mod:`mbtrain.fast_kernels` and the numba backend all
+read it without importing each other.
+
+Never change a constant here: the kernels compare against them in compiled
+code that numba caches on disk, and numba revalidates a cached kernel against
+its own source file only, not against this one. A new cost takes the next
+free id. (The tuples are safe to change: their fields are part of every
+compiled signature, so a changed tuple compiles anew.)
+"""
+from __future__ import annotations
+
+import types
+from typing import NamedTuple
+
+import numpy as np
+
+#: ``Cost.kernel_id`` of the costs the kernels know.
+QUADRATIC = 0
+CROSS_ENTROPY = 1
+SOFTMAX = 2
+
+#: An epoch kernel's return when every parameter is finite at its end. A checked
+#: epoch returns instead the index ``k >= 0`` of the first batch after which one is not.
+FINITE = -1
+#: An unchecked epoch's return when a parameter is not finite at its end: rerun it checked to learn the batch.
+DIVERGED_AT_UNKNOWN_BATCH = -2
+
+
+class Net(NamedTuple):
+    """A network as the fast kernels see it: arrays and typed scalars only."""
+
+    params: np.ndarray  # (n_params,) flat parameters (mbtrain.params.ParameterLayout), updated in place
+    sizes: np.ndarray  # (L + 1,) int64 layer widths
+    cost_id: int  # QUADRATIC, CROSS_ENTROPY or SOFTMAX
+    one: np.floating  # 1 in the dtype of params: numba types a literal 1 as int64, which widens float32
+
+
+class Work(NamedTuple):
+    """Work space of the fast kernels for batches of up to ``batch_size`` rows."""
+
+    acts: np.ndarray  # (batch_size * sum(sizes[1:]),) activations of layers 1..L, one layer after the other
+    deltas: np.ndarray  # the same for the errors delta
+    index: np.ndarray  # arange(batch_size): the work rows, as row indices for the dense kernels
+
+
+def new_work(sizes, batch_size: int, dtype) -> Work:
+    """A :class:`Work` of ``batch_size`` rows for layer widths ``sizes`` in ``dtype``."""
+    total = batch_size * int(sum(sizes[1:]))
+    return Work(np.empty(total, dtype=dtype), np.empty(total, dtype=dtype), np.arange(batch_size, dtype=np.int64))
+
+
+def numba_variant(function, name: str):
+    """A copy of ``function`` under another name, so each compiled variant has its own cache file.
+
+    numba names a function's on-disk cache after its qualified name and source
+    line, and its cache key does not include ``parallel``: two dispatchers over
+    one function would share one cache file, and whichever variant compiled
+    first would be loaded for both (it was: the parallel epoch silently ran the
+    serial code). ``tests/test_kernels.py`` checks the names differ.
+    """
+    clone = types.FunctionType(function.__code__, function.__globals__, name, function.__defaults__,
+                               function.__closure__)
+    clone.__qualname__ = name
+    clone.__doc__ = function.__doc__
+    return clone

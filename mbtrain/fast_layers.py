@@ -1,0 +1,328 @@
+"""The fast numba kernels of one dense layer: register-blocked forward, update and deltas.
+
+The plain kernels in :mod:`mbtrain.kernels` are the specification; these compute
+the same maths (tested against them in ``tests/test_kernels.py``) for the batch
+passes and epochs of :mod:`mbtrain.fast_kernels`. Only ``@njit`` functions over
+arrays and scalars, calling nothing outside this module (``softmax_rows`` and
+``hidden_delta_rows`` are copies of their plain counterparts: see the cache
+note in :mod:`mbtrain.fast_kernels`).
+
+Shape legend::
+
+    m      rows in the mini-batch            n_in, n_out  widths of one layer
+    A      (any, n_in) input rows            W            (n_out, n_in), the book's layout
+    rows   (m,) int64 row indices into A     b            (n_out,)
+    Z, D   (m, n_out) weighted inputs (then activations), errors delta
+
+What makes them fast (measured with ``benchmarks/kernel_profile.py``):
+
+- no gather copy: a kernel reads the batch rows ``A[rows[i]]`` in place
+  (shuffle indices, not data);
+- forward ``Z = A W^T + b`` in register tiles of ``FORWARD_ROWS x FORWARD_UNITS``
+  (4 x 4): 16 scalar accumulators, tuples that LLVM keeps in registers and
+  turns into 16 vector accumulators over the contiguous ``n_in``; every W load
+  serves 4 rows and every row load 4 units;
+- weight update ``W <- s W + beta D^T A`` in blocks of up to ``UPDATE_ROWS``
+  (8) rows as the *outer* loop (8 rows stay in L1 while W streams from L2 once
+  per block; the other order streams the batch from memory once per unit) and
+  a single written row per inner loop (several written rows exceed LLVM's
+  budget of runtime alias checks and the loop is not vectorized);
+- sigmoid as ``1 / (1 + exp(-z))``: branch-free, so it vectorizes; IEEE
+  arithmetic gives exactly 0 for ``exp`` overflow and keeps NaN.
+
+Every scalar arrives typed (``one``, ``beta``...): numba types ``1`` as int64
+and ``float32 + int64`` as float64, which would silently widen float32 kernels.
+A divergence check is a sum of ``v - v`` over the values (0, or NaN once one is
+inf or NaN), as "not finite" in the other backends: a sum of the values
+themselves overflows for large but finite weights.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ._kernel_api import CROSS_ENTROPY, SOFTMAX
+
+#: ``reassoc`` and ``contract`` only: vectorized reductions and fused multiply-adds, inf and NaN kept.
+FASTMATH = {"reassoc", "contract"}
+#: Rows and units of a forward register tile (the tile loops below are written out for 4 x 4).
+FORWARD_ROWS = 4
+FORWARD_UNITS = 4
+#: Rows per pass over W in the update; the rest of a batch runs in blocks of 4, 2 and 1.
+UPDATE_ROWS = 8
+
+
+# -- activations -------------------------------------------------------------------------------------
+@njit(cache=True, fastmath=FASTMATH)
+def sigmoid_rows(Z, one):
+    """``Z <- 1 / (1 + exp(-Z))`` in place, branch-free so it vectorizes."""
+    m, n = Z.shape
+    for i in range(m):
+        for j in range(n):
+            Z[i, j] = one / (one + np.exp(-Z[i, j]))
+
+
+@njit(cache=True)
+def softmax_rows(Z):
+    """Row-wise ``Z <- softmax(Z)``, shifted by the row maximum."""
+    m, n = Z.shape
+    for i in range(m):
+        top = Z[i, 0]
+        for j in range(1, n):
+            top = max(top, Z[i, j])
+        total = top - top
+        for j in range(n):
+            Z[i, j] = np.exp(Z[i, j] - top)
+            total += Z[i, j]
+        for j in range(n):
+            Z[i, j] = Z[i, j] / total
+
+
+# -- register tiles: tuples of scalars ---------------------------------------------------------------
+@njit(inline="always")
+def take4(v, i):
+    """``(v[i], ..., v[i + 3])``; for a 2-D ``v``, four row views."""
+    return v[i], v[i + 1], v[i + 2], v[i + 3]
+
+
+@njit(inline="always")
+def gather4(A, rows, i):
+    """Row views ``A[rows[i]], ..., A[rows[i + 3]]``: four batch rows, not copied."""
+    return A[rows[i]], A[rows[i + 1]], A[rows[i + 2]], A[rows[i + 3]]
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def axpy4(acc, a, vs, j):
+    """``acc[u] + a * vs[u][j]`` for ``u < 4``: a scalar times element ``j`` of four rows.
+
+    Each load sits next to its multiply-add: loading the four elements first
+    raises LLVM's register estimate, and it interleaves the vectorized loop less.
+    """
+    return acc[0] + a * vs[0][j], acc[1] + a * vs[1][j], acc[2] + a * vs[2][j], acc[3] + a * vs[3][j]
+
+
+@njit(inline="always")
+def store_tile(Z, i, h, b, tile):
+    """``Z[i + r, h + u] = tile[r][u] + b[h + u]``."""
+    for r in range(len(tile)):
+        for u in range(len(tile[0])):
+            Z[i + r, h + u] = tile[r][u] + b[h + u]
+
+
+@njit(inline="always")
+def scaled4(beta, D, i, h):
+    """``beta * D[i:i + 4, h]`` as a tuple: the coefficients of four batch rows for unit ``h``."""
+    return beta * D[i, h], beta * D[i + 1, h], beta * D[i + 2, h], beta * D[i + 3, h]
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def weighted4(cs, xs, j):
+    """``sum_r cs[r] * xs[r][j]`` over four rows."""
+    return cs[0] * xs[0][j] + cs[1] * xs[1][j] + cs[2] * xs[2][j] + cs[3] * xs[3][j]
+
+
+# -- dense layer kernels -------------------------------------------------------------------------------
+@njit(cache=True, fastmath=FASTMATH)
+def dense_forward_rows(Z, A, rows, W, b, h_lo, h_hi):
+    """``Z[i, h] = A[rows[i]] . W[h] + b[h]`` for ``h_lo <= h < h_hi``.
+
+    Z (m, n_out); A (any, n_in); rows (m,); W (n_out, n_in); b (n_out,).
+    Tiles of rows x units: 4 x 4, and 4 x 1 for the last units; 2 x 4 and
+    2 x 1 for two last rows (batch 10 = 4 + 4 + 2); 1 x 8 and 1 x 1 for one.
+    """
+    m, n_in = rows.shape[0], W.shape[1]
+    zero = b[0] - b[0]
+    z4 = (zero, zero, zero, zero)
+    i = 0
+    while i + FORWARD_ROWS <= m:
+        xs = gather4(A, rows, i)
+        h = h_lo
+        while h + FORWARD_UNITS <= h_hi:
+            ws, s0, s1, s2, s3 = take4(W, h), z4, z4, z4, z4
+            for j in range(n_in):
+                s0, s1 = axpy4(s0, xs[0][j], ws, j), axpy4(s1, xs[1][j], ws, j)
+                s2, s3 = axpy4(s2, xs[2][j], ws, j), axpy4(s3, xs[3][j], ws, j)
+            store_tile(Z, i, h, b, (s0, s1, s2, s3))
+            h += FORWARD_UNITS
+        for h in range(h, h_hi):
+            w, s = W[h], z4
+            for j in range(n_in):
+                s = axpy4(s, w[j], xs, j)
+            store_tile(Z, i, h, b, ((s[0],), (s[1],), (s[2],), (s[3],)))
+        i += FORWARD_ROWS
+    if i + 2 <= m:
+        x0, x1 = A[rows[i]], A[rows[i + 1]]
+        h = h_lo
+        while h + FORWARD_UNITS <= h_hi:
+            ws, s0, s1 = take4(W, h), z4, z4
+            for j in range(n_in):
+                s0, s1 = axpy4(s0, x0[j], ws, j), axpy4(s1, x1[j], ws, j)
+            store_tile(Z, i, h, b, (s0, s1))
+            h += FORWARD_UNITS
+        for h in range(h, h_hi):
+            w, t0, t1 = W[h], zero, zero
+            for j in range(n_in):
+                t0, t1 = t0 + x0[j] * w[j], t1 + x1[j] * w[j]
+            Z[i, h], Z[i + 1, h] = t0 + b[h], t1 + b[h]
+        i += 2
+    if i < m:
+        x = A[rows[i]]
+        h = h_lo
+        while h + 2 * FORWARD_UNITS <= h_hi:
+            lo, hi, w_lo, w_hi = z4, z4, take4(W, h), take4(W, h + 4)
+            for j in range(n_in):
+                lo, hi = axpy4(lo, x[j], w_lo, j), axpy4(hi, x[j], w_hi, j)
+            store_tile(Z, i, h, b, (lo + hi,))
+            h += 2 * FORWARD_UNITS
+        for h in range(h, h_hi):
+            w, t = W[h], b[h]
+            for j in range(n_in):
+                t += x[j] * w[j]
+            Z[i, h] = t
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def dense_update_rows(W, b, A, rows, D, alpha_w, alpha_b, beta, one, h_lo, h_hi, checked=True):
+    """BP3/BP4 and the update, in place, for units ``h_lo <= h < h_hi``:
+
+    ``W[h] <- alpha_w W[h] + beta sum_i D[i, h] A[rows[i]]``;
+    ``b[h] <- alpha_b b[h] + beta sum_i D[i, h]``.
+
+    In place on purpose: reading one array and writing another that is the same
+    memory makes LLVM's runtime alias check fail and the loop run unvectorized
+    (8x slower). Returns whether every written value is finite; with
+    ``checked=False`` only the biases are looked at, saving a pass over ``W``.
+    """
+    m, n_in = rows.shape[0], W.shape[1]
+    if m == 0:
+        for h in range(h_lo, h_hi):
+            for j in range(n_in):
+                W[h, j] = alpha_w * W[h, j]
+    s = alpha_w  # the first row block scales W, the others accumulate
+    i = 0
+    while i < m:
+        if m - i >= UPDATE_ROWS:
+            x_lo, x_hi = gather4(A, rows, i), gather4(A, rows, i + 4)
+            for h in range(h_lo, h_hi):
+                w, c_lo, c_hi = W[h], scaled4(beta, D, i, h), scaled4(beta, D, i + 4, h)
+                for j in range(n_in):
+                    w[j] = s * w[j] + weighted4(c_lo, x_lo, j) + weighted4(c_hi, x_hi, j)
+            i += UPDATE_ROWS
+        elif m - i >= 4:
+            xs = gather4(A, rows, i)
+            for h in range(h_lo, h_hi):
+                w, cs = W[h], scaled4(beta, D, i, h)
+                for j in range(n_in):
+                    w[j] = s * w[j] + weighted4(cs, xs, j)
+            i += 4
+        elif m - i >= 2:
+            x0, x1 = A[rows[i]], A[rows[i + 1]]
+            for h in range(h_lo, h_hi):
+                w, c0, c1 = W[h], beta * D[i, h], beta * D[i + 1, h]
+                for j in range(n_in):
+                    w[j] = s * w[j] + (c0 * x0[j] + c1 * x1[j])
+            i += 2
+        else:
+            x0 = A[rows[i]]
+            for h in range(h_lo, h_hi):
+                w, c0 = W[h], beta * D[i, h]
+                for j in range(n_in):
+                    w[j] = s * w[j] + c0 * x0[j]
+            i += 1
+        s = one
+    nan_if_bad = one - one  # a sum of v - v: 0 while every v is finite, NaN after an inf or NaN
+    for h in range(h_lo, h_hi):
+        t = alpha_b * b[h]
+        for i in range(m):
+            t += beta * D[i, h]
+        b[h] = t
+        nan_if_bad += t - t
+        if checked:
+            w = W[h]
+            for j in range(n_in):
+                nan_if_bad += w[j] - w[j]
+    return nan_if_bad == one - one
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def hidden_delta_rows(D_prev, D, W, A_prev):
+    """BP2, fused: ``D_prev = (D @ W) * A_prev * (1 - A_prev)``, a row of ``D @ W`` as axpys over n_in."""
+    m, n_in = A_prev.shape
+    for i in range(m):
+        for j in range(n_in):
+            D_prev[i, j] = D[i, 0] * W[0, j]
+        for h in range(1, W.shape[0]):
+            d = D[i, h]
+            for j in range(n_in):
+                D_prev[i, j] += d * W[h, j]
+        for j in range(n_in):
+            a = A_prev[i, j]
+            D_prev[i, j] *= a - a * a
+
+
+@njit(cache=True)  # not inline="always": numba prunes the Y.ndim branch only of a function compiled alone
+def target_of(Y, r, j, one):
+    """Target ``j`` of row ``r``: ``Y[r, j]`` of a target matrix, or the one-hot of integer
+    labels ``Y[r]`` in the dtype of ``one`` (labels are never expanded to a matrix)."""
+    if Y.ndim == 1:  # numba decides this branch at compile time
+        return one if Y[r] == j else one - one
+    return Y[r, j]
+
+
+@njit(cache=True)
+def output_delta_rows(D, A, Y, rows, cost_id, one):
+    """BP1 for the batch rows: ``D[i] = dC/dz`` from ``A[i]`` and the targets of ``rows[i]``.
+
+    ``Y`` is a target matrix ``(n, k)`` or integer labels ``(n,)``; the formulas
+    of :func:`mbtrain.kernels.output_delta`.
+    """
+    m, k = D.shape
+    for i in range(m):
+        r = rows[i]
+        if cost_id == SOFTMAX:
+            total = one - one
+            for j in range(k):
+                total += target_of(Y, r, j, one)
+            for j in range(k):
+                D[i, j] = A[i, j] * total - target_of(Y, r, j, one)
+        elif cost_id == CROSS_ENTROPY:
+            for j in range(k):
+                D[i, j] = A[i, j] - target_of(Y, r, j, one)
+        else:
+            for j in range(k):
+                a = A[i, j]
+                D[i, j] = (a - target_of(Y, r, j, one)) * (a - a * a)
+
+
+# -- online SGD: the first layer's update fused with the next forward ----------------------------
+@njit(cache=True, fastmath=FASTMATH)
+def first_layer_update_forward(W, b, x, c, alpha_w, z_next, x_next, fuse):
+    """Online SGD's first-layer step fused with the next example's first-layer forward.
+
+    ``W[h] <- alpha_w W[h] + c[h] x``, ``b[h] <- b[h] + c[h]`` and, when ``fuse``,
+    ``z_next[h] = W_new[h] . x_next + b_new[h]`` in the same pass: the updated
+    row is still in registers, so ``W`` (larger than L1 for image inputs)
+    streams from L2 twice per example instead of three times.
+    """
+    n_out, n_in = W.shape
+    for h in range(n_out):
+        w, ch = W[h], c[h]
+        bh = b[h] + ch
+        b[h] = bh
+        if fuse and alpha_w == 1:  # no L2: one multiply-add per weight fewer
+            acc = bh - bh
+            for j in range(n_in):
+                v = w[j] + ch * x[j]
+                w[j] = v
+                acc += v * x_next[j]
+            z_next[h] = acc + bh
+        elif fuse:
+            acc = bh - bh
+            for j in range(n_in):
+                v = alpha_w * w[j] + ch * x[j]
+                w[j] = v
+                acc += v * x_next[j]
+            z_next[h] = acc + bh
+        else:
+            for j in range(n_in):
+                w[j] = alpha_w * w[j] + ch * x[j]
