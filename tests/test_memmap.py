@@ -37,10 +37,11 @@ TRAIN = textwrap.dedent("""
     X = np.load(X_path, mmap_mode="r")
     y = np.load(y_path, mmap_mode="r")
     net = mbtrain.Network(json.loads(sizes), cost="cross_entropy", init="scaled", dtype=dtype, seed=0)
-    # compile on a small problem first, with the real run's dtypes and batch size (so the same
-    # kernel, serial or parallel): compilation memory is not the data's
+    # compile on a small problem first, with the real run's dtypes, batch size and monitoring (so the
+    # same kernels, serial or parallel, and the gradient that monitoring runs): compilation memory is
+    # not the data's
     net.fit(np.asarray(X[:512]), y[:512], epochs=1, batch_size=256, eta=0.1, backend=backend,
-            monitor=False, progress=False)
+            monitor=monitor == "1", progress=False)
     peak, running = [rss_anon()], [True]
     baseline = peak[0]
 
