@@ -331,7 +331,7 @@ def _bench_arm(arm, net, X, Y, order, writer, common, floor, dtype, batch_sizes,
         except Exception as exc:  # an arm that crashes is as wrong as one that disagrees
             error, status, note = float("nan"), "wrong", f"check raised {type(exc).__name__}: {exc}"
         writer.write(kind="check", status=status, check_error=error, check_tolerance=tolerance,
-                     compile_seconds=compile_seconds, note=note, **row)
+                     compile_seconds=compile_seconds, note=note, steps=check_steps(optimizer), **row)
     if status != "ok":
         bar.update(len(batch_sizes) * repeats)
         return
