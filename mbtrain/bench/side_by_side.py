@@ -53,10 +53,11 @@ def side_by_side_lines(summary, best, verdicts, names, machine, provisional, plo
     lines.append(markdown_table(pd.DataFrame(wide)))
     etas = reference_etas(machine)
     table = []
+    unreached = "none (no batch size got every seed there)"
     for optimizer, name in names.items():
         verdict = verdicts.get(optimizer) or {}
         table.append({"optimizer": name, "base eta": fmt(etas.get(optimizer)),
-                      "fastest batch size": _fastest(verdict) if verdict else "none (no batch size got every seed there)",
+                      "fastest batch size": _fastest(verdict) if verdict else unreached,
                       "largest that still scales": _scaling(verdict) if verdict else "",
                       "examples to target (min)": fmt(verdict["examples_min"]) if verdict else ""})
     lines.append("\n" + markdown_table(pd.DataFrame(table)))
