@@ -169,20 +169,22 @@ def _plot_overlay(best, names, colors, title, out) -> str:
     fig = _figure()
     ax = fig.add_subplot()
     verdicts = verdicts_by_optimizer(best)
-    absent = []
+    absent, labelled = [], False  # one legend entry for the perfect-scaling lines
     for optimizer, shown in names.items():
         mine = best[best["optimizer"] == optimizer]
         done = mine[(mine["reached"] == mine["seeds"]) & (mine["seeds"] > 0)]
         if done.empty:
             absent.append(shown)
             continue
-        ax.errorbar(done["batch_size"], done["steps"], yerr=done["steps_sd"].fillna(0), marker="o", capsize=3,
-                    color=colors[optimizer], label=f"{shown}")
-        _perfect_scaling(ax, done, colors[optimizer], f"{shown}: ")
         verdict = verdicts.get(optimizer)
-        if verdict:
-            ax.axvline(verdict["largest_scaling"], color=colors[optimizer], ls="--", lw=1,
-                       label=f"{shown}: largest batch size that still scales ({verdict['largest_scaling']})")
+        ax.errorbar(done["batch_size"], done["steps"], yerr=done["steps_sd"].fillna(0), marker="o", capsize=3,
+                    color=colors[optimizer],
+                    label=f"{shown} (still scales up to {verdict['largest_scaling']})" if verdict else shown)
+        _perfect_scaling(ax, done, colors[optimizer], "")
+        ax.lines[-1].set_label("_" if labelled else "perfect scaling from each one's smallest batch size")
+        labelled = True
+        if verdict:  # dashed: the largest batch size that still scales
+            ax.axvline(verdict["largest_scaling"], color=colors[optimizer], ls="--", lw=1)
     if len(absent) == len(names):
         ax.text(0.5, 0.5, "no optimizer reached the target with every seed", ha="center", va="center",
                 transform=ax.transAxes)
@@ -192,11 +194,12 @@ def _plot_overlay(best, names, colors, title, out) -> str:
             ax.text(0.02, 0.02, f"not shown, no batch size with every seed at the target: {', '.join(absent)}",
                     fontsize=7, transform=ax.transAxes)
     ax.set_xscale("log")
-    ax.set_xlabel("mini-batch size (examples)")
+    ax.set_xlabel("mini-batch size (examples); dashed: the largest that still scales, per optimizer")
     ax.set_ylabel("training steps to target (mean ± sd, best eta)")
     ax.set_title(f"Steps to target per optimizer ({title})", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     _save(fig, out / OVERLAY_PLOT)
     return OVERLAY_PLOT
 
