@@ -127,9 +127,10 @@ def plot_sweep(results: pd.DataFrame, summary: pd.DataFrame, best: pd.DataFrame,
             mine = best[best["optimizer"] == optimizer]
             done = mine[mine["reached"] > 0]
             prefix = f"{shown}: " if several else ""
-            ax.errorbar(done["batch_size"], done[column], yerr=done[f"{column}_sd"].fillna(0), marker="o",
-                        capsize=3, color=colors[optimizer] if several else None,
-                        label=prefix + "mean ± sd over seeds" + (" (best eta)" if grid else ""))
+            if not done.empty or not several:
+                ax.errorbar(done["batch_size"], done[column], yerr=done[f"{column}_sd"].fillna(0), marker="o",
+                            capsize=3, color=colors[optimizer] if several else None,
+                            label=prefix + "mean ± sd over seeds" + (" (best eta)" if grid else ""))
             missed = mine[mine["reached"] == 0]
             if not missed.empty and not reached_any.empty:
                 ax.plot(missed["batch_size"], [reached_any[column].max()] * len(missed), "x",
