@@ -146,7 +146,8 @@ def plot_sweep(results: pd.DataFrame, summary: pd.DataFrame, best: pd.DataFrame,
         ax.set_ylabel(label)
         ax.set_title(f"{label[0].upper() + label[1:]} vs batch size ({title})", fontsize=9)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7 if several else 8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7 if several else 8)
         _save(fig, out / f"{name}.png")
         files.append(f"{name}.png")
 
