@@ -219,6 +219,14 @@ def test_sweep_writes_rows_for_each_optimizer_with_its_own_eta(two_optimizer_swe
     assert settings["optimizers"] == [SGD().describe(), Adam().describe()] and settings["eta"] == [3.0, 0.01]
 
 
+def test_the_eta_policy_scales_each_optimizers_own_eta(tmp_path):
+    result = run_sweep(tmp_path, batch_sizes=[5, 40], seeds=1, max_epochs=1, eta_policy="linear", ref_batch_size=10,
+                       write_report=False)
+    runs = result.results[result.results["kind"] == "sweep"]
+    etas = runs.groupby("optimizer")["eta"].apply(sorted).to_dict()
+    assert etas == {SGD_LABEL: [1.5, 12.0], ADAM: [0.005, 0.04]}
+
+
 def test_adam_trains_differently_from_sgd_in_the_sweep(two_optimizer_sweep):
     results = read_results(two_optimizer_sweep.out)
     curves = results[(results["kind"] == "curve") & (results["seed"] == 0) & (results["batch_size"] == 5)]
