@@ -12,6 +12,7 @@ from mbtrain.bench.arms import ARMS, BackendArm, BackendRunner, get_arm
 from mbtrain.bench.floor import Floor, epoch_bytes, epoch_flops
 from mbtrain.bench.results import COLUMNS
 from mbtrain.bench.throughput import CHECK_TOLERANCE, bench, update_error
+from mbtrain.optim import SGD
 from mbtrain.synthetic import make_blobs
 
 SIZES = [64, 8, 10]
@@ -82,7 +83,7 @@ def test_torch_epoch_matches_numpy_epoch_over_several_batches():
     order = np.random.default_rng(0).permutation(60)
     results = []
     for name in ("numpy", "torch"):
-        runner = get_arm(name).runner(net, X, Y)
+        runner = get_arm(name).runner(net, X, Y, SGD())
         runner.epoch(order, 7, 3.0, 1.0, 60)  # short last batch of 4 rows
         results.append(runner.params())
     np.testing.assert_allclose(results[0], results[1], rtol=1e-10, atol=1e-12)
@@ -91,7 +92,7 @@ def test_torch_epoch_matches_numpy_epoch_over_several_batches():
 def test_runner_reset_restores_the_initial_weights():
     net = Network(SIZES, dtype="float64", seed=0)
     X, y = small_data(20)
-    runner = get_arm("numpy").runner(net, X, np.eye(10)[y])
+    runner = get_arm("numpy").runner(net, X, np.eye(10)[y], SGD())
     runner.epoch(np.arange(20), 5, 3.0, 0.0, 20)
     assert not np.array_equal(runner.params(), net.params)
     runner.reset()
@@ -142,8 +143,8 @@ class ScaledRunner(BackendRunner):
 
 
 class WrongArm(BackendArm):
-    def runner(self, net, X, Y):
-        return ScaledRunner(self.backend, net, X, Y)
+    def runner(self, net, X, Y, optimizer):
+        return ScaledRunner(self.backend, net, X, Y, optimizer)
 
 
 def test_a_wrong_arm_is_reported_and_not_timed(tmp_path, monkeypatch):

@@ -1,18 +1,21 @@
-"""Benchmark arms: the ways of running one SGD epoch that ``mbtrain bench`` compares.
+"""Benchmark arms: the ways of running one training epoch that ``mbtrain bench`` compares.
 
-An arm is registered under a name in :data:`ARMS` and, for one network and
-data set, hands out a *runner* that owns its own copy of the parameters::
+An arm is registered under a name in :data:`ARMS` and, for one network, data
+set and optimizer, hands out a *runner* that owns its own copy of the
+parameters and of the optimizer's state::
 
     arm = get_arm("numba")
-    runner = arm.runner(net, X, Y)      # copies net's parameters, casts data once
+    runner = arm.runner(net, X, Y, optimizer)   # copies net's parameters, casts data once
     runner.epoch(order, batch_size, eta, lmbda, n)
     runner.params()                     # flat vector in mbtrain's layout
-    runner.reset()                      # back to the weights it started from
+    runner.reset()                      # back to the weights it started from, and a fresh state
 
 ``X`` is ``(n_samples, n_features)`` in the network's dtype and ``Y`` the
 one-hot target matrix ``(n_samples, n_classes)``; ``order`` is an int64 array
-of row indices. The book's update rule is
-``w <- (1 - eta*lmbda/n) w - (eta/m) sum grad C_x`` (biases not decayed).
+of row indices; ``optimizer`` an :class:`mbtrain.optim.Optimizer`. Its step
+uses the gradient of the loss with the book's L2 term ``(lmbda/n) W`` on the
+weights (biases not decayed); for SGD that is the book's rule
+``w <- (1 - eta*lmbda/n) w - (eta/m) sum grad C_x``.
 
 Kinds of arm:
 
@@ -30,12 +33,14 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import math
 import time
 
 import numba
 import numpy as np
 
 from ..backends import get_backend
+from ..optim import ADAM_KIND, MOMENTUM_KIND, NESTEROV_KIND, Adam
 
 ARMS: dict[str, "Arm"] = {}
 
@@ -77,11 +82,21 @@ class Arm:
         """The loss this arm trains for ``net`` (``net.cost.name`` unless it is a peer with its own)."""
         return net.cost.name
 
+    def update_rule(self, optimizer):
+        """The rule this arm runs for ``optimizer``, as an :class:`mbtrain.optim.Optimizer` the reference can run.
+
+        ``optimizer`` itself unless the arm is a peer whose library defines the
+        rule a little differently (scikit-learn's Adam); the correctness check
+        runs the reference with this rule, as it runs it with :meth:`loss_name`.
+        """
+        return optimizer
+
     def compile(self, net) -> float:
         """Compile or load whatever the arm needs for ``net``'s dtype and cost; returns seconds."""
         return 0.0
 
-    def runner(self, net, X, Y):
+    def runner(self, net, X, Y, optimizer):
+        """A runner of ``optimizer`` on ``net`` from its weights, over the rows ``X`` with targets ``Y``."""
         raise NotImplementedError
 
     def set_threads(self, n_threads: int):
@@ -98,17 +113,31 @@ class Arm:
 
 
 class BackendRunner:
-    """Runner for an mbtrain backend: works on a copy of the network."""
+    """Runner for an mbtrain backend: works on a copy of the network, through the backend protocol.
 
-    def __init__(self, backend, net, X, Y):
+    Every optimizer goes through :meth:`mbtrain.backends.Backend.optimizer_epoch`
+    (which is ``sgd_epoch``, bit for bit, for SGD), as ``fit`` runs it; the
+    state (None for SGD, which keeps none) lives here and is fresh after
+    :meth:`reset`.
+    """
+
+    def __init__(self, backend, net, X, Y, optimizer):
         self.backend = backend
         self.net = net.copy()
         self.initial = net.params.copy()
         self.X = np.ascontiguousarray(X, dtype=net.dtype)
         self.Y = np.ascontiguousarray(Y, dtype=net.dtype)
+        self.optimizer = optimizer
+        self.state = self._fresh_state()
+
+    def _fresh_state(self):
+        if not self.optimizer.state_names:
+            return None
+        return self.optimizer.new_state(self.net.layout.size, self.net.dtype)
 
     def epoch(self, order, batch_size, eta, lmbda, n):
-        bad = self.backend.sgd_epoch(self.net, self.X, self.Y, order, batch_size, eta, lmbda, n)
+        bad = self.backend.optimizer_epoch(self.net, self.X, self.Y, order, batch_size, eta, lmbda, n,
+                                           self.optimizer, self.state)
         if bad >= 0:
             raise FloatingPointError(f"{self.backend.name}: diverged in mini-batch {bad}")
 
@@ -117,6 +146,7 @@ class BackendRunner:
 
     def reset(self) -> None:
         self.net.params[...] = self.initial
+        self.state = self._fresh_state()
 
 
 class BackendArm(Arm):
@@ -136,8 +166,8 @@ class BackendArm(Arm):
         """The backend's own compile step (the numba kernels for ``net``'s dtype and cost; nothing elsewhere)."""
         return self.backend.compile(net.dtype.name, net.cost)
 
-    def runner(self, net, X, Y):
-        return BackendRunner(self.backend, net, X, Y)
+    def runner(self, net, X, Y, optimizer):
+        return BackendRunner(self.backend, net, X, Y, optimizer)
 
     def timing_context(self):
         """The backend's own training context, as ``fit`` uses (the numba backend keeps BLAS out of its
@@ -167,19 +197,23 @@ class NumbaArm(BackendArm):
 
 
 class TorchRunner:
-    """The same network in PyTorch (CPU): autograd for the gradient, ``torch.optim.SGD`` for the step.
+    """The same network in PyTorch (CPU): autograd for the gradient, the matching ``torch.optim`` for the step.
 
-    The book's L2 rule is SGD's ``weight_decay = lmbda / n`` on the weights only
-    (``w <- w - eta (g + (lmbda/n) w) = (1 - eta lmbda/n) w - eta g``); biases are
-    in a parameter group without decay. The loss is the mean over the
-    mini-batch, so ``eta * grad`` is the book's ``(eta/m) sum grad C_x``.
+    SGD is ``torch.optim.SGD``, momentum and Nesterov ``torch.optim.SGD(momentum=mu,
+    nesterov=...)``, Adam ``torch.optim.Adam(betas, eps)``: the definitions of
+    :mod:`mbtrain.optim`. The book's L2 term is ``weight_decay = lmbda / n`` on
+    the weights only (torch adds it to the gradient, as mbtrain's ``g``
+    includes it: for SGD ``w <- (1 - eta lmbda/n) w - eta g``); biases are in a
+    parameter group without decay. The loss is the mean over the mini-batch,
+    so ``eta * grad`` is the book's ``(eta/m) sum grad C_x``.
     """
 
-    def __init__(self, net, X, Y):
+    def __init__(self, net, X, Y, optimizer):
         import torch
 
         self.torch = torch
         self.net = net
+        self.optimizer = optimizer
         self.dtype = torch.float32 if net.dtype == np.float32 else torch.float64
         self.initial = net.params.copy()
         self.X = torch.from_numpy(np.ascontiguousarray(X, dtype=net.dtype))
@@ -187,8 +221,7 @@ class TorchRunner:
         self.weights = [torch.nn.Parameter(torch.from_numpy(w.copy())) for w in net.weights]
         self.biases = [torch.nn.Parameter(torch.from_numpy(b.copy())) for b in net.biases]
         self.cost = net.cost.name
-        self._optimizer = None
-        self._optimizer_key = None
+        self._torch_optimizer = None  # built by the first epoch; its state lasts until reset()
 
     def _loss(self, A, Y):
         F = self.torch.nn.functional
@@ -203,19 +236,27 @@ class TorchRunner:
             return F.binary_cross_entropy_with_logits(A, Y, reduction="none").sum(dim=1).mean()
         return -(Y * F.log_softmax(A, dim=1)).sum(dim=1).mean()
 
-    def _sgd(self, eta, lmbda, n):
-        key = (eta, lmbda, n)
-        if key != self._optimizer_key:
-            self._optimizer = self.torch.optim.SGD(
-                [{"params": self.weights, "weight_decay": lmbda / n},
-                 {"params": self.biases, "weight_decay": 0.0}],
-                lr=eta, momentum=0.0)
-            self._optimizer_key = key
-        return self._optimizer
+    def _step_rule(self, eta, lmbda, n):
+        """The torch optimizer, built once; a later epoch with another eta or n changes its groups in place."""
+        optim, rule = self.torch.optim, self.optimizer
+        if self._torch_optimizer is None:
+            groups = [{"params": self.weights, "weight_decay": lmbda / n},
+                      {"params": self.biases, "weight_decay": 0.0}]
+            if rule.kind_id == ADAM_KIND:
+                self._torch_optimizer = optim.Adam(groups, lr=eta, betas=(rule.beta1, rule.beta2), eps=rule.eps)
+            elif rule.kind_id in (MOMENTUM_KIND, NESTEROV_KIND):
+                self._torch_optimizer = optim.SGD(groups, lr=eta, momentum=rule.mu,
+                                                  nesterov=rule.kind_id == NESTEROV_KIND)
+            else:
+                self._torch_optimizer = optim.SGD(groups, lr=eta, momentum=0.0)
+        weights, biases = self._torch_optimizer.param_groups
+        weights["lr"] = biases["lr"] = eta
+        weights["weight_decay"] = lmbda / n
+        return self._torch_optimizer
 
     def epoch(self, order, batch_size, eta, lmbda, n):
         torch = self.torch
-        optimizer = self._sgd(eta, lmbda, n)
+        optimizer = self._step_rule(eta, lmbda, n)
         order = torch.from_numpy(np.ascontiguousarray(order, dtype=np.int64))
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
@@ -232,12 +273,14 @@ class TorchRunner:
         with self.torch.no_grad():
             for p, v in zip(self.weights + self.biases, ws + bs):
                 p.copy_(self.torch.from_numpy(v))
+        self._torch_optimizer = None  # a fresh state (velocity, moments, step count)
 
 
 class TorchArm(Arm):
     name = "torch"
     kind = "peer"
-    description = "PyTorch CPU: autograd + torch.optim.SGD (weight decay lmbda/n on weights only), same cost"
+    description = ("PyTorch CPU: autograd + the matching torch.optim (SGD, SGD with momentum or Nesterov, Adam; "
+                   "weight decay lmbda/n on weights only), same cost")
 
     def unavailable_reason(self, net):
         if importlib.util.find_spec("torch") is None:
@@ -252,8 +295,8 @@ class TorchArm(Arm):
 
         return time.perf_counter() - start
 
-    def runner(self, net, X, Y):
-        return TorchRunner(net, X, Y)
+    def runner(self, net, X, Y, optimizer):
+        return TorchRunner(net, X, Y, optimizer)
 
     def set_threads(self, n_threads):
         import torch
@@ -272,19 +315,24 @@ class TorchArm(Arm):
 
 
 class SklearnRunner:
-    """``MLPClassifier(solver="sgd", momentum=0, activation="logistic")`` driven by ``partial_fit``.
+    """``MLPClassifier(activation="logistic")`` with the optimizer's ``solver``, driven by ``partial_fit``.
 
-    scikit-learn trains log-loss with a softmax output (not ``net``'s cost), so
-    it is a peer with its own loss: it is checked against the reference run
-    with the ``softmax`` cost. Its coefficients are ``(n_in, n_out)``, the
-    transpose of mbtrain's. Its L2 term is ``alpha / m`` per mini-batch of ``m``
-    rows; ``alpha = lmbda * batch_size / n`` gives the book's ``lmbda / n`` on
-    every full mini-batch. ``partial_fit`` with ``shuffle=False`` runs one
-    epoch over the rows in the order given, so each epoch receives ``X[order]``
-    (the gather is part of the timed epoch, as in the other arms).
+    SGD is ``solver="sgd", momentum=0``; momentum and Nesterov ``solver="sgd"``
+    with ``momentum=mu`` and ``nesterovs_momentum`` (scikit-learn's velocity is
+    ``-eta`` times mbtrain's, the same steps at a constant eta); Adam
+    ``solver="adam"`` with ``beta_1``, ``beta_2``, ``epsilon`` (see
+    :class:`SklearnAdam`). scikit-learn trains log-loss with a softmax output
+    (not ``net``'s cost), so it is a peer with its own loss: it is checked
+    against the reference run with the ``softmax`` cost. Its coefficients are
+    ``(n_in, n_out)``, the transpose of mbtrain's. Its L2 term is ``alpha / m``
+    per mini-batch of ``m`` rows; ``alpha = lmbda * batch_size / n`` gives the
+    book's ``lmbda / n`` on every full mini-batch. ``partial_fit`` with
+    ``shuffle=False`` runs one epoch over the rows in the order given, so each
+    epoch receives ``X[order]`` (the gather is part of the timed epoch, as in
+    the other arms).
     """
 
-    def __init__(self, net, X, Y):
+    def __init__(self, net, X, Y, optimizer):
         from sklearn.neural_network import MLPClassifier
 
         self.net = net
@@ -292,19 +340,28 @@ class SklearnRunner:
         self.X = np.ascontiguousarray(X, dtype=net.dtype)
         self.labels = np.asarray(Y).argmax(axis=1)
         self.classes = np.arange(net.sizes[-1])
+        self.adam = optimizer.kind_id == ADAM_KIND
+        if self.adam:
+            solver = dict(solver="adam", beta_1=optimizer.beta1, beta_2=optimizer.beta2, epsilon=optimizer.eps)
+        else:
+            momentum = optimizer.mu if optimizer.kind_id in (MOMENTUM_KIND, NESTEROV_KIND) else 0.0
+            solver = dict(solver="sgd", momentum=momentum, nesterovs_momentum=optimizer.kind_id == NESTEROV_KIND)
         self.model = MLPClassifier(
-            hidden_layer_sizes=tuple(net.sizes[1:-1]), activation="logistic", solver="sgd",
-            momentum=0.0, nesterovs_momentum=False, learning_rate="constant", shuffle=False,
-            alpha=0.0, batch_size=1, learning_rate_init=1.0, early_stopping=False, max_iter=1,
-            n_iter_no_change=2 ** 30,
+            hidden_layer_sizes=tuple(net.sizes[1:-1]), activation="logistic", learning_rate="constant",
+            shuffle=False, alpha=0.0, batch_size=1, learning_rate_init=1.0, early_stopping=False, max_iter=1,
+            n_iter_no_change=2 ** 30, **solver,
         )
-        # One call to build coefs_ and the optimizer, then the shared initial weights.
+        # One call to build coefs_ and the optimizer, then the shared initial weights and a fresh state.
         self.model.partial_fit(self.X[:1], self.labels[:1], classes=self.classes)
         self.reset()
 
     def epoch(self, order, batch_size, eta, lmbda, n):
         self.model.set_params(batch_size=batch_size, learning_rate_init=eta, alpha=lmbda * batch_size / n)
-        self.model._optimizer.learning_rate = eta  # partial_fit reuses the optimizer it built
+        # partial_fit reuses the optimizer it built: its learning rate is set there too
+        if self.adam:
+            self.model._optimizer.learning_rate_init = eta
+        else:
+            self.model._optimizer.learning_rate = eta
         self.model.partial_fit(self.X[order], self.labels[order])
 
     def params(self):
@@ -314,13 +371,43 @@ class SklearnRunner:
         ws, bs = self.net.layout.views(self.initial)
         self.model.coefs_ = [np.ascontiguousarray(w.T) for w in ws]
         self.model.intercepts_ = [b.copy() for b in bs]
+        shapes = [p.shape for p in self.model.coefs_ + self.model.intercepts_]
+        optimizer = self.model._optimizer  # a fresh state, in place: no step taken yet
+        if self.adam:
+            optimizer.t = 0
+            optimizer.ms = [np.zeros(shape, dtype=self.net.dtype) for shape in shapes]
+            optimizer.vs = [np.zeros(shape, dtype=self.net.dtype) for shape in shapes]
+        else:
+            optimizer.velocities = [np.zeros(shape, dtype=self.net.dtype) for shape in shapes]
+
+
+class SklearnAdam(Adam):
+    """scikit-learn's Adam, for the reference of the ``sklearn`` arm's check.
+
+    scikit-learn adds ``eps`` to ``sqrt(s)`` before the second bias correction,
+    ``w <- w - eta sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(s) + eps)``, where
+    ``torch.optim.Adam`` (and :class:`mbtrain.optim.Adam`) add it after:
+    their steps differ wherever ``|g|`` is near ``eps / sqrt(1 - b2^t)``.
+    """
+
+    def apply(self, state, params, grad, eta):
+        state.step += 1
+        t = state.step
+        m, s = state.arrays["m"], state.arrays["s"]
+        m *= self.beta1
+        m += (1.0 - self.beta1) * grad
+        s *= self.beta2
+        s += (1.0 - self.beta2) * (grad * grad)
+        step_size = eta * math.sqrt(1.0 - self.beta2 ** t) / (1.0 - self.beta1 ** t)
+        params -= step_size * (m / (np.sqrt(s) + self.eps))
 
 
 class SklearnArm(Arm):
     name = "sklearn"
     kind = "peer"
-    description = ("scikit-learn MLPClassifier (sgd, momentum 0, logistic): trains log-loss with a "
-                   "softmax output, its own loss")
+    description = ("scikit-learn MLPClassifier (logistic; solver sgd with the optimizer's momentum, 0 for plain "
+                   "SGD, or adam): trains log-loss with a softmax output, its own loss; its Adam adds eps before "
+                   "the bias correction")
 
     def unavailable_reason(self, net):
         if importlib.util.find_spec("sklearn") is None:
@@ -332,8 +419,13 @@ class SklearnArm(Arm):
     def loss_name(self, net):
         return "softmax"  # multinomial log-loss with a softmax output
 
-    def runner(self, net, X, Y):
-        return SklearnRunner(net, X, Y)
+    def update_rule(self, optimizer):
+        if optimizer.kind_id == ADAM_KIND:
+            return SklearnAdam(optimizer.beta1, optimizer.beta2, optimizer.eps)
+        return optimizer
+
+    def runner(self, net, X, Y, optimizer):
+        return SklearnRunner(net, X, Y, optimizer)
 
 
 register_arm(BackendArm("loop", kind="reference",

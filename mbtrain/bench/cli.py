@@ -12,6 +12,8 @@ from pathlib import Path
 
 from ..commands import _args
 from ..commands._data import resolve_sizes
+from ..commands.train import OPTIMIZER_HELP, add_optimizer_arguments, optimizer_from_args
+from ..optim import OPTIMIZERS
 from .data import DATASETS, load_data
 from .report import write_report
 from .sweep import sweep
@@ -20,6 +22,7 @@ from .throughput import bench
 BENCH_EXAMPLE = """example:
   mbtrain bench --quick
   mbtrain bench --dataset fashion-mnist --sizes 784,30,10 --batch-sizes 1,10,100,1000 --repeats 5
+  mbtrain bench --quick --optimizer adam --eta 0.001      # every arm trains with Adam
 
 Every arm is first checked against the loop reference on one mini-batch, then
 timed, one measurement at a time (timings taken side by side would lie);
@@ -31,6 +34,7 @@ be the same). One run at a time writes a folder."""
 SWEEP_EXAMPLE = """example:
   mbtrain sweep --quick
   mbtrain sweep --dataset fashion-mnist --target 0.85 --eta-policy grid --seeds 3
+  mbtrain sweep --quick --optimizers sgd,momentum,adam --eta 3.0,0.3,0.01   # one eta per optimizer
   mbtrain sweep --quick --jobs 2 --out results/sweep       # two runs at once (joblib)
   mbtrain sweep --quick --scheduler tcp://10.0.0.5:8786    # on a Dask cluster
   mbtrain sweep --quick --out results/sweep --resume       # continue a killed sweep
@@ -41,7 +45,10 @@ skipped (the settings and the data must be the same; a run cut short is redone,
 a half-written last line dropped). With --jobs or --scheduler the runs execute
 in worker processes and this process alone writes results.csv; their seconds
 are wall time shared with the other runs, which the report and the executor/jobs
-columns say."""
+columns say. With several --optimizers, the report sets them side by side (steps
+to target per batch size, the largest batch size that still scales for each)
+and says whether the run agrees with Zhang et al. (2019): momentum and Adam
+extend perfect scaling to larger batch sizes than plain SGD."""
 
 REPORT_EXAMPLE = """example:
   mbtrain report mbtrain-results/bench-20250101-120000
@@ -100,6 +107,17 @@ def _fraction(text):
     return value
 
 
+def _optimizer_list(text):
+    names = _str_list(text)
+    unknown = [name for name in names if name not in OPTIMIZERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown optimizer {unknown[0]!r}; choose from {','.join(OPTIMIZERS)}, "
+                                         f"comma-separated, got {text!r}")
+    if len(set(names)) < len(names):
+        raise argparse.ArgumentTypeError(f"each optimizer once, got {text!r}")
+    return names
+
+
 def _preset_help(command, key, text):
     return f"{text} (default: {DEFAULTS[command][key]}; with --quick: {QUICK[command][key]})"
 
@@ -118,7 +136,6 @@ def _common(p, command):
                         "(default: 784,30,10 with the first and last set to the data's)")
     p.add_argument("--cost", default="quadratic", help="quadratic, cross_entropy or softmax")
     p.add_argument("--init", default="gaussian", help="gaussian or scaled")
-    p.add_argument("--eta", type=_args.positive_float, default=3.0, help="learning rate")
     p.add_argument("--lmbda", type=_args.nonnegative_float, default=0.0, help="L2 strength (book's rule)")
     p.add_argument("--threads", type=_args.positive_int, default=1,
                    help="threads for BLAS, numba and torch alike; 1 compares arms per core (several "
@@ -152,12 +169,17 @@ def register(subparsers) -> None:
                    help=_preset_help("bench", "max_epoch_seconds",
                                      "arms slower than this per epoch are timed on a subset of rows and scaled"))
     p.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the batch order")
+    p.add_argument("--eta", type=_args.positive_float, default=3.0, help="learning rate of every arm")
+    p.add_argument("--optimizer", default="sgd", choices=list(OPTIMIZERS),
+                   help=OPTIMIZER_HELP + "; every arm trains with it (PyTorch with the matching torch.optim, "
+                                         "scikit-learn with its solver) and is checked against the loop running it")
+    add_optimizer_arguments(p)
     p.set_defaults(func=run_bench)
 
     p = subparsers.add_parser("sweep", help="time to a target accuracy across batch sizes",
-                              description="Train to a target validation accuracy for each batch size, eta and\n"
-                                          "seed; report epochs, steps and seconds to target and the gradient\n"
-                                          "noise scale.",
+                              description="Train to a target validation accuracy for each optimizer, batch size,\n"
+                                          "eta and seed; report epochs, steps and seconds to target and the\n"
+                                          "gradient noise scale.",
                               epilog=SWEEP_EXAMPLE, formatter_class=_args.Formatter)
     _common(p, "sweep")
     p.add_argument("--batch-sizes", type=_batch_sizes, default=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
@@ -169,6 +191,14 @@ def register(subparsers) -> None:
                    help="eta per batch size: fixed, linear or sqrt scaling from --ref-batch-size, or a grid")
     p.add_argument("--ref-batch-size", type=_args.positive_int, default=10,
                    help="the batch size at which --eta applies (linear, sqrt, grid)")
+    p.add_argument("--optimizers", type=_optimizer_list, default=["sgd"],
+                   help=f"optimizers to sweep, comma-separated, from {','.join(OPTIMIZERS)}: one more axis, each "
+                        "with its own eta (see --eta); the report sets them side by side")
+    p.add_argument("--eta", type=_float_list, default=None,
+                   help="learning rate of each optimizer of --optimizers at --ref-batch-size, comma-separated in "
+                        "the same order, e.g. 3.0,0.001 for sgd,adam; the policy scales each from its own "
+                        "(default: 3.0 for sgd alone; needed for any other optimizer)")
+    add_optimizer_arguments(p, "--optimizers")
     p.add_argument("--eta-grid", type=_float_list, default=[0.25, 0.5, 1.0, 2.0, 4.0],
                    help="grid policy: factors times the sqrt-scaled eta")
     p.add_argument("--seeds", type=_args.positive_int, default=None,
@@ -265,11 +295,13 @@ def run_bench(args) -> int:
     started = time.perf_counter()
     try:
         _settle(args, "bench")
+        optimizer = optimizer_from_args(args)
         data, sizes = _load(args, "bench")
         out = _out(args, "bench")
         print(f"mbtrain bench: writing to {out}")
         with _sigterm_as_interrupt():
             result = bench(data.X_train, data.y_train, sizes, out=out, cost=args.cost, init=args.init, eta=args.eta,
+                           optimizer=optimizer,
                            lmbda=args.lmbda, batch_sizes=args.batch_sizes, arms=args.arms, dtypes=args.dtype,
                            repeats=args.repeats, seed=args.seed, threads=args.threads,
                            max_epoch_seconds=args.max_epoch_seconds, dataset=data.name, dataset_note=data.note,
@@ -284,13 +316,16 @@ def run_sweep(args) -> int:
     started = time.perf_counter()
     try:
         _settle(args, "sweep")
+        optimizers = _optimizers_from_args(args)
+        eta = _sweep_eta(args, optimizers)
         data, sizes = _load(args, "sweep")
         out = _out(args, "sweep")
         print(f"mbtrain sweep: writing to {out}")
         with _sigterm_as_interrupt():
             result = sweep(data, sizes, out=out, cost=args.cost, init=args.init, dtype=args.dtype,
                            batch_sizes=args.batch_sizes, target=args.target, max_epochs=args.max_epochs,
-                           eta=args.eta, eta_policy=args.eta_policy, ref_batch_size=args.ref_batch_size,
+                           eta=eta, optimizers=optimizers, eta_policy=args.eta_policy,
+                           ref_batch_size=args.ref_batch_size,
                            grid_factors=args.eta_grid, lmbda=args.lmbda, seeds=args.seeds,
                            evals_per_epoch=args.evals_per_epoch, backend=args.backend, threads=args.threads,
                            quick=args.quick, command=_command_line(),
@@ -299,6 +334,44 @@ def run_sweep(args) -> int:
     except (ValueError, TypeError, OSError) as exc:
         return _error("sweep", exc)
     return _finish("sweep", result, started)
+
+
+#: The options of ``add_optimizer_arguments`` and the optimizers that use them.
+HYPERPARAMETER_USERS = {"momentum": ("momentum", "nesterov"), "beta1": ("adam",), "beta2": ("adam",),
+                        "epsilon": ("adam",)}
+
+
+def _optimizers_from_args(args) -> list:
+    """The optimizer objects of ``--optimizers``, each with the hyperparameter options that apply to it.
+
+    An option no optimizer of the list uses is refused (it would be ignored silently).
+    """
+    for option, users in HYPERPARAMETER_USERS.items():
+        if getattr(args, option) is not None and not set(users) & set(args.optimizers):
+            raise ValueError(f"--{option}: only used by --optimizers {' or '.join(users)}, which "
+                             f"{','.join(args.optimizers)} does not include")
+    optimizers = []
+    for name in args.optimizers:  # through train's helper, with only the options of this optimizer
+        own = {option: getattr(args, option) if name in users else None
+               for option, users in HYPERPARAMETER_USERS.items()}
+        optimizers.append(optimizer_from_args(argparse.Namespace(optimizer=name, **own)))
+    return optimizers
+
+
+def _sweep_eta(args, optimizers):
+    """``--eta`` as the sweep takes it: one number, or one per optimizer (there is no shared default)."""
+    names = ",".join(o.name for o in optimizers)
+    if args.eta is None:
+        if names == "sgd":
+            return 3.0
+        raise ValueError(f"--eta: give the learning rate of each of --optimizers {names}, comma-separated in the "
+                         "same order (e.g. --optimizers sgd,adam --eta 3.0,0.001); only plain sgd alone has a "
+                         "default (3.0)")
+    if len(args.eta) != len(optimizers):
+        raise ValueError(f"--eta: {len(args.eta)} learning rate{'s' if len(args.eta) != 1 else ''} for "
+                         f"{len(optimizers)} optimizer{'s' if len(optimizers) != 1 else ''} ({names}); give one "
+                         "per optimizer, in the order of --optimizers: SGD's and Adam's differ by orders of magnitude")
+    return args.eta[0] if len(args.eta) == 1 else args.eta
 
 
 def run_report(args) -> int:

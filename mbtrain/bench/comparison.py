@@ -136,8 +136,10 @@ def check_comparable(results, machine, other, other_machine, name="the other fol
             raise IncomparableRuns(f"--compare: no arm, dtype and batch size was timed in both this folder and {name}")
     else:
         a, b = sweep_summary(results), sweep_summary(other)
-        if a.empty or b.empty or not set(a["batch_size"]) & set(b["batch_size"]):
-            raise IncomparableRuns(f"--compare: no batch size finished a run in both this folder and {name}")
+        pairs = (lambda s: set(zip(s["optimizer"], s["batch_size"])))
+        if a.empty or b.empty or not pairs(a) & pairs(b):
+            raise IncomparableRuns(f"--compare: no optimizer and batch size finished a run in both this folder "
+                                   f"and {name}")
 
 
 def bench_ratios(results, other) -> pd.DataFrame:
@@ -165,7 +167,7 @@ def bench_ratios(results, other) -> pd.DataFrame:
 
 
 def sweep_ratios(results, other, machine=None, other_machine=None) -> pd.DataFrame:
-    """Seconds and epochs to target of this run over the other's, per batch size (best eta of each).
+    """Seconds and epochs to target of this run over the other's, per optimizer and batch size (best eta of each).
 
     ``note`` says what differs for the row: the eta chosen, seeds finished or
     reaching the target (a mean over fewer seeds, or over seeds that did not all
@@ -173,7 +175,7 @@ def sweep_ratios(results, other, machine=None, other_machine=None) -> pd.DataFra
     """
     a = best_per_batch_size(sweep_summary(results, machine))
     b = best_per_batch_size(sweep_summary(other, other_machine))
-    both = a.merge(b, on="batch_size", suffixes=("", "_other"))
+    both = a.merge(b, on=["optimizer", "batch_size"], suffixes=("", "_other"))
     both["seconds_ratio"] = both["seconds"] / both["seconds_other"]
     both["epochs_ratio"] = both["epochs"] / both["epochs_other"]
     notes = []
@@ -185,5 +187,5 @@ def sweep_ratios(results, other, machine=None, other_machine=None) -> pd.DataFra
             note.append(f"reached {r.reached}/{r.seeds} vs {r.reached_other}/{r.seeds_other}")
         notes.append("; ".join(note))
     both["note"] = notes
-    return both[["batch_size", "seconds", "seconds_other", "seconds_ratio", "epochs", "epochs_other",
+    return both[["optimizer", "batch_size", "seconds", "seconds_other", "seconds_ratio", "epochs", "epochs_other",
                  "epochs_ratio", "note"]]

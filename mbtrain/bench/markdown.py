@@ -70,7 +70,8 @@ def markdown_table(frame: pd.DataFrame) -> str:
 PLOT_TITLES = {"bench_throughput.png": "examples per second", "bench_speedup.png": "speedup over loop",
                "sweep_epochs_to_target.png": "epochs to target", "sweep_steps_to_target.png": "steps to target",
                "sweep_seconds_to_target.png": "seconds to target", "sweep_learning_curves.png": "learning curves",
-               "sweep_noise_scale.png": "gradient noise scale"}
+               "sweep_noise_scale.png": "gradient noise scale",
+               "sweep_optimizers_steps_to_target.png": "steps to target per optimizer"}
 
 
 def image_links(names) -> list:
@@ -177,26 +178,40 @@ def bench_missing(coverage: pd.DataFrame, floors: list) -> tuple:
     return lines, provisional
 
 
-def sweep_missing(coverage: pd.DataFrame) -> tuple:
-    """``(lines, provisional)``: the batch sizes and seeds the sweep planned and did not finish."""
+def sweep_missing(coverage: pd.DataFrame, names: dict | None = None) -> tuple:
+    """``(lines, provisional)``: the batch sizes and seeds the sweep planned and did not finish.
+
+    ``coverage`` has a row per optimizer and batch size; with several
+    optimizers each line names its optimizer (``names``: label -> name).
+    """
     if coverage.empty:
         return [], ""
-    absent = coverage[coverage["runs_finished"] == 0]
-    short = coverage[(coverage["runs_finished"] > 0) & (coverage["runs_finished"] < coverage["runs_planned"])]
-    total = len(coverage)
+    names = names or {}
+    several = coverage["optimizer"].nunique() > 1
     lines, qualifiers = [], []
-    if not absent.empty:
-        lines.append(f"{len(absent)} of {total} batch sizes missing: {join_and(absent['batch_size'])} "
-                     "(no run finished)")
-        qualifiers.append(f"{len(absent)} of {total} batch sizes missing")
-    for r in short.itertuples():
-        if r.etas_planned == 1:
-            lines.append(f"batch size {r.batch_size}: {r.runs_finished} of {r.seeds_planned} seeds finished")
-        else:
-            lines.append(f"batch size {r.batch_size}: {r.runs_finished} of {r.runs_planned} runs finished "
-                         f"({r.etas_planned} etas × {r.seeds_planned} seeds)")
-    if not short.empty:
-        qualifiers.append(f"{len(short)} batch size{'s' if len(short) > 1 else ''} with fewer seeds or etas "
+    absent_total = short_total = 0
+    for optimizer, part in coverage.groupby("optimizer", sort=False):
+        who = f"{names.get(optimizer, optimizer)}: " if several else ""
+        absent = part[part["runs_finished"] == 0]
+        short = part[(part["runs_finished"] > 0) & (part["runs_finished"] < part["runs_planned"])]
+        total = len(part)
+        if not absent.empty:
+            lines.append(f"{who}{len(absent)} of {total} batch sizes missing: {join_and(absent['batch_size'])} "
+                         "(no run finished)")
+        for r in short.itertuples():
+            if r.etas_planned == 1:
+                lines.append(f"{who}batch size {r.batch_size}: {r.runs_finished} of {r.seeds_planned} seeds finished")
+            else:
+                lines.append(f"{who}batch size {r.batch_size}: {r.runs_finished} of {r.runs_planned} runs finished "
+                             f"({r.etas_planned} etas × {r.seeds_planned} seeds)")
+        absent_total += len(absent)
+        short_total += len(short)
+    total = len(coverage)
+    unit = "batch sizes" if not several else "optimizer and batch size pairs"
+    if absent_total:
+        qualifiers.append(f"{absent_total} of {total} {unit} missing")
+    if short_total:
+        qualifiers.append(f"{short_total} {unit if short_total > 1 else unit[:-1]} with fewer seeds or etas "
                           "than planned")
     return lines, ("provisional: " + "; ".join(qualifiers)) if qualifiers else ""
 
@@ -233,7 +248,9 @@ def compare_lines(kind, other_name, settings_diff, machine_diff, ratios) -> list
     else:
         lines.append("Time to target: ratio < 1 means this run got there in less time / fewer epochs (best eta of "
                      "each run per batch size; `note` says where they differ).\n")
+        several = ratios["optimizer"].nunique() > 1
         lines.append(markdown_table(pd.DataFrame({
+            **({"optimizer": ratios["optimizer"]} if several else {}),
             "batch size": ratios["batch_size"], "seconds": ratios["seconds"],
             "seconds other": ratios["seconds_other"], "seconds ratio": ratios["seconds_ratio"],
             "epochs": ratios["epochs"], "epochs other": ratios["epochs_other"],

@@ -34,9 +34,12 @@ from .summaries import (
     execution,
     missing_floors,
     noise_points,
+    optimizer_names,
+    planned_optimizers,
     scaling_verdict,
     sweep_coverage,
     sweep_summary,
+    verdicts_by_optimizer,
 )
 
 __all__ = ["IncomparableRuns", "bench_summary", "best_per_batch_size", "fmt", "markdown_table", "mean_sd",
@@ -84,7 +87,8 @@ def render_report(folder, compare=None, *, partial=False) -> str:
         plots = plot_bench(summary, results, folder) if not summary.empty else []
         body += bench_lines(results, machine, summary, coverage, provisional, plots)
     if kind == "sweep" or "sweep" in kinds:
-        lines, provisional = sweep_missing(sweep_coverage(results, machine))
+        lines, provisional = sweep_missing(sweep_coverage(results, machine),
+                                           optimizer_names(planned_optimizers(machine, results)))
         missing += lines
         summary = sweep_summary(results, machine)
         if summary.empty:
@@ -95,7 +99,7 @@ def render_report(folder, compare=None, *, partial=False) -> str:
         else:
             best = best_per_batch_size(summary)
             plots = plot_sweep(results, summary, best, noise_points(results), folder)
-            body += sweep_lines(results, machine, summary, best, scaling_verdict(best), provisional, plots)
+            body += sweep_lines(results, machine, summary, best, verdicts_by_optimizer(best), provisional, plots)
     if not kinds:
         body.append("Nothing was measured: results.csv holds no rows.\n")
 

@@ -18,6 +18,11 @@ such a file back, drops a cut-short last line, keeps the complete rows
 (``writer.rows``) and appends after them; the bench and sweep use it to skip
 what was already measured.
 
+``optimizer`` is the label of the optimizer a row trained with
+(``"adam(beta1=0.9, beta2=0.999, eps=1e-08)"``, see :func:`mbtrain.optim.label`);
+folders written before it existed trained plain SGD, and :func:`read_results`
+says so (``"sgd()"``) on their check, bench, curve, sweep and noise rows.
+
 ``executor`` and ``jobs`` say how a row was measured: ``serial`` (one process,
 1 job) or ``joblib-loky``/``dask`` with ``jobs`` trials at once (their seconds
 are wall time shared with the other trials: compare them only with each other).
@@ -39,10 +44,11 @@ except ImportError:  # not POSIX: runs into one folder are not guarded
 import pandas as pd
 
 from .._atomic import atomic_write
+from ..optim import SGD, label
 
 COLUMNS = [
     "kind", "dataset", "sizes", "cost", "dtype", "arm", "arm_kind", "loss", "status", "note",
-    "batch_size", "eta", "eta_policy", "lmbda", "seed", "repeat", "threads",
+    "batch_size", "eta", "eta_policy", "optimizer", "lmbda", "seed", "repeat", "threads",
     # bench
     "rows", "rows_timed", "epoch_seconds", "examples_per_second", "compile_seconds", "warmup_seconds",
     "check_error", "check_tolerance",
@@ -62,6 +68,8 @@ COLUMNS = [
 
 
 LOCK_NAME = ".mbtrain.lock"
+TRAINED_KINDS = ("check", "bench", "curve", "sweep", "noise")  #: the kinds of row that train with an optimizer
+SGD_LABEL = label(SGD().describe())  #: what a row without an optimizer trained with (results.csv before it had one)
 
 
 class FolderInUseError(BlockingIOError):
@@ -212,8 +220,20 @@ def read_results(path) -> pd.DataFrame:
         path = path / "results.csv"
     if not path.is_file():
         raise FileNotFoundError(f"results: no results.csv at {path}")
-    frame = pd.read_csv(path, dtype={"sizes": str, "note": str, "status": str}, keep_default_na=True)
+    frame = pd.read_csv(path, dtype={"sizes": str, "note": str, "status": str, "optimizer": str},
+                        keep_default_na=True)
     for column in COLUMNS:
         if column not in frame:
             frame[column] = pd.NA
+    return with_optimizer(frame)
+
+
+def with_optimizer(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with :data:`SGD_LABEL` where a row that trained has no ``optimizer`` (an older results.csv)."""
+    frame = frame.copy()
+    if "optimizer" not in frame:
+        frame["optimizer"] = pd.NA
+    frame["optimizer"] = frame["optimizer"].astype(object)
+    missing = frame["optimizer"].isna() & frame["kind"].isin(TRAINED_KINDS)
+    frame.loc[missing, "optimizer"] = SGD_LABEL
     return frame

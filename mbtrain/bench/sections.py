@@ -11,9 +11,37 @@ from __future__ import annotations
 import pandas as pd
 
 from .markdown import fmt, fmt_mean_sd, image_links, join_and, markdown_table
-from .summaries import SMALL_BATCH, fastest_arms, interval_name, noise_points
+from .plots import OVERLAY_PLOT
+from .results import SGD_LABEL
+from .side_by_side import side_by_side_lines
+from .summaries import SMALL_BATCH, fastest_arms, interval_name, noise_points, optimizer_names, reference_etas
 
 # -- bench ------------------------------------------------------------------------------
+
+
+def _optimizer_of(rows) -> str:
+    """The optimizer label the rows trained with (a bench has one)."""
+    labels = rows["optimizer"].dropna() if "optimizer" in rows else pd.Series(dtype=object)
+    return labels.iloc[0] if not labels.empty else SGD_LABEL
+
+
+def _check_text(checks) -> str:
+    """What the correctness check did: one SGD step, or a few steps of an optimizer with a state."""
+    optimizer = _optimizer_of(checks)
+    steps = pd.to_numeric(checks["steps"], errors="coerce").dropna()
+    steps = int(steps.max()) if not steps.empty else 1  # a folder from before the column: one step
+    if steps == 1 and optimizer == SGD_LABEL:
+        how = "takes one SGD step on one mini-batch of 32 rows from the shared initial weights"
+    else:
+        how = (f"starts from the shared initial weights and a fresh optimizer state and takes {steps} "
+               f"step{'s' if steps > 1 else ''} of {optimizer} on mini-batches of 32 rows (the later steps use "
+               "the state the first left)")
+    text = (f"Each arm {how}; its update is compared with the `loop` reference (float64, same loss, same update "
+            "rule): relative error ‖u − u_ref‖ / ‖u_ref‖. Arms over the tolerance are **wrong** and not timed.")
+    if optimizer.startswith("adam(") and (checks["dtype"] == "float32").any():
+        text += (" Adam's float32 tolerance is looser: its step divides by the gradient's root mean square, so "
+                 "where a gradient is near eps float32's rounding of it moves that step by a large part.")
+    return text + "\n"
 
 
 def bench_lines(results, machine, summary, coverage, provisional, plots) -> list:
@@ -48,9 +76,7 @@ def bench_lines(results, machine, summary, coverage, provisional, plots) -> list
 
     if not checks.empty:
         lines.append("## Correctness check before timing\n")
-        lines.append("Each arm takes one SGD step on one mini-batch of 32 rows from the shared initial "
-                     "weights; its update is compared with the `loop` reference (float64, same loss): "
-                     "relative error ‖u − u_ref‖ / ‖u_ref‖. Arms over the tolerance are **wrong** and not timed.\n")
+        lines.append(_check_text(checks))
         table = checks[["arm", "arm_kind", "loss", "dtype", "check_error", "check_tolerance", "status", "note"]].copy()
         table["note"] = table["note"].fillna("")
         table.columns = ["arm", "kind", "loss trained", "dtype", "relative error", "tolerance", "status", "note"]
@@ -83,8 +109,9 @@ def bench_lines(results, machine, summary, coverage, provisional, plots) -> list
     })))
     repeats = settings.get("repeats", int(summary["repeats"].max()))
     lines.append(
-        f"\nMedian of {repeats} timed epochs after one warm-up (compile time reported apart, not included); "
-        "every epoch starts from the same initial weights and runs the same batch order. "
+        f"\nMedian of {repeats} timed epochs of {_optimizer_of(results[results['kind'] == 'bench'])} after one "
+        "warm-up (compile time reported apart, not included); every epoch starts from the same initial weights "
+        "and a fresh optimizer state and runs the same batch order. "
         "`× floor` is the median epoch time over the hardware floor (1 = at the floor). "
         "Speedup is over `loop` at the same batch size and dtype.")
     scaled = summary[summary["rows_timed"] < summary["rows"]]
@@ -116,26 +143,46 @@ def _reached(reached, seeds, diverged, planned) -> str:
     return text + (f" ({diverged} diverged)" if diverged else "")
 
 
-def sweep_lines(results, machine, summary, best, verdict, provisional, plots) -> list:
-    """The Time to target section: settings, the table, best etas (grid), the verdict, the noise scale."""
+def _eta_clause(settings, policy, names, etas) -> str:
+    """How eta was chosen: the policy, its reference batch size and each optimizer's base eta."""
+    if len(names) == 1:
+        (label, name), = names.items()
+        eta = fmt(etas.get(label, settings.get("eta")))
+        clause = (f" (reference batch size {settings.get('ref_batch_size')}, base eta {eta})" if policy != "fixed"
+                  else f" (eta {eta})")
+        return clause + ("" if name == "sgd" else f"; optimizer **{label}**")
+    base = ", ".join(f"**{names[label]}** {fmt(eta)}" for label, eta in etas.items() if label in names)
+    return ((f" (reference batch size {settings.get('ref_batch_size')}; " if policy != "fixed" else " (")
+            + f"each optimizer from its own base eta: {base})")
+
+
+def sweep_lines(results, machine, summary, best, verdicts, provisional, plots) -> list:
+    """The Time to target section: settings, the table, best etas (grid), the verdicts, the noise scale.
+
+    ``verdicts``: :func:`~mbtrain.bench.summaries.verdicts_by_optimizer`. With
+    several optimizers each gets its verdict and the section ends with them
+    side by side (:mod:`~mbtrain.bench.side_by_side`).
+    """
     settings = machine.get("settings", {})
     targets = pd.to_numeric(results["target"], errors="coerce").dropna()
     target = settings.get("target", targets.iloc[0] if not targets.empty else None)
     policy = settings.get("eta_policy", "fixed")
     how = interval_name(int(summary["seeds"].max()))
+    names = optimizer_names(summary["optimizer"])
+    several = len(names) > 1
     lines = ["## Time to target accuracy across batch sizes\n"]
     lines.append(
         f"Target validation accuracy {fmt(target)} within {settings.get('max_epochs', '?')} epochs; "
-        f"{settings.get('seeds', '?')} seeds (seed s fixes the initial weights, the same for every batch size, "
-        f"and the shuffle order); eta policy **{policy}**"
-        + (f" (reference batch size {settings.get('ref_batch_size')}, base eta {fmt(settings.get('eta'))})"
-           if policy != "fixed" else f" (eta {fmt(settings.get('eta'))})")
+        f"{settings.get('seeds', '?')} seeds (seed s fixes the initial weights, the same for every batch size"
+        f"{' and optimizer' if several else ''}, and the shuffle order); eta policy **{policy}**"
+        + _eta_clause(settings, policy, names, reference_etas(machine) or dict.fromkeys(names))
         + f"; backend {settings.get('backend', 'numba')}, dtype {settings.get('dtype', '')}. "
-        f"Accuracy is evaluated {settings.get('evals_per_epoch', 4)} times per epoch; seconds are SGD time only. "
-        "Mean ± standard deviation over the seeds that reached the target; the verdict compares batch sizes "
-        f"by their {how} and names together those it cannot tell apart.\n")
+        f"Accuracy is evaluated {settings.get('evals_per_epoch', 4)} times per epoch; seconds are training time "
+        "only (evaluation excluded). Mean ± standard deviation over the seeds that reached the target; the "
+        f"verdict compares batch sizes by their {how} and names together those it cannot tell apart.\n")
+    first = {"optimizer": [names[o] for o in summary["optimizer"]]} if several else {}
     lines.append(markdown_table(pd.DataFrame({
-        "batch size": summary["batch_size"], "eta": summary["eta"],
+        **first, "batch size": summary["batch_size"], "eta": summary["eta"],
         "reached": [_reached(*r) for r in zip(summary["reached"], summary["seeds"], summary["diverged"],
                                               summary["seeds_planned"])],
         "epochs to target": [fmt_mean_sd(m, s) for m, s in zip(summary["epochs"], summary["epochs_sd"])],
@@ -147,18 +194,25 @@ def sweep_lines(results, machine, summary, best, verdict, provisional, plots) ->
     if policy == "grid":
         lines.append("\n### Best eta per batch size (grid)\n")
         bands = []
-        for b, g in summary.groupby("batch_size", sort=True):
+        for _, g in summary.groupby(["optimizer", "batch_size"], sort=False):  # best's order
             ok = g[g["reached"] == g["seeds"]]["eta"]
             bands.append(f"{fmt(ok.min())}–{fmt(ok.max())}" if not ok.empty else "none")
+        first = {"optimizer": [names[o] for o in best["optimizer"]]} if several else {}
         lines.append(markdown_table(pd.DataFrame({
-            "batch size": best["batch_size"], "best eta": best["eta"],
+            **first, "batch size": best["batch_size"], "best eta": best["eta"],
             "seconds to target": [fmt_mean_sd(m, s) for m, s in zip(best["seconds"], best["seconds_sd"])],
             "epochs to target": [fmt_mean_sd(m, s) for m, s in zip(best["epochs"], best["epochs_sd"])],
             "etas reaching target (all seeds)": bands})))
-    lines.extend(verdict_lines(verdict, best, policy, provisional))
-    lines.extend(_noise_lines(results, verdict))
+    for optimizer, verdict in verdicts.items():
+        lines.extend(verdict_lines(verdict, best[best["optimizer"] == optimizer], policy, provisional,
+                                   optimizer=names[optimizer] if several else None,
+                                   time_word="SGD" if names[optimizer].split("(")[0] == "sgd" else "training"))
+    lines.extend(_noise_lines(results, verdicts, names))
+    overlay = [name for name in plots if name == OVERLAY_PLOT]
+    if several:
+        lines.extend(side_by_side_lines(summary, best, verdicts, names, machine, provisional, overlay))
     lines.append("")
-    lines.extend(image_links(plots))
+    lines.extend(image_links([name for name in plots if name not in overlay]))
     return lines
 
 
@@ -168,9 +222,15 @@ def _tied(names, best, metric, unit) -> str:
                      for b in names)
 
 
-def verdict_lines(verdict: dict, best: pd.DataFrame, policy: str, provisional: str) -> list:
-    """The Verdict subsection (``verdict``: :func:`mbtrain.bench.summaries.scaling_verdict`)."""
-    lines = ["\n### Verdict" + (f" ({provisional})" if provisional else "") + "\n"]
+def verdict_lines(verdict: dict, best: pd.DataFrame, policy: str, provisional: str, optimizer=None,
+                  time_word="SGD") -> list:
+    """The Verdict subsection (``verdict``: :func:`mbtrain.bench.summaries.scaling_verdict`).
+
+    ``optimizer``: its name in the heading, when the sweep ran several;
+    ``time_word``: what the seconds measure ("SGD" time, or "training" time).
+    """
+    lines = [f"\n### Verdict{f': {optimizer}' if optimizer else ''}" + (f" ({provisional})" if provisional else "")
+             + "\n"]
     if not verdict:
         lines.append("No batch size reached the target with every seed: raise `--max-epochs`, lower `--target` "
                      "or change eta." + (" Part of the run is missing, so a batch size not measured may "
@@ -181,11 +241,11 @@ def verdict_lines(verdict: dict, best: pd.DataFrame, policy: str, provisional: s
     one_seed = verdict["seeds"] <= 1
     fastest, tied = verdict["fastest"], verdict["fastest_tied"]
     if one_seed:
-        lines.append(f"- Fastest to target: batch size {fastest} ({first}least SGD time, but from one seed: no "
-                     "spread to judge the ranking by; run more seeds before trusting it).")
+        lines.append(f"- Fastest to target: batch size {fastest} ({first}least {time_word} time, but from one seed: "
+                     "no spread to judge the ranking by; run more seeds before trusting it).")
     elif len(tied) == 1:
-        lines.append(f"- **Fastest to target: batch size {fastest}** ({first}least SGD time; its seconds to target "
-                     f"overlap no other batch size's, {how}).")
+        lines.append(f"- **Fastest to target: batch size {fastest}** ({first}least {time_word} time; its seconds to "
+                     f"target overlap no other batch size's, {how}).")
     else:
         seconds = best.set_index("batch_size").loc[fastest, "seconds"]
         lines.append(f"- **Fastest to target: batch sizes {join_and(sorted(tied))}, not told apart** ({first}their "
@@ -216,16 +276,20 @@ def verdict_lines(verdict: dict, best: pd.DataFrame, policy: str, provisional: s
     return lines
 
 
-def _noise_lines(results, verdict) -> list:
+def _noise_lines(results, verdicts, names) -> list:
+    """The gradient noise scale along one run, beside the verdict of that run's optimizer."""
     noise = noise_points(results)
     if noise.empty:
         return []
+    optimizer = noise["optimizer"].iloc[0]
+    verdict = verdicts.get(optimizer, {})
     lines = ["\n### Gradient noise scale\n"]
     lines.append(
         "B_simple = tr(Σ)/‖G‖² (McCandlish et al. 2018), unbiased estimates of both from per-example "
         f"gradients on {fmt(noise['noise_rows'].iloc[0])} training rows, along the run at batch size "
-        f"{int(noise['batch_size'].iloc[0])}, seed 0. McCandlish et al. predict the critical batch "
-        "size is of the order of B_simple.\n")
+        f"{int(noise['batch_size'].iloc[0])}, seed 0" + (f", {names.get(optimizer, optimizer)}" if len(names) > 1
+                                                         else "")
+        + ". McCandlish et al. predict the critical batch size is of the order of B_simple.\n")
     lines.append(markdown_table(pd.DataFrame({
         "epoch": noise["epoch"], "steps": noise["steps"], "val accuracy": noise["val_accuracy"],
         "B_simple": noise["noise_scale"], "tr(Σ)": noise["trace_sigma"], "‖G‖²": noise["grad_norm_sq"]})))
@@ -234,6 +298,7 @@ def _noise_lines(results, verdict) -> list:
         fastest = str(tied[0]) + (f" (not told apart from {join_and(sorted(tied[1:]))})" if len(tied) > 1 else "")
         low, high = verdict["largest_scaling_range"]
         scaling = str(verdict["largest_scaling"]) + ("" if low == high else f" ({low}–{high} within the noise)")
-        lines.append(f"\nMeasured: fastest batch size {fastest}, largest that still scales {scaling}; B_simple "
+        lines.append(f"\nMeasured{f' with {names.get(optimizer, optimizer)}' if len(names) > 1 else ''}: fastest "
+                     f"batch size {fastest}, largest that still scales {scaling}; B_simple "
                      f"ranged {fmt(noise['noise_scale'].min())}–{fmt(noise['noise_scale'].max())} during training.")
     return lines

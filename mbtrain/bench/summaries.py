@@ -12,6 +12,13 @@ Three questions a verdict must answer before it is stated in bold:
   each batch size an interval over its seeds, and :func:`leaders` names the
   batch sizes whose intervals overlap the best one's (they are not told apart);
 - *how the figures were taken* (serially or N at once): :func:`execution`.
+
+A sweep may hold several optimizers (results.csv's ``optimizer`` column, a
+label such as ``"adam(beta1=0.9, beta2=0.999, eps=1e-08)"``; a folder written
+before that column trained plain SGD): every sweep table has an ``optimizer``
+column, each optimizer gets its own :func:`scaling_verdict`
+(:func:`verdicts_by_optimizer`), and :func:`zhang_comparison` sets each
+optimizer's largest batch size that still scales beside plain SGD's.
 """
 from __future__ import annotations
 
@@ -20,9 +27,13 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..optim import label
+from .results import SGD_LABEL, with_optimizer
+
 SMALL_BATCH = 32  # Masters & Luschi (2018): best results with mini-batches of 2 to 32
 FEW_SEEDS = 4  # up to this many seeds an interval is their min-max; beyond, mean +- 2 standard errors
 SWEEP_METRICS = ("epochs", "steps", "seconds", "examples")
+OVERLAP_REASON = "the seed intervals of the two overlap"  #: zhang_comparison's reason when only the noise decides
 
 
 # -- bench ------------------------------------------------------------------------------
@@ -145,15 +156,16 @@ def interval_name(seeds: int) -> str:
 
 
 def sweep_summary(results: pd.DataFrame, machine: dict | None = None) -> pd.DataFrame:
-    """One row per batch size and eta: runs finished, how many reached the target, means, spreads, intervals.
+    """One row per optimizer, batch size and eta: runs finished, how many reached the target, means, spreads.
 
+    Optimizers in the order the run planned them (:func:`planned_optimizers`).
     For each metric in :data:`SWEEP_METRICS` (epochs, steps, seconds, examples
     to target, over the seeds that reached it): the mean, the standard deviation
     (``_sd``) and the :func:`seed_interval` (``_lo``, ``_hi``). ``seeds`` counts
     the runs that finished; ``seeds_planned`` is machine.json's ``seeds`` (or,
     without it, the most seeds any row has).
     """
-    runs = results[results["kind"] == "sweep"].copy()
+    runs = with_optimizer(results[results["kind"] == "sweep"])
     if runs.empty:
         return pd.DataFrame()
     numeric = ["batch_size", "eta", "epochs_to_target", "steps_to_target", "seconds_to_target",
@@ -161,9 +173,11 @@ def sweep_summary(results: pd.DataFrame, machine: dict | None = None) -> pd.Data
     for c in numeric:
         runs[c] = pd.to_numeric(runs[c], errors="coerce")
     rows = []
-    for (b, eta), g in runs.groupby(["batch_size", "eta"], sort=True):
-        row = {"batch_size": int(b), "eta": eta, "seeds": len(g), "reached": int((g["status"] == "reached").sum()),
-               "diverged": int((g["status"] == "diverged").sum())}
+    rank = {name: k for k, name in enumerate(planned_optimizers(machine or {}, runs))}
+    runs["rank"] = runs["optimizer"].map(rank)
+    for (_, b, eta), g in runs.groupby(["rank", "batch_size", "eta"], sort=True):
+        row = {"optimizer": g["optimizer"].iloc[0], "batch_size": int(b), "eta": eta, "seeds": len(g),
+               "reached": int((g["status"] == "reached").sum()), "diverged": int((g["status"] == "diverged").sum())}
         for metric in SWEEP_METRICS:
             values = g[f"{metric}_to_target"]
             row[metric] = values.mean()
@@ -179,10 +193,10 @@ def sweep_summary(results: pd.DataFrame, machine: dict | None = None) -> pd.Data
 
 
 def best_per_batch_size(summary: pd.DataFrame) -> pd.DataFrame:
-    """Per batch size, the eta with the fewest mean seconds to target among those where every seed got
-    there (else the highest mean best validation accuracy)."""
+    """Per optimizer and batch size, the eta with the fewest mean seconds to target among those where every
+    seed got there (else the highest mean best validation accuracy)."""
     picks = []
-    for b, g in summary.groupby("batch_size", sort=True):
+    for _, g in summary.groupby(["optimizer", "batch_size"], sort=False):  # in the summary's order
         full = g[g["reached"] == g["seeds"]]
         picks.append(full["seconds"].idxmin() if not full.empty else g["best_val_accuracy"].idxmax())
     return summary.loc[picks].reset_index(drop=True)
@@ -206,7 +220,8 @@ def scaling_verdict(best: pd.DataFrame) -> dict:
     sizes, i.e. steps still drop at least half-proportionally with the batch
     size (McCandlish et al.'s critical batch size, E = 2 E_min, measured).
 
-    Only batch sizes where every finished seed reached the target count. Keys:
+    ``best`` holds one optimizer (see :func:`verdicts_by_optimizer`). Only
+    batch sizes where every finished seed reached the target count. Keys:
     ``fastest`` / ``fewest_epochs`` (least mean) with ``fastest_tied`` /
     ``fewest_epochs_tied`` (see :func:`leaders`; one entry when the point
     estimate stands clear of the noise); ``largest_scaling`` (by the means)
@@ -215,6 +230,8 @@ def scaling_verdict(best: pd.DataFrame) -> dict:
     ``seeds``: the seeds behind the fastest batch size (one: its lead cannot be
     judged against the noise); ``most_seeds``: the most behind any batch size.
     """
+    if "optimizer" in best and best["optimizer"].nunique() > 1:
+        raise ValueError("scaling_verdict: best holds several optimizers; use verdicts_by_optimizer")
     done = best[(best["reached"] == best["seeds"]) & (best["seeds"] > 0)]
     if done.empty:
         return {}
@@ -239,20 +256,109 @@ def scaling_verdict(best: pd.DataFrame) -> dict:
     }
 
 
-def sweep_coverage(results: pd.DataFrame, machine: dict) -> pd.DataFrame:
-    """Per planned batch size: the runs (etas × seeds) planned and those that finished.
+def planned_optimizers(machine: dict, results: pd.DataFrame | None = None) -> list:
+    """The labels of the optimizers a sweep planned (machine.json's ``optimizers``), then any others its rows hold.
 
-    The plan is machine.json's ``settings`` (``batch_sizes``, ``seeds``, one eta
-    per batch size, or one per ``grid_factors`` entry for the grid policy);
-    without it, the batch sizes and seeds the rows show. Columns:
-    ``batch_size``, ``etas_planned``, ``seeds_planned``, ``runs_planned``,
-    ``runs_finished``, ``fewest_seeds`` (of any eta that ran at this batch size).
+    A run recorded without optimizers trained plain SGD (:data:`~mbtrain.bench.results.SGD_LABEL`).
     """
     settings = machine.get("settings", {})
-    runs = results[results["kind"] == "sweep"]
+    planned = [label(d) if isinstance(d, dict) else str(d) for d in settings.get("optimizers", [])]
+    if results is not None and not results.empty:
+        planned += list(with_optimizer(results).loc[lambda r: r["kind"] == "sweep", "optimizer"].dropna())
+    return list(dict.fromkeys(planned)) or [SGD_LABEL]
+
+
+def reference_etas(machine: dict) -> dict:
+    """``{optimizer label: its reference eta}`` from machine.json's settings (an older run: SGD's one eta)."""
+    settings = machine.get("settings", {})
+    etas = settings.get("eta")
+    if "optimizers" not in settings:
+        return {SGD_LABEL: etas} if etas is not None else {}
+    etas = etas if isinstance(etas, list) else [etas] * len(settings["optimizers"])
+    return dict(zip(planned_optimizers(machine), etas))
+
+
+def optimizer_names(labels) -> dict:
+    """``{label: what a report calls it}``: the optimizer's name, or its whole label where two share a name."""
+    labels = list(dict.fromkeys(labels))
+    names = [text.split("(", 1)[0] for text in labels]
+    return {text: name if names.count(name) == 1 else text for text, name in zip(labels, names)}
+
+
+def verdicts_by_optimizer(best: pd.DataFrame) -> dict:
+    """``{optimizer label: scaling_verdict of its batch sizes}``, in the order of ``best``."""
+    return {name: scaling_verdict(g) for name, g in best.groupby("optimizer", sort=False)}
+
+
+def zhang_comparison(verdicts: dict, batch_sizes) -> pd.DataFrame:
+    """Each optimizer's largest batch size that still scales beside plain SGD's: does it scale further?
+
+    Zhang et al. (2019) found that momentum and Adam extend perfect scaling to
+    larger batch sizes than plain SGD. Per optimizer other than SGD (a
+    :func:`scaling_verdict` each in ``verdicts``; ``batch_sizes`` those the
+    sweep measured), ``answer`` is:
+
+    - ``"agrees"``: even the smallest answer its seed intervals allow lies
+      above the largest SGD's allow (``largest_scaling_range``);
+    - ``"does not agree"``: even its largest possible answer is at most SGD's
+      smallest (it scales no further), with SGD stopping short of the largest
+      batch size measured;
+    - ``"cannot tell"``: the ranges overlap, SGD still scales at the largest
+      batch size measured (nothing larger to stop at), or a verdict is missing;
+      ``reason`` says which.
+
+    Columns ``optimizer``, ``largest``, ``low``, ``high``, ``sgd_largest``,
+    ``sgd_low``, ``sgd_high``, ``answer``, ``reason``. Empty without plain SGD
+    or without another optimizer.
+    """
+    columns = ["optimizer", "largest", "low", "high", "sgd_largest", "sgd_low", "sgd_high", "answer", "reason"]
+    sgd = [name for name in verdicts if name.split("(", 1)[0] == "sgd"]
+    others = [name for name in verdicts if name not in sgd]
+    if len(sgd) != 1 or not others:
+        return pd.DataFrame(columns=columns)
+    base, top = verdicts[sgd[0]], max(int(b) for b in batch_sizes)
+    rows = []
+    for name in others:
+        mine = verdicts[name]
+        row = dict.fromkeys(columns)
+        row["optimizer"] = name
+        if mine:
+            row.update(largest=mine["largest_scaling"], low=mine["largest_scaling_range"][0],
+                       high=mine["largest_scaling_range"][1])
+        if base:
+            row.update(sgd_largest=base["largest_scaling"], sgd_low=base["largest_scaling_range"][0],
+                       sgd_high=base["largest_scaling_range"][1])
+        if not base or not mine:
+            missing = "plain SGD" if not base else "it"
+            row.update(answer="cannot tell", reason=f"{missing} reached the target with every seed at no batch size")
+        elif row["low"] > row["sgd_high"]:
+            row.update(answer="agrees", reason="it still scales at larger batch sizes than plain SGD, beyond the noise")
+        elif row["sgd_high"] >= top:
+            row.update(answer="cannot tell", reason=f"plain SGD still scales at {top}, the largest batch size "
+                                                     "measured: larger ones are needed to see where it stops")
+        elif row["high"] <= row["sgd_low"]:
+            row.update(answer="does not agree", reason="it stops scaling no later than plain SGD")
+        else:
+            row.update(answer="cannot tell", reason=OVERLAP_REASON)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=columns)
+
+
+def sweep_coverage(results: pd.DataFrame, machine: dict) -> pd.DataFrame:
+    """Per planned optimizer and batch size: the runs (etas × seeds) planned and those that finished.
+
+    The plan is machine.json's ``settings`` (``optimizers``, ``batch_sizes``,
+    ``seeds``, one eta per batch size, or one per ``grid_factors`` entry for the
+    grid policy); without it, the batch sizes and seeds the rows show. Columns:
+    ``optimizer``, ``batch_size``, ``etas_planned``, ``seeds_planned``,
+    ``runs_planned``, ``runs_finished``, ``fewest_seeds`` (of any eta that ran
+    at this batch size).
+    """
+    settings = machine.get("settings", {})
+    runs = with_optimizer(results[results["kind"] == "sweep"])
     seen = results[results["kind"].isin(["sweep", "curve"])]
-    finished = runs.groupby([pd.to_numeric(runs["batch_size"]).astype(int), pd.to_numeric(runs["eta"])]).size() \
-        if not runs.empty else pd.Series(dtype=int)
+    finished = runs.groupby(["optimizer", pd.to_numeric(runs["batch_size"]).astype(int),
+                             pd.to_numeric(runs["eta"])]).size() if not runs.empty else pd.Series(dtype=int)
     if settings.get("batch_sizes") is not None:
         batch_sizes = [int(b) for b in settings["batch_sizes"]]
     else:
@@ -260,17 +366,20 @@ def sweep_coverage(results: pd.DataFrame, machine: dict) -> pd.DataFrame:
     seeds = int(settings["seeds"]) if settings.get("seeds") is not None else int(finished.max() if len(finished) else 0)
     etas = len(settings.get("grid_factors") or [1]) if settings.get("eta_policy") == "grid" else 1
     rows = []
-    for b in batch_sizes:
-        here = finished[finished.index.get_level_values(0) == b] if len(finished) else finished
-        rows.append({"batch_size": b, "etas_planned": etas, "seeds_planned": seeds, "runs_planned": etas * seeds,
-                     "runs_finished": int(here.sum()), "fewest_seeds": int(here.min()) if len(here) else 0})
-    return pd.DataFrame(rows, columns=["batch_size", "etas_planned", "seeds_planned", "runs_planned",
+    for name in planned_optimizers(machine, results):
+        for b in batch_sizes:
+            here = finished[(finished.index.get_level_values(0) == name) & (finished.index.get_level_values(1) == b)] \
+                if len(finished) else finished
+            rows.append({"optimizer": name, "batch_size": b, "etas_planned": etas, "seeds_planned": seeds,
+                         "runs_planned": etas * seeds, "runs_finished": int(here.sum()),
+                         "fewest_seeds": int(here.min()) if len(here) else 0})
+    return pd.DataFrame(rows, columns=["optimizer", "batch_size", "etas_planned", "seeds_planned", "runs_planned",
                                        "runs_finished", "fewest_seeds"])
 
 
 def noise_points(results: pd.DataFrame) -> pd.DataFrame:
     """The gradient-noise-scale rows of a sweep, their numeric columns as numbers."""
-    noise = results[results["kind"] == "noise"].copy()
+    noise = with_optimizer(results[results["kind"] == "noise"])
     for c in ("batch_size", "epoch", "steps", "val_accuracy", "noise_scale", "trace_sigma", "grad_norm_sq",
               "noise_rows"):
         noise[c] = pd.to_numeric(noise[c], errors="coerce")

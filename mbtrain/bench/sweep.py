@@ -1,13 +1,16 @@
-"""``sweep``: time to a target validation accuracy across batch sizes.
+"""``sweep``: time to a target validation accuracy across batch sizes (and optimizers).
 
-For each batch size, each eta its policy gives and each seed, train from the
-seed's initialization (the same for every batch size) until the validation
-accuracy reaches ``target`` or ``max_epochs`` pass. Accuracy is evaluated
+For each optimizer, each batch size, each eta its policy gives and each seed,
+train from the seed's initialization (the same for every batch size and
+optimizer) until the validation accuracy reaches ``target`` or ``max_epochs``
+pass (one run: :mod:`mbtrain.bench.trial`). Accuracy is evaluated
 ``evals_per_epoch`` times per epoch, at mini-batch boundaries, so
-``steps_to_target`` resolves a quarter epoch by default; only SGD time counts
-in ``seconds_to_target`` (evaluation is excluded).
+``steps_to_target`` resolves a quarter epoch by default; only training time
+counts in ``seconds_to_target`` (evaluation is excluded).
 
-eta policies (``b`` the batch size, ``b_ref`` the reference batch size)::
+eta policies (``b`` the batch size, ``b_ref`` the reference batch size; ``eta``
+each optimizer's own reference learning rate, since SGD's and Adam's differ by
+orders of magnitude)::
 
     fixed   eta
     linear  eta * b / b_ref           (Goyal et al. 2017)
@@ -16,34 +19,33 @@ eta policies (``b`` the batch size, ``b_ref`` the reference batch size)::
             picks the best eta per batch size and shows the band that reached the target
 
 The gradient noise scale (:mod:`mbtrain.bench.noise`) is estimated along the
-first seed's run at the batch size nearest ``b_ref``, at epochs 0, 1, 2, 4, ...
-and where the run stops.
+first seed's run of the first optimizer at the batch size nearest ``b_ref``,
+at epochs 0, 1, 2, 4, ... and where the run stops.
 """
 from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import os
-import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm  # the text bar: tqdm.auto wants ipywidgets in notebooks
 
-from .. import training
 from ..backends import get_backend
 from ..network import Network
+from ..optim import get_optimizer, label
 from .data import fingerprint
 from .machine import available_cores, check_resumable, machine_info, thread_limits, write_machine
-from .noise import gradient_noise_scale
 from .results import ResultsWriter, folder_lock
 from .throughput import RunResult, finish_run
+from .trial import NOISE_ROWS, TRAIN_EVAL_ROWS, _keyed_trial, run_trial, train_to_target  # noqa: F401 (re-exported)
 
 ETA_POLICIES = ("fixed", "linear", "sqrt", "grid")
 DEFAULT_BATCH_SIZES = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 DEFAULT_GRID_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)
-TRAIN_EVAL_ROWS = 10_000  # training loss/accuracy of the curves: on the first rows (the data is already shuffled)
-NOISE_ROWS = 4096  # per-example gradients in each noise-scale estimate
 SCHEDULER_TIMEOUT = 30  # seconds to reach a Dask scheduler before giving up
 
 
@@ -61,154 +63,48 @@ def etas_for(batch_size, eta, policy="fixed", ref_batch_size=10, grid_factors=DE
     raise ValueError(f"eta_policy: unknown policy {policy!r}; choose one of {list(ETA_POLICIES)}")
 
 
-def _segments(n, batch_size, evals_per_epoch):
-    """Mini-batch indices where an epoch is split for evaluation: ``[0, ..., steps_per_epoch]``."""
-    steps = math.ceil(n / batch_size)
-    cuts = sorted({round(k * steps / evals_per_epoch) for k in range(evals_per_epoch + 1)})
-    return steps, cuts
-
-
-def train_to_target(net, X, Y, X_val, Y_val, *, batch_size, eta, lmbda=0.0, target=0.85, max_epochs=30,
-                    evals_per_epoch=4, backend="numba", on_eval=None, on_noise=None, noise_epochs=()) -> dict:
-    """Train ``net`` in place until validation accuracy ``>= target`` or ``max_epochs``; return the summary.
-
-    ``X``, ``Y`` (one-hot) and the validation arrays are already in the
-    network's dtype. The shuffle order comes from ``net.rng``, as in
-    :meth:`Network.fit`. ``on_eval(point)`` receives each evaluation (a dict with
-    ``epoch`` (fractional), ``steps``, ``seconds``, losses and accuracies, and the
-    ``on_noise(point, estimate)`` receives the gradient noise scale (see
-    :func:`mbtrain.bench.noise.gradient_noise_scale`, on up to ``NOISE_ROWS``
-    training rows) at the epochs in ``noise_epochs`` and where the run stops.
-    """
-    impl = get_backend(backend)
-    n = X.shape[0]
-    labels, labels_val = Y.argmax(axis=1), Y_val.argmax(axis=1)
-    steps_per_epoch, cuts = _segments(n, batch_size, evals_per_epoch)
-    noise_X, noise_Y = X[:NOISE_ROWS], Y[:NOISE_ROWS]
-    # The training loss and accuracy are estimated on a fixed subset, so evaluation stays cheap next to training.
-    X_eval, Y_eval, labels_eval = X[:TRAIN_EVAL_ROWS], Y[:TRAIN_EVAL_ROWS], labels[:TRAIN_EVAL_ROWS]
-
-    def evaluate(epoch, steps, seconds, noise):
-        point = {"epoch": epoch, "steps": steps, "seconds": seconds}
-        point["train_loss"], point["train_accuracy"] = training.evaluate(net, X_eval, Y_eval, labels_eval, lmbda, n)[:2]
-        point["val_loss"], point["val_accuracy"] = training.evaluate(net, X_val, Y_val, labels_val, lmbda, n)[:2]
-        if on_eval is not None:
-            on_eval(dict(point))
-        if noise:
-            noise_at(point)
-        return point
-
-    def noise_at(point):
-        point["noise"] = True
-        if on_noise is not None:
-            on_noise(point, gradient_noise_scale(net, noise_X, noise_Y, lmbda=lmbda, n=n))
-
-    point = evaluate(0.0, 0, 0.0, 0 in noise_epochs)
-    best = point["val_accuracy"]
-    steps, seconds, status, reached = 0, 0.0, "not reached", None
-    if best >= target:
-        status, reached = "reached", point
-    epoch = 0
-    while reached is None and epoch < max_epochs and status != "diverged":
-        epoch += 1
-        order = net.rng.permutation(n)
-        for first, last in zip(cuts[:-1], cuts[1:]):
-            rows = order[first * batch_size:last * batch_size]
-            start = time.perf_counter()
-            bad = impl.sgd_epoch(net, X, Y, rows, batch_size, eta, lmbda, n)
-            seconds += time.perf_counter() - start
-            if bad >= 0:
-                status = "diverged"
-                steps += bad + 1
-                break
-            steps += last - first
-            end_of_epoch = last == steps_per_epoch
-            point = evaluate(epoch - 1 + last / steps_per_epoch, steps, seconds,
-                             end_of_epoch and (epoch in noise_epochs))
-            best = max(best, point["val_accuracy"])
-            if point["val_accuracy"] >= target:
-                status, reached = "reached", point
-                break
-    if noise_epochs and status != "diverged" and "noise" not in point:
-        noise_at(point)
-    summary = {
-        "status": status, "reached": reached is not None, "epochs_run": epoch, "seconds": seconds,
-        "best_val_accuracy": best, "final_train_loss": point["train_loss"], "final_val_loss": point["val_loss"],
-    }
-    if reached is not None:
-        summary.update(epochs_to_target=reached["epoch"], steps_to_target=reached["steps"],
-                       seconds_to_target=reached["seconds"], examples_to_target=reached["steps"] * batch_size)
-    return summary
-
-
-def _noise_epochs(max_epochs):
-    epochs, e = {0}, 1
-    while e <= max_epochs:
-        epochs.add(e)
-        e *= 2
-    return epochs
-
-
-ORPHANED = 3  # exit status of a worker that found its parent gone
-
-
-def _exit_if_orphaned(parent_pid):
-    """End this worker process at once when the process that started it is gone (killed with ``kill -9``).
-
-    A killed parent closes nothing a busy worker would notice before its run
-    ends, which may be minutes; every evaluation point calls this instead.
-    """
-    if parent_pid is not None and os.getppid() != parent_pid:
-        os._exit(ORPHANED)
-
-
-def run_trial(X, Y, X_val, Y_val, *, sizes, cost, init, dtype, batch_size, eta, seed, lmbda, target,
-              max_epochs, evals_per_epoch, backend, with_noise, threads=1, parent_pid=None) -> list[dict]:
-    """One sweep run from seed ``seed``'s initialization, as the rows it yields (for a worker process).
-
-    Returns the ``curve`` and ``noise`` points in the order measured, then the
-    ``sweep`` summary, each a dict with its ``kind``; the parent adds the
-    common columns and writes them. Pure: the same arguments give the same
-    rows (up to the seconds), wherever it runs.
-
-    ``parent_pid``: the pid of the process this worker was started by (a
-    joblib worker's); when that process is gone, the worker exits at its next
-    evaluation point rather than finish a run nobody will record.
-    """
-    rows = []
-
-    def on_eval(point):
-        _exit_if_orphaned(parent_pid)
-        rows.append(dict(kind="curve", **point))
-
-    _exit_if_orphaned(parent_pid)
-    with thread_limits(threads):
-        net = Network(sizes, cost=cost, init=init, dtype=dtype, seed=seed)
-        summary = train_to_target(
-            net, X, Y, X_val, Y_val, batch_size=batch_size, eta=eta, lmbda=lmbda, target=target,
-            max_epochs=max_epochs, evals_per_epoch=evals_per_epoch, backend=backend, on_eval=on_eval,
-            on_noise=lambda point, estimate: rows.append(dict(
-                kind="noise", epoch=point["epoch"], steps=point["steps"], val_accuracy=point["val_accuracy"],
-                **estimate)),
-            noise_epochs=_noise_epochs(max_epochs) if with_noise else ())
-    rows.append(dict(kind="sweep", status=summary.pop("status"), epoch=summary.pop("epochs_run"), **summary))
-    return rows
-
-
-def _run_key(batch_size, eta, seed):
-    return int(batch_size), float(eta), int(seed)
+def _run_key(optimizer, batch_size, eta, seed):
+    return str(optimizer), int(batch_size), float(eta), int(seed)
 
 
 def _finished_runs(rows) -> set:
-    """Keys ``(batch_size, eta, seed)`` of the runs whose ``sweep`` row is on disk."""
-    return {_run_key(r["batch_size"], r["eta"], r["seed"]) for r in rows if r.get("kind") == "sweep"}
+    """Keys ``(optimizer, batch_size, eta, seed)`` of the runs whose ``sweep`` row is on disk."""
+    return {_run_key(r["optimizer"], r["batch_size"], r["eta"], r["seed"]) for r in rows if r.get("kind") == "sweep"}
 
 
 def _keep_finished(rows):
     """Existing rows minus the curve and noise points of runs that did not finish (they run again)."""
     done = _finished_runs(rows)
     return [r for r in rows if r.get("kind") not in ("curve", "noise")
-            or _run_key(r["batch_size"], r["eta"], r["seed"]) in done]
+            or _run_key(r["optimizer"], r["batch_size"], r["eta"], r["seed"]) in done]
+
+
+def optimizers_and_etas(optimizers, eta) -> list:
+    """``[(optimizer, reference eta), ...]``: each optimizer with its own eta; refuses what does not pair up.
+
+    ``eta`` is one number per optimizer, in the same order (a single number
+    only with a single optimizer: SGD's and Adam's learning rates differ by
+    orders of magnitude, so one shared value would be wrong for some of them).
+    """
+    if isinstance(optimizers, str) or not isinstance(optimizers, Sequence):
+        optimizers = [optimizers]
+    chosen = [get_optimizer(o) for o in optimizers]
+    if not chosen:
+        raise ValueError("optimizers: give at least one optimizer, e.g. ['sgd']")
+    labels = [label(o.describe()) for o in chosen]
+    twice = sorted({name for name in labels if labels.count(name) > 1})
+    if twice:
+        raise ValueError(f"optimizers: {', '.join(twice)} given more than once")
+    etas = [eta] if isinstance(eta, numbers.Real) else list(eta)
+    if len(etas) != len(chosen):
+        names = ", ".join(o.name for o in chosen)
+        raise ValueError(f"eta: {len(etas)} learning rate{'s' if len(etas) != 1 else ''} for {len(chosen)} "
+                         f"optimizers ({names}); give one per optimizer, in the same order (e.g. 3.0,0.001 for "
+                         "sgd,adam): their learning rates differ by orders of magnitude")
+    for value in etas:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
+            raise ValueError(f"eta: every learning rate must be a finite number > 0, got {value!r}")
+    return list(zip(chosen, [float(e) for e in etas]))
 
 
 @contextlib.contextmanager
@@ -248,16 +144,12 @@ def _executor(jobs, scheduler):
         yield run
 
 
-def _keyed_trial(key, kwargs):
-    return key, run_trial(**kwargs)
-
-
 def sweep(data, sizes, *, out, cost="quadratic", init="gaussian", dtype="float32",
           batch_sizes=DEFAULT_BATCH_SIZES, target=0.85, max_epochs=30, eta=3.0, eta_policy="fixed",
           ref_batch_size=10, grid_factors=DEFAULT_GRID_FACTORS, lmbda=0.0, seeds=3, evals_per_epoch=4,
           backend="numba", threads=1, quick=False, command=None, on_row=None, progress=None,
-          write_report=True, resume=False, jobs=1, scheduler=None) -> RunResult:
-    """Train to ``target`` validation accuracy for every batch size, eta and seed; write the results.
+          write_report=True, resume=False, jobs=1, scheduler=None, optimizers=("sgd",)) -> RunResult:
+    """Train to ``target`` validation accuracy for every optimizer, batch size, eta and seed; write the results.
 
     Parameters
     ----------
@@ -268,7 +160,14 @@ def sweep(data, sizes, *, out, cost="quadratic", init="gaussian", dtype="float32
         The result folder (results.csv, machine.json, report.md and plots).
     seeds : int
         Seeds ``0 .. seeds-1``; seed ``s`` fixes the initial weights (the same
-        for every batch size) and the shuffle order.
+        for every batch size and optimizer) and the shuffle order.
+    optimizers : sequence of str or mbtrain.optim.Optimizer
+        One more axis: ``("sgd",)`` by default, e.g. ``("sgd", "momentum",
+        "adam")``. results.csv's ``optimizer`` column holds each one's label.
+    eta : float or sequence of float
+        The reference learning rate of each optimizer, in the order of
+        ``optimizers`` (one number only with one optimizer); ``eta_policy``
+        scales each optimizer's from its own.
     threads, on_row, progress
         As in :func:`mbtrain.bench.throughput.bench` (threads default to 1;
         with ``jobs`` they are per trial).
@@ -302,6 +201,7 @@ def sweep(data, sizes, *, out, cost="quadratic", init="gaussian", dtype="float32
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs == 0 or jobs < -1:
         raise ValueError(f"jobs: must be a positive number of parallel runs or -1 (one per core), got {jobs!r}")
     get_backend(backend)
+    plan = optimizers_and_etas(optimizers, eta)
     out = Path(out)
     threads = threads or available_cores()
     sizes = [int(s) for s in sizes]
@@ -325,16 +225,20 @@ def sweep(data, sizes, *, out, cost="quadratic", init="gaussian", dtype="float32
     rows_fingerprint = fingerprint(data.X_train, data.y_train, data.X_val, data.y_val)
     settings = dict(dataset=data.name, data_fingerprint=rows_fingerprint, sizes=sizes, cost=probe.cost.name,
                     init=init, dtype=probe.dtype.name, batch_sizes=batch_sizes, target=target,
-                    max_epochs=max_epochs, eta=eta, eta_policy=eta_policy, ref_batch_size=ref_batch_size,
+                    max_epochs=max_epochs, optimizers=[o.describe() for o, _ in plan], eta=[e for _, e in plan],
+                    eta_policy=eta_policy, ref_batch_size=ref_batch_size,
                     grid_factors=list(grid_factors), lmbda=lmbda, seeds=seeds,
                     evals_per_epoch=evals_per_epoch, backend=backend, noise_batch_size=noise_batch,
                     train_rows=n, validation_rows=int(X_val.shape[0]), threads=threads)
-    runs = [(b, e, s) for b in batch_sizes for e in etas_for(b, eta, eta_policy, ref_batch_size, grid_factors)
-            for s in range(seeds)]
-    noise_eta = {b: etas_for(b, eta, eta_policy, ref_batch_size, grid_factors)[
-        len(grid_factors) // 2 if eta_policy == "grid" else 0] for b in batch_sizes}
+    rules = {label(o.describe()): o.describe() for o, _ in plan}  # plain data: what a worker rebuilds each from
+    runs = [(name, b, e, s) for (o, reference), name in zip(plan, rules) for b in batch_sizes
+            for e in etas_for(b, reference, eta_policy, ref_batch_size, grid_factors) for s in range(seeds)]
+    # the noise scale along one run: the first optimizer's, seed 0, at the noise batch size and its middle eta
+    noise_run = (next(iter(rules)), noise_batch, etas_for(noise_batch, plan[0][1], eta_policy, ref_batch_size,
+                                                          grid_factors)[len(grid_factors) // 2 if eta_policy == "grid"
+                                                                        else 0], 0)
     trial_settings = dict(sizes=sizes, cost=cost, init=init, dtype=dtype, lmbda=lmbda, target=target,
-                          max_epochs=max_epochs, evals_per_epoch=evals_per_epoch, backend=backend, threads=threads)
+                          max_epochs=max_epochs, evals_per_epoch=evals_per_epoch, backend=backend)
     interrupted = False
     out.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as held:
@@ -350,8 +254,8 @@ def sweep(data, sizes, *, out, cost="quadratic", init="gaussian", dtype="float32
         run_parallel = held.enter_context(_executor(jobs, scheduler)) if parallel else None
         writer = ResultsWriter(out / "results.csv", on_row=on_row, resume=resume, keep=_keep_finished)
 
-        def record(batch_size, run_eta, seed, rows):
-            run = dict(common, batch_size=batch_size, eta=run_eta, seed=seed)
+        def record(optimizer, batch_size, run_eta, seed, rows):
+            run = dict(common, optimizer=optimizer, batch_size=batch_size, eta=run_eta, seed=seed)
             for row in rows:
                 writer.write(**run, **row)
 
@@ -365,16 +269,20 @@ def sweep(data, sizes, *, out, cost="quadratic", init="gaussian", dtype="float32
                 write_machine(out / "machine.json", info)
                 with tqdm(total=len(runs), initial=len(runs) - len(todo), desc="sweep", unit="run",
                           disable=None if progress is None else not progress) as bar:
-                    with_noise = {(b, e, s): b == noise_batch and s == 0 and e == noise_eta[b] for b, e, s in todo}
                     if run_parallel is None:
-                        for batch_size, run_eta, seed in todo:
-                            bar.set_postfix(batch_size=batch_size, eta=f"{run_eta:.3g}", seed=seed)
-                            _serial_run(record, X, Y, X_val, Y_val, batch_size, run_eta, seed,
-                                        with_noise[batch_size, run_eta, seed], trial_settings)
+                        for run in todo:
+                            name, batch_size, run_eta, seed = run
+                            bar.set_postfix(optimizer=rules[name]["name"], batch_size=batch_size,
+                                            eta=f"{run_eta:.3g}", seed=seed)
+                            # rows written as they are measured, so Ctrl-C keeps them; threads already in force
+                            run_trial(X, Y, X_val, Y_val, batch_size=batch_size, eta=run_eta, seed=seed,
+                                      with_noise=run == noise_run, optimizer=rules[name], threads=None,
+                                      emit=lambda row, run=run: record(*run, [row]), **trial_settings)
                             bar.update(1)
                     else:
-                        tasks = [(_run_key(*run), dict(X=X, Y=Y, X_val=X_val, Y_val=Y_val, batch_size=run[0],
-                                                       eta=run[1], seed=run[2], with_noise=with_noise[run],
+                        tasks = [(_run_key(*run), dict(X=X, Y=Y, X_val=X_val, Y_val=Y_val, batch_size=run[1],
+                                                       eta=run[2], seed=run[3], with_noise=run == noise_run,
+                                                       optimizer=rules[run[0]], threads=threads,
                                                        **trial_settings)) for run in todo]
                         for key, rows in run_parallel(tasks):
                             if key in done:  # a run Dask ran twice (a worker was lost): written once
@@ -387,22 +295,3 @@ def sweep(data, sizes, *, out, cost="quadratic", init="gaussian", dtype="float32
         finally:
             writer.close()
         return finish_run(out, info, interrupted, write_report)
-
-
-def _serial_run(record, X, Y, X_val, Y_val, batch_size, run_eta, seed, with_noise, settings):
-    """One run in this process, its rows written as they are measured (so Ctrl-C keeps them)."""
-    settings = dict(settings)
-    settings.pop("threads")  # already in force
-    net = Network(settings["sizes"], cost=settings["cost"], init=settings["init"], dtype=settings["dtype"],
-                  seed=seed)
-    summary = train_to_target(
-        net, X, Y, X_val, Y_val, batch_size=batch_size, eta=run_eta, lmbda=settings["lmbda"],
-        target=settings["target"], max_epochs=settings["max_epochs"], evals_per_epoch=settings["evals_per_epoch"],
-        backend=settings["backend"],
-        on_eval=lambda point: record(batch_size, run_eta, seed, [dict(kind="curve", **point)]),
-        on_noise=lambda point, estimate: record(batch_size, run_eta, seed, [dict(
-            kind="noise", epoch=point["epoch"], steps=point["steps"], val_accuracy=point["val_accuracy"],
-            **estimate)]),
-        noise_epochs=_noise_epochs(settings["max_epochs"]) if with_noise else ())
-    record(batch_size, run_eta, seed,
-           [dict(kind="sweep", status=summary.pop("status"), epoch=summary.pop("epochs_run"), **summary)])

@@ -1,13 +1,15 @@
 """``bench``: examples per second of every arm, checked first, against the measured floor.
 
-For each arm and dtype: check its update on one mini-batch against the
-``loop`` reference (an arm that disagrees is reported as wrong and not timed),
+Every arm trains with one optimizer (SGD by default; momentum, Nesterov or
+Adam, see :mod:`mbtrain.optim`). For each arm and dtype: check its update
+against the ``loop`` reference running the same optimizer (an arm that
+disagrees is reported as wrong and not timed),
 compile (reported apart), then for each batch size a warm-up epoch and
 ``repeats`` timed epochs, every one from the same initial weights over the
 same batch order. Arms whose epoch would exceed ``max_epoch_seconds`` (the
 per-example ``loop`` on a large data set) are timed on the first rows of that
 order, whole mini-batches, and scaled to the full epoch; ``rows_timed`` in
-results.csv says so.
+results.csv says so. Each timed epoch also starts from a fresh optimizer state.
 
 Timing is always serial (one measurement at a time, in this process):
 measurements run side by side would share cores and caches and time each
@@ -32,6 +34,7 @@ from tqdm import tqdm  # the text bar: tqdm.auto wants ipywidgets in notebooks
 from .._validation import check_dtype
 from ..costs import get_cost
 from ..network import Network
+from ..optim import ADAM_KIND, get_optimizer, label
 from .arms import get_arm
 from .data import fingerprint
 from .floor import epoch_bytes, epoch_flops, measure_floor
@@ -40,7 +43,12 @@ from . import report
 from .results import ResultsWriter, folder_lock, read_results
 
 CHECK_TOLERANCE = {"float32": 1e-4, "float64": 1e-9}
+# Adam divides each step by the root mean square of its gradient, so where a gradient is near eps float32's
+# rounding of it moves that parameter's step by a large part: measured 2e-5 to 6e-5 against the float64
+# reference on Fashion-MNIST [784,30,10] (every backend and peer alike). An eta off by 1 % is still 1e-2.
+ADAM_FLOAT32_TOLERANCE = 1e-3
 CHECK_ROWS = 32
+CHECK_STEPS = 3  # mini-batches of the check for an optimizer with a state: steps 2 and 3 use what step 1 left
 
 
 @dataclass
@@ -88,24 +96,42 @@ def _ignoring_sigint():
         signal.signal(signal.SIGINT, previous)
 
 
-def update_error(arm, net, X, Y, eta, lmbda, n, rows=CHECK_ROWS) -> float:
-    """Relative error of ``arm``'s SGD update on one mini-batch against the ``loop`` reference.
+def check_tolerance(dtype, optimizer="sgd") -> float:
+    """The largest relative error of :func:`update_error` that passes for ``dtype`` and ``optimizer``."""
+    if np.dtype(dtype) == np.float32 and get_optimizer(optimizer).kind_id == ADAM_KIND:
+        return ADAM_FLOAT32_TOLERANCE
+    return CHECK_TOLERANCE[np.dtype(dtype).name]
 
-    Both start from ``net``'s weights and take one step on the first ``rows``
-    rows; the reference runs in float64 with the loss the arm trains. The error
-    is ``||u_arm - u_ref|| / ||u_ref||`` over the whole parameter vector.
+
+def check_steps(optimizer) -> int:
+    """Mini-batches of the correctness check: one for SGD (it keeps no state), :data:`CHECK_STEPS` otherwise."""
+    return CHECK_STEPS if get_optimizer(optimizer).state_names else 1
+
+
+def update_error(arm, net, X, Y, eta, lmbda, n, rows=CHECK_ROWS, optimizer="sgd") -> float:
+    """Relative error of ``arm``'s update against the ``loop`` reference running the same optimizer.
+
+    Both start from ``net``'s weights and a fresh optimizer state and take
+    :func:`check_steps` steps on mini-batches of ``rows`` rows (one step for
+    SGD; with a state, fewer when ``X`` has fewer rows); the reference runs in
+    float64 with the loss the arm trains and the rule it runs
+    (:meth:`~mbtrain.bench.arms.Arm.update_rule`). The error is
+    ``||u_arm - u_ref|| / ||u_ref||`` over the whole parameter vector.
     """
-    m = min(rows, X.shape[0])
+    optimizer = get_optimizer(optimizer)
+    batch = min(rows, X.shape[0])
+    m = batch * max(1, min(check_steps(optimizer), X.shape[0] // batch))
     order = np.arange(m, dtype=np.int64)
-    runner = arm.runner(net, X[:m], Y[:m])
+    runner = arm.runner(net, X[:m], Y[:m], optimizer)
     before = runner.params().astype(np.float64)
-    runner.epoch(order, m, eta, lmbda, n)
+    runner.epoch(order, batch, eta, lmbda, n)
     update = runner.params().astype(np.float64) - before
 
     reference = net.astype("float64")
     reference.cost = get_cost(arm.loss_name(net))
-    ref_runner = get_arm("loop").runner(reference, X[:m].astype(np.float64), Y[:m].astype(np.float64))
-    ref_runner.epoch(order, m, eta, lmbda, n)
+    ref_runner = get_arm("loop").runner(reference, X[:m].astype(np.float64), Y[:m].astype(np.float64),
+                                        arm.update_rule(optimizer))
+    ref_runner.epoch(order, batch, eta, lmbda, n)
     ref_update = ref_runner.params() - before
     scale = float(np.linalg.norm(ref_update)) or 1.0
     return float(np.linalg.norm(update - ref_update)) / scale
@@ -119,8 +145,8 @@ def bench(X, y, sizes, *, out, cost="quadratic", init="gaussian", eta=3.0, lmbda
           batch_sizes=(1, 10, 100, 1000), arms=("loop", "numpy", "numba", "torch", "sklearn"),
           dtypes=("float32", "float64"), repeats=5, seed=0, threads=1, max_epoch_seconds=2.0,
           dataset="custom", dataset_note="", quick=False, command=None, on_row=None, progress=None,
-          write_report=True, resume=False) -> RunResult:
-    """Time one SGD epoch of each arm, batch size and dtype; write results.csv, machine.json, report.
+          write_report=True, resume=False, optimizer="sgd") -> RunResult:
+    """Time one training epoch of each arm, batch size and dtype; write results.csv, machine.json, report.
 
     Parameters
     ----------
@@ -130,7 +156,7 @@ def bench(X, y, sizes, *, out, cost="quadratic", init="gaussian", eta=3.0, lmbda
     out : str or Path
         The result folder (created; results.csv and report.md in it are replaced).
     eta, lmbda : float
-        The SGD step of every arm (and of the correctness check).
+        The learning rate and L2 strength of every arm (and of the correctness check).
     arms : sequence of str
         Names in :data:`mbtrain.bench.arms.ARMS`; unavailable ones are reported and skipped.
     repeats : int
@@ -147,10 +173,15 @@ def bench(X, y, sizes, *, out, cost="quadratic", init="gaussian", eta=3.0, lmbda
     progress : bool or None
         tqdm progress bar; None shows it only on a terminal.
     resume : bool
-        Continue the run in ``out`` (same settings, checked against its
-        machine.json): measurements already in results.csv are skipped, a last
-        line cut short by a kill is dropped. Without it an existing results.csv
-        is replaced.
+        Continue the run in ``out`` (same settings, the optimizer included,
+        checked against its machine.json): measurements already in results.csv
+        are skipped, a last line cut short by a kill is dropped. Without it an
+        existing results.csv is replaced.
+    optimizer : str or mbtrain.optim.Optimizer
+        ``"sgd"`` (default), ``"momentum"``, ``"nesterov"``, ``"adam"`` or an
+        object with its hyperparameters: what every arm trains with (PyTorch
+        the matching ``torch.optim``, scikit-learn its ``solver``). results.csv's
+        ``optimizer`` column holds its label, machine.json's settings its description.
 
     Returns
     -------
@@ -168,17 +199,19 @@ def bench(X, y, sizes, *, out, cost="quadratic", init="gaussian", eta=3.0, lmbda
         raise ValueError(f"bench: X {X.shape} and y {labels.shape} do not fit sizes {sizes} (X needs "
                          f"{sizes[0]} columns, y one label in 0..{sizes[-1] - 1} per row)")
     dtypes = [check_dtype(dtype).name for dtype in dtypes]
+    optimizer = get_optimizer(optimizer)
     threads = threads or available_cores()
     arm_objects = [get_arm(name) for name in arms]
     base = Network(sizes, cost=cost, init=init, dtype="float64", seed=seed)
     order = np.random.default_rng(seed).permutation(n).astype(np.int64)
     common = dict(dataset=dataset, sizes=",".join(map(str, sizes)), cost=base.cost.name, eta=eta,
                   lmbda=lmbda, seed=seed, threads=threads, rows=n, executor="serial", jobs=1)
+    trained = dict(common, optimizer=label(optimizer.describe()))  # check and bench rows; a floor has no optimizer
     # Every setting that changes a result (quick: the floor's GEMM size); a resumed run must match each.
     settings = dict(dataset=dataset, data_fingerprint=fingerprint(X, labels), sizes=sizes, cost=base.cost.name,
                     init=init, eta=eta, lmbda=lmbda, batch_sizes=list(batch_sizes), arms=list(arms),
                     dtypes=dtypes, repeats=repeats, seed=seed, max_epoch_seconds=max_epoch_seconds, rows=n,
-                    threads=threads, quick=bool(quick))
+                    threads=threads, quick=bool(quick), optimizer=optimizer.describe())
     usable = [a for a in arm_objects if a.unavailable_reason(base) is None]
     out.mkdir(parents=True, exist_ok=True)
     with folder_lock(out):
@@ -211,8 +244,8 @@ def bench(X, y, sizes, *, out, cost="quadratic", init="gaussian", eta=3.0, lmbda
                         Yd = np.zeros((n, sizes[-1]), dtype=net.dtype)
                         Yd[np.arange(n), labels] = 1
                         for arm in arm_objects:
-                            _bench_arm(arm, net, Xd, Yd, order, writer, common, floors[dtype], dtype,
-                                       batch_sizes, repeats, eta, lmbda, max_epoch_seconds, bar, done)
+                            _bench_arm(arm, net, Xd, Yd, order, writer, trained, floors[dtype], dtype,
+                                       batch_sizes, repeats, eta, lmbda, max_epoch_seconds, bar, done, optimizer)
                 finally:
                     bar.close()
         except KeyboardInterrupt:
@@ -272,7 +305,7 @@ class _Done:
 
 
 def _bench_arm(arm, net, X, Y, order, writer, common, floor, dtype, batch_sizes, repeats, eta, lmbda,
-               max_epoch_seconds, bar, done=None):
+               max_epoch_seconds, bar, done, optimizer):
     done = done or _Done([])
     n = X.shape[0]
     row = dict(common, arm=arm.name, arm_kind=arm.kind, loss=arm.loss_name(net), dtype=dtype)
@@ -287,29 +320,28 @@ def _bench_arm(arm, net, X, Y, order, writer, common, floor, dtype, batch_sizes,
         bar.update(len(batch_sizes) * repeats)
         return
     compile_seconds = arm.compile(net)
-    tolerance = CHECK_TOLERANCE[dtype]
+    tolerance = check_tolerance(dtype, optimizer)
     if recorded is not None:
         status, error, compile_seconds = recorded
     else:
         try:
-            error = update_error(arm, net, X, Y, eta, lmbda, n)
+            error = update_error(arm, net, X, Y, eta, lmbda, n, optimizer=optimizer)
             status = "ok" if error <= tolerance else "wrong"
             note = "" if status == "ok" else "update disagrees with the loop reference: not timed"
         except Exception as exc:  # an arm that crashes is as wrong as one that disagrees
             error, status, note = float("nan"), "wrong", f"check raised {type(exc).__name__}: {exc}"
         writer.write(kind="check", status=status, check_error=error, check_tolerance=tolerance,
-                     compile_seconds=compile_seconds, note=note, **row)
+                     compile_seconds=compile_seconds, note=note, steps=check_steps(optimizer), **row)
     if status != "ok":
         bar.update(len(batch_sizes) * repeats)
         return
     with arm.timing_context():
-        _time_batch_sizes(arm, net, X, Y, order, batch_sizes, repeats, remaining, n, eta, lmbda,
-                          max_epoch_seconds, writer, bar, floor, row, compile_seconds, error)
+        _time_batch_sizes(arm.runner(net, X, Y, optimizer), order, batch_sizes, repeats, remaining, n, eta,
+                          lmbda, max_epoch_seconds, writer, bar, floor, row, compile_seconds, error)
 
 
-def _time_batch_sizes(arm, net, X, Y, order, batch_sizes, repeats, remaining, n, eta, lmbda,
+def _time_batch_sizes(runner, order, batch_sizes, repeats, remaining, n, eta, lmbda,
                       max_epoch_seconds, writer, bar, floor, row, compile_seconds, error):
-    runner = arm.runner(net, X, Y)
     for batch_size in batch_sizes:
         batch_size = int(min(batch_size, n))
         repeats_left = [r for r in range(repeats) if (batch_size, r) in remaining]

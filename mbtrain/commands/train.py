@@ -50,16 +50,8 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=_args.positive_int, default=10, help="rows per SGD step (mini-batch)")
     p.add_argument("--eta", type=_args.positive_float, default=3.0, help="learning rate")
     p.add_argument("--lmbda", type=_args.nonnegative_float, default=0.0, help="L2 strength")
-    p.add_argument("--optimizer", default="sgd", choices=list(OPTIMIZERS),
-                   help="update rule: sgd (the book's), momentum (v <- mu v + g; w <- w - eta v), nesterov "
-                        "(w <- w - eta (g + mu v)) or adam; g includes the L2 term (definitions in mbtrain.optim)")
-    p.add_argument("--momentum", type=_args.fraction, metavar="MU",
-                   help="mu of --optimizer momentum or nesterov, in [0, 1) (default: 0.9)")
-    p.add_argument("--beta1", type=_args.fraction, help="Adam's decay rate of the mean gradient (default: 0.9)")
-    p.add_argument("--beta2", type=_args.fraction,
-                   help="Adam's decay rate of the mean squared gradient (default: 0.999)")
-    p.add_argument("--epsilon", type=_args.positive_float, help="Adam's eps, added to the root mean square "
-                                                                "(default: 1e-8)")
+    p.add_argument("--optimizer", default="sgd", choices=list(OPTIMIZERS), help=OPTIMIZER_HELP)
+    add_optimizer_arguments(p)
     p.add_argument("--schedule", default="constant", choices=list(SCHEDULES),
                    help="learning rate per epoch: constant; book (the book's chapter 3: halve eta when validation "
                         "accuracy has not improved for --schedule-patience epochs, stop when it falls below "
@@ -94,6 +86,21 @@ def register(subparsers) -> None:
                                       "it must exist")
     e.add_argument("--seed", type=int, default=0, help="seed of the synthetic data set")
     e.set_defaults(func=run_evaluate)
+
+
+OPTIMIZER_HELP = ("update rule: sgd (the book's), momentum (v <- mu v + g; w <- w - eta v), nesterov "
+                  "(w <- w - eta (g + mu v)) or adam; g includes the L2 term (definitions in mbtrain.optim)")
+
+
+def add_optimizer_arguments(p, option="--optimizer") -> None:
+    """``--momentum``, ``--beta1``, ``--beta2``, ``--epsilon``: the hyperparameters of what ``option`` chooses."""
+    p.add_argument("--momentum", type=_args.fraction, metavar="MU",
+                   help=f"mu of {option} momentum or nesterov, in [0, 1) (default: 0.9)")
+    p.add_argument("--beta1", type=_args.fraction, help="Adam's decay rate of the mean gradient (default: 0.9)")
+    p.add_argument("--beta2", type=_args.fraction,
+                   help="Adam's decay rate of the mean squared gradient (default: 0.999)")
+    p.add_argument("--epsilon", type=_args.positive_float, help="Adam's eps, added to the root mean square "
+                                                                "(default: 1e-8)")
 
 
 def _validation_spec(text: str) -> str:
