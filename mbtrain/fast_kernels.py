@@ -41,7 +41,7 @@ from .fast_layers import (
 )
 
 #: SHA-256 of fast_layers.py these kernels were last compiled against (see above).
-FAST_LAYERS_SHA256 = "4cb187a703a806e1aa3821ceb4dc3f800a5d85754af2f1b6755b566ddab35ec5"
+FAST_LAYERS_SHA256 = "6eb0c8e7faa55bb4377125ee743c0b3c523ad4bef3783b5109ee4a759b173922"
 
 
 # -- layout helpers ---------------------------------------------------------------------------------
@@ -243,8 +243,9 @@ def gradient_step_units(grad, state, net, work, X, rows, part, n_parts, rule, co
         bias = offset + n_out * n_in
         if h_lo < h_hi:
             for lo, hi in ((offset + h_lo * n_in, offset + h_hi * n_in), (bias + h_lo, bias + h_hi)):
-                for i in range(lo, hi):
-                    grad[i] = net.params[i]
+                to, source = grad[lo:hi], net.params[lo:hi]  # indices from 0: the copy vectorizes
+                for i in range(to.shape[0]):
+                    to[i] = source[i]
             W, b = layer_views(grad, sizes, l)
             if l == 0:
                 dense_update_rows(W, b, X, rows, work_view(work.deltas, sizes, bs, 1, m), lmbda_over_n,

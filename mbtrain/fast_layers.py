@@ -329,7 +329,9 @@ def first_layer_update_forward(W, b, x, c, alpha_w, z_next, x_next, fuse):
 
 
 # -- optimizer steps: one elementwise pass over a range of the flat parameters -----------------------
-@njit(cache=True)  # no fastmath: the order of operations is optim.apply_step's, rounding included
+# no fastmath: the order of operations is optim.apply_step's, rounding included; error_model="numpy":
+# Python's check for division by zero keeps Adam's loop scalar (measured 126 us against 6 us a step, 23,860 values)
+@njit(cache=True, error_model="numpy")
 def optimizer_step(params, grad, first, second, rule, step_size, bias2):
     """One step of ``rule`` (an ``mbtrain._kernel_api.Rule``) on equal-length slices, in place.
 
