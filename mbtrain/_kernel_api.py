@@ -22,6 +22,9 @@ QUADRATIC = 0
 CROSS_ENTROPY = 1
 SOFTMAX = 2
 
+#: ``Optimizer.kind_id`` of each update rule (:mod:`mbtrain.optim` takes them from here).
+SGD_KIND, MOMENTUM_KIND, NESTEROV_KIND, ADAM_KIND = 0, 1, 2, 3
+
 #: An epoch kernel's return when every parameter is finite at its end. A checked
 #: epoch returns instead the index ``k >= 0`` of the first batch after which one is not.
 FINITE = -1
@@ -36,6 +39,28 @@ class Net(NamedTuple):
     sizes: np.ndarray  # (L + 1,) int64 layer widths
     cost_id: int  # QUADRATIC, CROSS_ENTROPY or SOFTMAX
     one: np.floating  # 1 in the dtype of params: numba types a literal 1 as int64, which widens float32
+
+
+class Rule(NamedTuple):
+    """An optimizer as the fused epoch sees it: its kind and hyperparameters.
+
+    The hyperparameters are typed in the dtype of the parameters, as numpy
+    casts a Python float against an array of them (so float32 stays float32);
+    the ``*64`` fields are the float64 values from which the kernel computes
+    Adam's bias corrections each step, in the order of :class:`mbtrain.optim.Adam`.
+    """
+
+    kind: int  # MOMENTUM_KIND, NESTEROV_KIND or ADAM_KIND
+    eta: np.floating
+    mu: np.floating
+    beta1: np.floating
+    one_minus_beta1: np.floating  # 1 - beta1 computed in float64, then typed
+    beta2: np.floating
+    one_minus_beta2: np.floating
+    eps: np.floating
+    eta64: float
+    beta1_64: float
+    beta2_64: float
 
 
 class Work(NamedTuple):

@@ -29,17 +29,19 @@ module calls nothing else of mbtrain; the helpers it shares with
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
-from ._kernel_api import DIVERGED_AT_UNKNOWN_BATCH, FINITE, SOFTMAX, numba_variant
+from ._kernel_api import ADAM_KIND, DIVERGED_AT_UNKNOWN_BATCH, FINITE, SOFTMAX, numba_variant
 from .fast_layers import (
     FORWARD_ROWS, FORWARD_UNITS, dense_forward_rows, dense_update_rows, first_layer_update_forward,
-    hidden_delta_rows, output_delta_rows, sigmoid_rows, softmax_rows,
+    hidden_delta_rows, optimizer_step, output_delta_rows, range_finite, sigmoid_rows, softmax_rows,
 )
 
 #: SHA-256 of fast_layers.py these kernels were last compiled against (see above).
-FAST_LAYERS_SHA256 = "31121e25944410ce14719faba00d07ec7c01840e765b83dc02536341e4740a2b"
+FAST_LAYERS_SHA256 = "6eb0c8e7faa55bb4377125ee743c0b3c523ad4bef3783b5109ee4a759b173922"
 
 
 # -- layout helpers ---------------------------------------------------------------------------------
@@ -212,6 +214,101 @@ def sgd_epoch_online(net, work, X, Y, order, beta, decay):
         fuse = k + 1 < n_rows
         first_layer_update_forward(W0, b0, X[order[k]], coef, decay, Z1[0], X[order[k + 1] if fuse else order[k]], fuse)
     return FINITE if all_finite(net.params, net.one) else DIVERGED_AT_UNKNOWN_BATCH
+
+
+# -- epochs of the other optimizers: gradient and step fused per layer --------------------------------
+@njit(cache=True)
+def gradient_step_units(grad, state, net, work, X, rows, part, n_parts, rule, corrections, lmbda_over_n, inv_m,
+                        checked):
+    """The mini-batch gradient and the optimizer's step for share ``part`` of each layer's units.
+
+    Per layer, the share's rows of ``W`` and entries of ``b`` are copied from
+    the parameters into ``grad``, turned into the exact gradient there as
+    :func:`loss_gradient` does (``(lmbda/n) W + (1/m) sum D^T A``), and stepped
+    while they are still in cache; the deltas are already computed from the
+    old weights, so stepping layer ``l`` before the gradient of ``l + 1`` is
+    safe. ``state`` is ``(first, second)`` (see
+    :func:`mbtrain.fast_layers.optimizer_step`), ``corrections`` Adam's
+    ``(step_size, bias2)``. Returns whether every stepped value (parameters and
+    state) is finite; unchecked, True.
+    """
+    sizes, m, bs = net.sizes, rows.shape[0], work.index.shape[0]
+    first, second = state
+    adam = rule.kind == ADAM_KIND
+    finite = True
+    offset = 0
+    for l in range(sizes.shape[0] - 1):
+        n_in, n_out = sizes[l], sizes[l + 1]
+        h_lo, h_hi = share(n_out, part, n_parts, FORWARD_UNITS)
+        bias = offset + n_out * n_in
+        if h_lo < h_hi:
+            for lo, hi in ((offset + h_lo * n_in, offset + h_hi * n_in), (bias + h_lo, bias + h_hi)):
+                to, source = grad[lo:hi], net.params[lo:hi]  # indices from 0: the copy vectorizes
+                for i in range(to.shape[0]):
+                    to[i] = source[i]
+            W, b = layer_views(grad, sizes, l)
+            if l == 0:
+                dense_update_rows(W, b, X, rows, work_view(work.deltas, sizes, bs, 1, m), lmbda_over_n,
+                                  net.one - net.one, inv_m, net.one, h_lo, h_hi, False)
+            else:
+                dense_update_rows(W, b, work_view(work.acts, sizes, bs, l, m), work.index[:m],
+                                  work_view(work.deltas, sizes, bs, l + 1, m), lmbda_over_n,
+                                  net.one - net.one, inv_m, net.one, h_lo, h_hi, False)
+            for lo, hi in ((offset + h_lo * n_in, offset + h_hi * n_in), (bias + h_lo, bias + h_hi)):
+                rest = second[lo:hi] if adam else second
+                optimizer_step(net.params[lo:hi], grad[lo:hi], first[lo:hi], rest, rule, corrections[0],
+                               corrections[1])
+                if checked:
+                    finite &= range_finite(net.params[lo:hi], net.one) and range_finite(first[lo:hi], net.one)
+                    finite &= not adam or range_finite(second[lo:hi], net.one)
+        offset = bias + n_out
+    return finite
+
+
+def _optimizer_epoch(net, work, X, Y, order, grad, state, rule, step, lmbda_over_n, inv_full, inv_last, n_parts,
+                     checked):
+    """One epoch of momentum, Nesterov or Adam over ``X[order]`` in batches of the work space's rows.
+
+    Compiled serially and with ``parallel=True`` from this one function, split
+    as :func:`_sgd_epoch` is: rows for the forward pass and deltas, each
+    layer's units for the gradient and the step (disjoint writes). ``grad`` is
+    a parameter-sized buffer, ``state`` ``(first, second)`` updated in place,
+    ``step`` the steps taken before this epoch (Adam's ``t`` of batch ``k`` is
+    ``step + k + 1``); ``inv_full = 1/batch_size`` and ``inv_last`` (the last
+    batch) typed like the parameters. Returns as :func:`_sgd_epoch`, with the
+    state counted in the finiteness checks.
+    """
+    n_rows, batch_size = order.shape[0], work.index.shape[0]
+    no_z = np.empty((0, net.sizes[-1]), dtype=net.params.dtype)
+    finite = np.empty(n_parts, dtype=np.bool_)
+    corrections = np.ones(2, dtype=net.params.dtype)  # float64 corrections rounded to the parameters' dtype
+    for k in range((n_rows + batch_size - 1) // batch_size):
+        rows = order[k * batch_size:min((k + 1) * batch_size, n_rows)]
+        m = rows.shape[0]
+        for p in prange(n_parts):
+            r_lo, r_hi = share(m, p, n_parts, FORWARD_ROWS)
+            if r_lo < r_hi:
+                forward_rows(net, work, X, rows, r_lo, r_hi, no_z)
+                deltas_rows(net, work, Y, rows, r_lo, r_hi)
+        if rule.kind == ADAM_KIND:  # as mbtrain.optim.Adam: Python floats, so float64, then the array's dtype
+            t = np.float64(step + k + 1)
+            corrections[0] = rule.eta64 / (1.0 - rule.beta1_64 ** t)
+            corrections[1] = math.sqrt(1.0 - rule.beta2_64 ** t)
+        inv_m = inv_full if m == batch_size else inv_last
+        for p in prange(n_parts):
+            finite[p] = gradient_step_units(grad, state, net, work, X, rows, p, n_parts, rule, corrections,
+                                            lmbda_over_n, inv_m, checked)
+        if checked and not finite.all():
+            return k
+    if not checked:
+        first, second = state
+        if not (all_finite(net.params, net.one) and all_finite(first, net.one) and all_finite(second, net.one)):
+            return DIVERGED_AT_UNKNOWN_BATCH
+    return FINITE
+
+
+optimizer_epoch_serial = njit(cache=True)(numba_variant(_optimizer_epoch, "optimizer_epoch_serial"))
+optimizer_epoch_parallel = njit(cache=True, parallel=True)(numba_variant(_optimizer_epoch, "optimizer_epoch_parallel"))
 
 
 # -- a whole batch at once: the exact gradient (scipy, gradcheck, monitoring) ---------------------------------

@@ -41,7 +41,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._kernel_api import CROSS_ENTROPY, SOFTMAX
+from ._kernel_api import ADAM_KIND, CROSS_ENTROPY, NESTEROV_KIND, SOFTMAX
 
 #: ``reassoc`` and ``contract`` only: vectorized reductions and fused multiply-adds, inf and NaN kept.
 FASTMATH = {"reassoc", "contract"}
@@ -326,3 +326,48 @@ def first_layer_update_forward(W, b, x, c, alpha_w, z_next, x_next, fuse):
         else:
             for j in range(n_in):
                 w[j] = alpha_w * w[j] + ch * x[j]
+
+
+# -- optimizer steps: one elementwise pass over a range of the flat parameters -----------------------
+# no fastmath: the order of operations is optim.apply_step's, rounding included; error_model="numpy":
+# Python's check for division by zero keeps Adam's loop scalar (measured 126 us against 6 us a step, 23,860 values)
+@njit(cache=True, error_model="numpy")
+def optimizer_step(params, grad, first, second, rule, step_size, bias2):
+    """One step of ``rule`` (an ``mbtrain._kernel_api.Rule``) on equal-length slices, in place.
+
+    ``first`` is the velocity (momentum, Nesterov) or Adam's ``m``, ``second``
+    Adam's ``s``; ``step_size = eta / (1 - beta1^t)`` and ``bias2 = sqrt(1 -
+    beta2^t)`` are this step's corrections (Adam only), typed like ``params``.
+    One loop per rule over four separate arrays: LLVM vectorizes each.
+    """
+    n = params.shape[0]
+    if rule.kind == ADAM_KIND:
+        b1, c1, b2, c2, eps = rule.beta1, rule.one_minus_beta1, rule.beta2, rule.one_minus_beta2, rule.eps
+        for i in range(n):
+            g = grad[i]
+            m = b1 * first[i] + c1 * g
+            s = b2 * second[i] + c2 * (g * g)
+            first[i], second[i] = m, s
+            params[i] -= step_size * (m / (np.sqrt(s) / bias2 + eps))
+    elif rule.kind == NESTEROV_KIND:
+        mu, eta = rule.mu, rule.eta
+        for i in range(n):
+            g = grad[i]
+            v = mu * first[i] + g
+            first[i] = v
+            params[i] -= eta * (g + mu * v)
+    else:
+        mu, eta = rule.mu, rule.eta
+        for i in range(n):
+            v = mu * first[i] + grad[i]
+            first[i] = v
+            params[i] -= eta * v
+
+
+@njit(cache=True)
+def range_finite(v, one):
+    """Whether every value of ``v`` is finite (a sum of ``x - x``, as the update kernels check)."""
+    nan_if_bad = one - one
+    for i in range(v.shape[0]):
+        nan_if_bad += v[i] - v[i]
+    return nan_if_bad == one - one

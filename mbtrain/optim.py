@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-#: ``Optimizer.kind_id`` of each rule, as the kernels know them.
-SGD_KIND, MOMENTUM_KIND, NESTEROV_KIND, ADAM_KIND = 0, 1, 2, 3
+# ``Optimizer.kind_id`` of each rule: the kernels' constants, which never change
+from ._kernel_api import ADAM_KIND, MOMENTUM_KIND, NESTEROV_KIND, SGD_KIND
 
 
 def check_fraction(value, name: str) -> float:

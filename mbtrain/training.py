@@ -235,7 +235,7 @@ def _optimizer_state(net, optimizer) -> tuple[OptimizerState | None, str]:
 def _fit(net, impl, X, Y, labels, n, epochs, batch_size, eta, lmbda, shuffle, validation, monitor,
          show_progress, watchers, checkpoint, plan):
     # compiled (or loaded from numba's cache) before the first timed epoch, and reported apart
-    compile_seconds = impl.prepare(net, batch_size, Y=Y, X=X)
+    compile_seconds = impl.prepare(net, batch_size, Y=Y, X=X, optimizer=plan.optimizer)
     previous = getattr(net, "history", None)
     previous = None if previous is None or previous.empty else previous
     first_epoch = 1 if previous is None else int(previous["epoch"].iloc[-1]) + 1

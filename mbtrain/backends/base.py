@@ -161,8 +161,8 @@ class Backend(abc.ABC):
         return Evaluation(cost + l2_penalty(net.weights, lmbda, n), correct / m, norms, cost)
 
     # -- hooks of the training driver ---------------------------------------
-    def prepare(self, net, batch_size: int, Y=None, X=None) -> float:
-        """Compile what a fit of ``net`` at ``batch_size`` will run; returns the seconds it took.
+    def prepare(self, net, batch_size: int, Y=None, X=None, optimizer=None) -> float:
+        """Compile what a fit of ``net`` at ``batch_size`` with ``optimizer`` (None: SGD) will run; returns seconds.
 
         ``fit`` reports them apart from the epochs' times. Nothing to do here.
         """

@@ -30,8 +30,9 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .. import fast_kernels
-from .._kernel_api import DIVERGED_AT_UNKNOWN_BATCH, FINITE, Net, new_work
+from .._kernel_api import DIVERGED_AT_UNKNOWN_BATCH, FINITE, Net, Rule, new_work
 from ..costs import get_cost, l2_penalty
+from ..optim import ADAM_KIND, SGD_KIND, Adam
 from ..params import ParameterLayout
 from ._targets import batch_targets
 from .numpy_matrix import NumpyBackend
@@ -117,6 +118,17 @@ def _plan(net, batch_size: int):
     return kernel_net, new_work(net.sizes, batch_size, net.dtype)
 
 
+def _rule(optimizer, eta, dtype) -> Rule:
+    """The kernels' :class:`Rule` of ``optimizer`` at learning rate ``eta``, typed in ``dtype``."""
+    dt = np.dtype(dtype).type
+    mu = getattr(optimizer, "mu", 0.0)
+    beta1, beta2, eps = (getattr(optimizer, key, value) for key, value in (("beta1", 0.0), ("beta2", 0.0),
+                                                                          ("eps", 1.0)))
+    return Rule(kind=int(optimizer.kind_id), eta=dt(eta), mu=dt(mu), beta1=dt(beta1), one_minus_beta1=dt(1.0 - beta1),
+                beta2=dt(beta2), one_minus_beta2=dt(1.0 - beta2), eps=dt(eps), eta64=float(eta),
+                beta1_64=float(beta1), beta2_64=float(beta2))
+
+
 def _output_rows(work, sizes, m):
     """The output layer's ``(m, n_L)`` block of a work buffer of ``m`` rows (the last one)."""
     return work[len(work) - m * sizes[-1]:].reshape(m, sizes[-1])
@@ -196,11 +208,49 @@ class NumbaBackend(NumpyBackend):
             status = epoch(**batched, checked=True)
         return int(status)
 
-    def prepare(self, net, batch_size: int, Y=None, X=None) -> float:
+    @np.errstate(over="ignore", invalid="ignore")  # divergence is detected and reported by the caller
+    def optimizer_epoch(self, net, X, Y, order, batch_size, eta, lmbda, n, optimizer, state):
+        """Momentum, Nesterov and Adam as one jitted call per epoch: gradient and step fused per layer.
+
+        SGD is :meth:`sgd_epoch`; a cost without a kernel takes the numpy path.
+        The fast pass checks divergence once, at the end; a non-finite end
+        reruns the epoch checked, from a copy of the parameters and the state,
+        to name the first bad mini-batch.
+        """
+        if optimizer.kind_id == SGD_KIND or not _has_kernel(net):
+            return super().optimizer_epoch(net, X, Y, order, batch_size, eta, lmbda, n, optimizer, state)
+        n_rows = len(order)
+        if n_rows == 0:
+            return FINITE
+        batch_size = int(min(batch_size, n_rows))
+        dt = net.dtype.type
+        kernel_net, work = _plan(net, batch_size)
+        first = state.arrays["m" if optimizer.kind_id == ADAM_KIND else "velocity"]
+        second = state.arrays["s"] if optimizer.kind_id == ADAM_KIND else np.empty(0, dtype=net.dtype)
+        n_threads = numba.get_num_threads()
+        n_parts = n_threads if n_threads > 1 and batch_size >= PARALLEL_MIN_BATCH else 1
+        epoch = fast_kernels.optimizer_epoch_parallel if n_parts > 1 else fast_kernels.optimizer_epoch_serial
+        last = n_rows - (n_rows - 1) // batch_size * batch_size  # rows of the last, maybe short, batch
+        args = dict(net=kernel_net, work=work, X=np.ascontiguousarray(X), Y=np.ascontiguousarray(Y),
+                    order=np.ascontiguousarray(order, dtype=np.int64), grad=np.empty_like(net.params),
+                    state=(first, second), rule=_rule(optimizer, eta, net.dtype), step=int(state.step),
+                    lmbda_over_n=dt(lmbda / n), inv_full=dt(1 / batch_size), inv_last=dt(1 / last), n_parts=n_parts)
+        start = net.params.copy(), first.copy(), second.copy()
+        status = epoch(**args, checked=False)
+        if status == DIVERGED_AT_UNKNOWN_BATCH:  # rerun from the start, checking every batch, to say where
+            for array, saved in zip((net.params, first, second), start):
+                array[...] = saved
+            status = epoch(**args, checked=True)
+        n_batches = (n_rows + batch_size - 1) // batch_size
+        state.step += n_batches if status == FINITE else int(status) + 1
+        return int(status)
+
+    def prepare(self, net, batch_size: int, Y=None, X=None, optimizer=None) -> float:
         """Compile (or load from numba's cache) only the epoch kernel ``fit`` will use; returns seconds.
 
-        ``batch_size`` decides which: the online kernel (1), the serial one, or
-        the parallel one. Compiling just that one keeps a first ``fit`` in a
+        ``batch_size`` and ``optimizer`` (None: SGD) decide which: for SGD the
+        online kernel (1), the serial one, or the parallel one; for the others
+        (one kernel for all three) the serial or the parallel one. Compiling just that one keeps a first ``fit`` in a
         fresh process with an empty cache short; the gradient and forward
         kernels compile when first called. A cost without a kernel compiles nothing.
         """
@@ -213,9 +263,13 @@ class NumbaBackend(NumpyBackend):
         X = np.zeros((n, 2), dtype=net.dtype if X is None else X.dtype)
         Y = (np.zeros((n, 2), dtype=net.dtype) if Y is None or Y.ndim == 2
              else np.zeros(n, dtype=Y.dtype))
+        probe_batch = 1 if batch_size == 1 else (n if batch_size >= PARALLEL_MIN_BATCH else 2)
         with compile_notice():
-            self.sgd_epoch(tiny, X, Y, np.arange(n), 1 if batch_size == 1 else
-                           (n if batch_size >= PARALLEL_MIN_BATCH else 2), 0.1, 0.0, n)
+            if optimizer is None or optimizer.kind_id == SGD_KIND:
+                self.sgd_epoch(tiny, X, Y, np.arange(n), probe_batch, 0.1, 0.0, n)
+            else:
+                self.optimizer_epoch(tiny, X, Y, np.arange(n), probe_batch, 0.1, 0.0, n, optimizer,
+                                     optimizer.new_state(tiny.layout.size, tiny.dtype))
         return time.perf_counter() - start
 
     def training_context(self):
@@ -234,8 +288,8 @@ class NumbaBackend(NumpyBackend):
 
         For the benchmark harness and worker processes, which report compile
         time apart from run time: every epoch kernel ``fit`` may pick (online,
-        serial, and the parallel one when numba has several threads) and the
-        gradient.
+        serial, and the parallel one when numba has several threads; SGD's and
+        the other optimizers') and the gradient.
         """
         start = time.perf_counter()
         probe = _Probe([3, 2, 2], cost, dtype)
@@ -244,6 +298,8 @@ class NumbaBackend(NumpyBackend):
         with compile_notice():
             for batch_size in (1, 2, PARALLEL_MIN_BATCH):
                 self.prepare(probe, batch_size)
+            for batch_size in (2, PARALLEL_MIN_BATCH):
+                self.prepare(probe, batch_size, optimizer=Adam())
             X = np.zeros((2, 3), dtype=probe.dtype)
             Y = np.zeros((2, 2), dtype=probe.dtype)
             self.loss_gradient(probe, X, Y, 0.0, 2)
