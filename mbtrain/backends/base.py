@@ -168,8 +168,11 @@ class Backend(abc.ABC):
         """
         return 0.0
 
-    def compile(self, dtype="float32", cost="quadratic") -> float:
-        """Compile every kernel a run in ``dtype`` with ``cost`` may use (benchmarks, worker processes)."""
+    def compile(self, dtype="float32", cost="quadratic", batch_sizes=None, optimizers=None,
+                gradient=None) -> float:
+        """Compile the kernels a run in ``dtype`` with ``cost`` will use: its ``batch_sizes``, ``optimizers``
+        and, with ``gradient``, the gradient; with no arguments everything it may use. Returns seconds
+        (benchmarks and worker processes report them apart from run time). Nothing to do here."""
         return 0.0
 
     def training_context(self):

@@ -91,8 +91,9 @@ class Arm:
         """
         return optimizer
 
-    def compile(self, net) -> float:
-        """Compile or load whatever the arm needs for ``net``'s dtype and cost; returns seconds."""
+    def compile(self, net, batch_sizes=None, optimizer=None) -> float:
+        """Compile or load whatever the arm needs for ``net``'s dtype and cost at ``batch_sizes`` with
+        ``optimizer`` (None: everything it may use); returns seconds."""
         return 0.0
 
     def runner(self, net, X, Y, optimizer):
@@ -162,9 +163,11 @@ class BackendArm(Arm):
     def backend(self):
         return get_backend(self.backend_name)
 
-    def compile(self, net):
-        """The backend's own compile step (the numba kernels for ``net``'s dtype and cost; nothing elsewhere)."""
-        return self.backend.compile(net.dtype.name, net.cost)
+    def compile(self, net, batch_sizes=None, optimizer=None):
+        """The backend's own compile step (the numba kernels for ``net``'s dtype and cost, at the run's batch
+        sizes and optimizer; nothing elsewhere)."""
+        return self.backend.compile(net.dtype.name, net.cost, batch_sizes=batch_sizes,
+                                    optimizers=None if optimizer is None else (optimizer,))
 
     def runner(self, net, X, Y, optimizer):
         return BackendRunner(self.backend, net, X, Y, optimizer)
@@ -289,7 +292,7 @@ class TorchArm(Arm):
             return f"no PyTorch version of cost {net.cost.name!r}"
         return None
 
-    def compile(self, net):
+    def compile(self, net, batch_sizes=None, optimizer=None):
         start = time.perf_counter()
         import torch  # noqa: F401  (import time is torch's start-up cost)
 

@@ -56,9 +56,12 @@ REPORT_EXAMPLE = """example:
 
 
 # What --quick changes, and the defaults otherwise: an option given explicitly always wins over both.
-DEFAULTS = {"bench": dict(dataset="auto", repeats=5, max_epoch_seconds=1.0),
+DEFAULTS = {"bench": dict(dataset="auto", repeats=5, max_epoch_seconds=1.0, dtype="float32,float64",
+                          batch_sizes="1,10,100,1000"),
             "sweep": dict(dataset="auto", seeds=3)}
-QUICK = {"bench": dict(dataset="digits", repeats=3, max_epoch_seconds=0.3),
+# --quick is the README's first command: float32 alone halves the kernels a cold cache compiles
+QUICK = {"bench": dict(dataset="digits", repeats=3, max_epoch_seconds=0.3, dtype="float32",
+                        batch_sizes="1,10,100"),  # batch 1000 is most of digits' 1,247 rows: nothing to add
          "sweep": dict(dataset="digits", seeds=2)}
 DEFAULT_SIZES = [784, 30, 10]
 
@@ -158,11 +161,12 @@ def register(subparsers) -> None:
                                           "each checked against the loop reference first.",
                               epilog=BENCH_EXAMPLE, formatter_class=_args.Formatter)
     _common(p, "bench")
-    p.add_argument("--batch-sizes", type=_batch_sizes, default=[1, 10, 100, 1000],
-                   help="mini-batch sizes to time, comma-separated")
+    p.add_argument("--batch-sizes", type=_batch_sizes, default=None,
+                   help=_preset_help("bench", "batch_sizes", "mini-batch sizes to time, comma-separated"))
     p.add_argument("--arms", type=_str_list, default=["loop", "numpy", "numba", "torch", "sklearn"],
                    help="arms to run; peers that are not installed are reported and skipped")
-    p.add_argument("--dtype", type=_str_list, default=["float32", "float64"], help="dtypes, comma-separated")
+    p.add_argument("--dtype", type=_str_list, default=None,
+                   help=_preset_help("bench", "dtype", "dtypes, comma-separated"))
     p.add_argument("--repeats", type=_args.positive_int, default=None,
                    help=_preset_help("bench", "repeats", "timed epochs per measurement"))
     p.add_argument("--max-epoch-seconds", type=_args.positive_float, default=None,
@@ -256,7 +260,8 @@ def _settle(args, command):
     preset = QUICK[command] if args.quick else DEFAULTS[command]
     for key, value in preset.items():
         if getattr(args, key) is None:
-            setattr(args, key, value)
+            # as typed on the command line, parsed as the option's own type would
+            setattr(args, key, {"dtype": _str_list, "batch_sizes": _batch_sizes}.get(key, lambda v: v)(value))
     if args.resume and args.out is None:
         raise ValueError("--resume: needs --out, the folder of the run to continue")
 

@@ -265,7 +265,9 @@ def sweep(data, sizes, *, out, cost="quadratic", init="gaussian", dtype="float32
             with thread_limits(threads) as counts:
                 info["threads"] = counts
                 # in parallel runs too: the workers then load the kernels from the cache
-                info["compile_seconds"] = get_backend(backend).compile(probe.dtype.name, probe.cost)
+                info["compile_seconds"] = get_backend(backend).compile(
+                    probe.dtype.name, probe.cost, batch_sizes=batch_sizes,
+                    optimizers=[get_optimizer(o) for o in optimizers])
                 write_machine(out / "machine.json", info)
                 with tqdm(total=len(runs), initial=len(runs) - len(todo), desc="sweep", unit="run",
                           disable=None if progress is None else not progress) as bar:

@@ -319,7 +319,9 @@ def _bench_arm(arm, net, X, Y, order, writer, common, floor, dtype, batch_sizes,
         writer.write(kind="check", status="unavailable", note=reason, **row)
         bar.update(len(batch_sizes) * repeats)
         return
-    compile_seconds = arm.compile(net)
+    # only the kernels this arm will run: its batch sizes and the check's mini-batches, its optimizer
+    planned = sorted({int(min(b, n)) for b in batch_sizes} | {int(min(CHECK_ROWS, n))})
+    compile_seconds = arm.compile(net, batch_sizes=planned, optimizer=get_optimizer(optimizer))
     tolerance = check_tolerance(dtype, optimizer)
     if recorded is not None:
         status, error, compile_seconds = recorded
