@@ -51,7 +51,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SKLEARN = dict(hidden_layer_sizes=(100,), activation="logistic", solver="adam", batch_size=200, max_iter=30,
                random_state=0)
 ALPHA, SKLEARN_ETA = 1e-4, 1e-3  # MLPClassifier's defaults for alpha and learning_rate_init
-GRID = dict(hidden=(100, 200), eta=(1e-3, 3e-3), batch_size=(32, 128), epochs=(15,))
+GRID = dict(hidden=(200, 300), eta=(1e-3, 3e-3), batch_size=(64, 128), epochs=(15, 30))
+BUDGET_SECONDS = 15.0  # the goal's training time: grid points over it are listed but not chosen
 QUICK_GRID = dict(hidden=(30, 100), eta=(1e-3, 3e-3), batch_size=(32,), epochs=(3,))
 ACCURACY_TOLERANCE, TIME_SHARE = 0.005, 0.40  # goal (a): within 0.005 of MLPClassifier in <= 40% of its time
 ACCURACY_GOAL, SECONDS_GOAL = 0.89, 15.0  # goal (b)
@@ -109,7 +110,8 @@ def fit_sklearn(X, y, X_test, y_test, epochs):
 
 
 def choose(grid, X, y, X_val, y_val):
-    """Every grid point trained on ``X`` and scored on the validation rows; the best first (accuracy, then seconds)."""
+    """Every grid point trained on ``X`` and scored on the validation rows; the best first (within the
+    training-time budget, then accuracy, then seconds)."""
     trials = []
     for hidden, eta, batch_size, epochs in itertools.product(*grid.values()):
         lmbda = ALPHA * X.shape[0] / batch_size
@@ -118,7 +120,7 @@ def choose(grid, X, y, X_val, y_val):
                            val_accuracy=net.score(X_val, y_val), seconds=seconds, net=net))
         print(f"  grid: [{X.shape[1]},{hidden},..] eta {eta:g} batch {batch_size} epochs {epochs}: "
               f"validation {trials[-1]['val_accuracy']:.4f} in {seconds:.1f} s", file=sys.stderr)
-    return sorted(trials, key=lambda t: (-t["val_accuracy"], t["seconds"]))
+    return sorted(trials, key=lambda t: (t["seconds"] > BUDGET_SECONDS, -t["val_accuracy"], t["seconds"]))
 
 
 def machine():
