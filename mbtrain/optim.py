@@ -167,14 +167,18 @@ class Adam(Optimizer):
     def hyperparameters(self):
         return {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
 
-    def apply(self, state, params, grad, eta):
+    def moments(self, state, grad):
+        """Advance the step count and both moments in place; returns ``(t, m, s)``."""
         state.step += 1
-        t = state.step
         m, s = state.arrays["m"], state.arrays["s"]
         m *= self.beta1
         m += (1.0 - self.beta1) * grad
         s *= self.beta2
         s += (1.0 - self.beta2) * (grad * grad)
+        return state.step, m, s
+
+    def apply(self, state, params, grad, eta):
+        t, m, s = self.moments(state, grad)
         # torch's order: the step size carries the first correction, the denominator the second
         step_size = eta / (1.0 - self.beta1 ** t)
         denominator = np.sqrt(s)

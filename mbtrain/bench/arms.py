@@ -394,13 +394,7 @@ class SklearnAdam(Adam):
     """
 
     def apply(self, state, params, grad, eta):
-        state.step += 1
-        t = state.step
-        m, s = state.arrays["m"], state.arrays["s"]
-        m *= self.beta1
-        m += (1.0 - self.beta1) * grad
-        s *= self.beta2
-        s += (1.0 - self.beta2) * (grad * grad)
+        t, m, s = self.moments(state, grad)
         step_size = eta * math.sqrt(1.0 - self.beta2 ** t) / (1.0 - self.beta1 ** t)
         params -= step_size * (m / (np.sqrt(s) + self.eps))
 
