@@ -84,13 +84,7 @@ def _float_list(text):
 
 
 def _batch_sizes(text):
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated batch sizes like 1,10,100, got {text!r}") from None
-    if not values or any(value < 1 for value in values):
-        raise argparse.ArgumentTypeError(f"expected batch sizes >= 1 like 1,10,100, got {text!r}")
-    return values
+    return _args.int_list(text, what="batch sizes", positive="batch sizes >= 1", example="1,10,100")
 
 
 def _jobs(text):

@@ -4,14 +4,15 @@ from __future__ import annotations
 import argparse
 
 
-def int_list(text: str) -> list[int]:
-    """``"784,30,10"`` -> ``[784, 30, 10]``."""
+def int_list(text: str, what="integers", positive="positive integers", example="784,30,10") -> list[int]:
+    """``"784,30,10"`` -> ``[784, 30, 10]``; every value >= 1. ``what``, ``positive`` and ``example``
+    word the errors for the option (``--batch-sizes`` says batch sizes)."""
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 784,30,10, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what} like {example}, got {text!r}") from None
     if not values or any(value < 1 for value in values):
-        raise argparse.ArgumentTypeError(f"expected positive integers like 784,30,10, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {positive} like {example}, got {text!r}")
     return values
 
 
