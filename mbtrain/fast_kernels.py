@@ -44,6 +44,14 @@ from .fast_layers import (
 FAST_LAYERS_SHA256 = "6eb0c8e7faa55bb4377125ee743c0b3c523ad4bef3783b5109ee4a759b173922"
 
 
+#: Integer and boolean arguments spelled as typed constants, never as literals: numba compiles a
+#: callee once more for each literal argument (a literal ``0`` is a type of its own), so the online,
+#: serial, parallel and gradient kernels would each bring their own copies of the shared layer
+#: functions (measured: 5 s more on a cold cache for bench --quick's three epoch kernels).
+ZERO, ONE = np.int64(0), np.int64(1)
+UNCHECKED = np.bool_(False)
+
+
 # -- layout helpers ---------------------------------------------------------------------------------
 @njit(cache=True)
 def layer_views(flat, sizes, l):
@@ -74,22 +82,22 @@ def share(n, part, n_parts, align):
 
 # -- one batch: forward, deltas, update --------------------------------------------------------------
 @njit(cache=True)
-def forward_rows(net, work, X, rows, r_lo, r_hi, z_out, first_layer=0):
+def forward_rows(net, work, X, rows, r_lo, r_hi, z_out, first_layer):
     """Forward pass of batch rows ``r_lo <= i < r_hi`` (``X[rows[i]]``) into ``work.acts``.
 
     ``z_out`` (``len(rows)`` rows, or none) receives the output layer's weighted
-    input, which the loss needs. Layers below ``first_layer`` are taken as
-    computed (the online epoch computes the first one in its fused update pass).
+    input, which the loss needs. Layers below ``first_layer`` (0: none) are taken
+    as computed (the online epoch computes the first one in its fused update pass).
     """
     sizes, m, L, bs = net.sizes, rows.shape[0], net.sizes.shape[0] - 1, work.index.shape[0]
     for l in range(first_layer, L):
         W, b = layer_views(net.params, sizes, l)
         Z = work_view(work.acts, sizes, bs, l + 1, m)[r_lo:r_hi]
         if l == 0:
-            dense_forward_rows(Z, X, rows[r_lo:r_hi], W, b, 0, W.shape[0])
+            dense_forward_rows(Z, X, rows[r_lo:r_hi], W, b, ZERO, W.shape[0])
         else:
             A = work_view(work.acts, sizes, bs, l, m)
-            dense_forward_rows(Z, A, work.index[r_lo:r_hi], W, b, 0, W.shape[0])
+            dense_forward_rows(Z, A, work.index[r_lo:r_hi], W, b, ZERO, W.shape[0])
         if l == L - 1 and z_out.shape[0] > 0:  # (a loop: an array assignment compiles numba's shape errors)
             for i in range(r_hi - r_lo):
                 for j in range(Z.shape[1]):
@@ -114,7 +122,7 @@ def deltas_rows(net, work, Y, rows, r_lo, r_hi):
 
 
 @njit(cache=True)
-def update_units(out, net, work, X, rows, part, n_parts, alpha_w, alpha_b, beta, checked, first_layer=0):
+def update_units(out, net, work, X, rows, part, n_parts, alpha_w, alpha_b, beta, checked, first_layer):
     """``out <- alpha out + beta sum grad`` for share ``part`` of ``n_parts`` of each layer's units.
 
     ``out`` is ``net.params`` (the SGD step) or a copy of it (the gradient), from
@@ -170,11 +178,13 @@ def _sgd_epoch(net, work, X, Y, order, beta_full, beta_last, decay, n_parts, che
         for p in prange(n_parts):
             r_lo, r_hi = share(m, p, n_parts, FORWARD_ROWS)
             if r_lo < r_hi:
-                forward_rows(net, work, X, rows, r_lo, r_hi, no_z)
+                forward_rows(net, work, X, rows, r_lo, r_hi, no_z, ZERO)
                 deltas_rows(net, work, Y, rows, r_lo, r_hi)
         beta = beta_full if m == batch_size else beta_last
         for p in prange(n_parts):
-            finite[p] = update_units(net.params, net, work, X, rows, p, n_parts, decay, net.one, beta, checked)
+            # np.int64: prange's index is unsigned, which would compile update_units once more
+            finite[p] = update_units(net.params, net, work, X, rows, np.int64(p), n_parts, decay, net.one, beta,
+                                     checked, ZERO)
         if not finite.all():
             return k if checked else DIVERGED_AT_UNKNOWN_BATCH
     if not checked and not all_finite(net.params, net.one):
@@ -195,20 +205,20 @@ def sgd_epoch_online(net, work, X, Y, order, beta, decay):
     end: returns :data:`FINITE` or :data:`DIVERGED_AT_UNKNOWN_BATCH`.
     """
     sizes, n_rows, L = net.sizes, order.shape[0], net.sizes.shape[0] - 1
-    W0, b0 = layer_views(net.params, sizes, 0)
-    Z1, D1 = work_view(work.acts, sizes, 1, 1, 1), work_view(work.deltas, sizes, 1, 1, 1)
+    W0, b0 = layer_views(net.params, sizes, ZERO)
+    Z1, D1 = work_view(work.acts, sizes, ONE, ONE, ONE), work_view(work.deltas, sizes, ONE, ONE, ONE)
     coef = np.empty(sizes[1], dtype=net.params.dtype)
     no_z = np.empty((0, sizes[-1]), dtype=net.params.dtype)
-    dense_forward_rows(Z1, X, order[0:1], W0, b0, 0, W0.shape[0])
+    dense_forward_rows(Z1, X, order[0:1], W0, b0, ZERO, W0.shape[0])
     for k in range(n_rows):
         rows = order[k:k + 1]
         if L == 1 and net.cost_id == SOFTMAX:  # Z1 holds the first layer's z, from the last fused pass
             softmax_rows(Z1)
         else:
             sigmoid_rows(Z1, net.one)
-        forward_rows(net, work, X, rows, 0, 1, no_z, 1)
-        deltas_rows(net, work, Y, rows, 0, 1)
-        update_units(net.params, net, work, X, rows, 0, 1, decay, net.one, beta, False, 1)
+        forward_rows(net, work, X, rows, ZERO, ONE, no_z, ONE)
+        deltas_rows(net, work, Y, rows, ZERO, ONE)
+        update_units(net.params, net, work, X, rows, ZERO, ONE, decay, net.one, beta, UNCHECKED, ONE)
         for h in range(coef.shape[0]):
             coef[h] = beta * D1[0, h]
         fuse = k + 1 < n_rows
@@ -248,12 +258,12 @@ def gradient_step_units(grad, state, net, work, X, rows, part, n_parts, rule, co
                     to[i] = source[i]
             W, b = layer_views(grad, sizes, l)
             if l == 0:
-                dense_update_rows(W, b, X, rows, work_view(work.deltas, sizes, bs, 1, m), lmbda_over_n,
-                                  net.one - net.one, inv_m, net.one, h_lo, h_hi, False)
+                dense_update_rows(W, b, X, rows, work_view(work.deltas, sizes, bs, ONE, m), lmbda_over_n,
+                                  net.one - net.one, inv_m, net.one, h_lo, h_hi, UNCHECKED)
             else:
                 dense_update_rows(W, b, work_view(work.acts, sizes, bs, l, m), work.index[:m],
                                   work_view(work.deltas, sizes, bs, l + 1, m), lmbda_over_n,
-                                  net.one - net.one, inv_m, net.one, h_lo, h_hi, False)
+                                  net.one - net.one, inv_m, net.one, h_lo, h_hi, UNCHECKED)
             for lo, hi in ((offset + h_lo * n_in, offset + h_hi * n_in), (bias + h_lo, bias + h_hi)):
                 rest = second[lo:hi] if adam else second
                 optimizer_step(net.params[lo:hi], grad[lo:hi], first[lo:hi], rest, rule, corrections[0],
@@ -288,7 +298,7 @@ def _optimizer_epoch(net, work, X, Y, order, grad, state, rule, step, lmbda_over
         for p in prange(n_parts):
             r_lo, r_hi = share(m, p, n_parts, FORWARD_ROWS)
             if r_lo < r_hi:
-                forward_rows(net, work, X, rows, r_lo, r_hi, no_z)
+                forward_rows(net, work, X, rows, r_lo, r_hi, no_z, ZERO)
                 deltas_rows(net, work, Y, rows, r_lo, r_hi)
         if rule.kind == ADAM_KIND:  # as mbtrain.optim.Adam: Python floats, so float64, then the array's dtype
             t = np.float64(step + k + 1)
@@ -296,7 +306,7 @@ def _optimizer_epoch(net, work, X, Y, order, grad, state, rule, step, lmbda_over
             corrections[1] = math.sqrt(1.0 - rule.beta2_64 ** t)
         inv_m = inv_full if m == batch_size else inv_last
         for p in prange(n_parts):
-            finite[p] = gradient_step_units(grad, state, net, work, X, rows, p, n_parts, rule, corrections,
+            finite[p] = gradient_step_units(grad, state, net, work, X, rows, np.int64(p), n_parts, rule, corrections,
                                             lmbda_over_n, inv_m, checked)
         if checked and not finite.all():
             return k
@@ -322,7 +332,7 @@ def loss_gradient(grad, z_out, net, work, X, Y, lmbda_over_n, inv_m):
     is exact even for saturated outputs.
     """
     rows = work.index
-    forward_rows(net, work, X, rows, 0, rows.shape[0], z_out)
-    deltas_rows(net, work, Y, rows, 0, rows.shape[0])
+    forward_rows(net, work, X, rows, ZERO, rows.shape[0], z_out, ZERO)
+    deltas_rows(net, work, Y, rows, ZERO, rows.shape[0])
     grad[:] = net.params  # the update runs in place (see dense_update_rows)
-    update_units(grad, net, work, X, rows, 0, 1, lmbda_over_n, net.one - net.one, inv_m, False)
+    update_units(grad, net, work, X, rows, ZERO, ONE, lmbda_over_n, net.one - net.one, inv_m, UNCHECKED, ZERO)

@@ -294,7 +294,7 @@ def _float32_calls():
         "sigmoid_rows": lambda: fl.sigmoid_rows(Z, f(1)),
         "output_delta_rows": lambda: fl.output_delta_rows(Z[:, :3], Z[:, :3], Y, rows, 0, f(1)),
         "update_units": lambda: fk.update_units(net.params, kernel_net(net), api.new_work(sizes, 5, f), X, rows,
-                                                0, 1, f(1), f(1), f(-0.1), True),
+                                                0, 1, f(1), f(1), f(-0.1), True, 0),
         "sgd_epoch_serial": lambda: run_fast_epoch(net, X, Y, np.arange(16), 5, 3.0, 0.5, 1),
         "sgd_epoch_online": lambda: get_backend("numba").sgd_epoch(net, X, Y, np.arange(16), 1, 3.0, 0.5, 16),
         "fast.loss_gradient": lambda: loss_gradient_and_output(net, X, Y, 0.1, 16),
@@ -378,6 +378,37 @@ def test_serial_and_parallel_epochs_have_their_own_cache_files():
     """numba's cache key ignores ``parallel``: shared files would serve one variant for both."""
     names = {d._cache._cache_file._index_name for d in (fk.sgd_epoch_serial, fk.sgd_epoch_parallel)}
     assert len(names) == 2
+
+
+def test_the_epoch_kernels_share_one_compiled_copy_of_each_layer_function():
+    """No literal or prange-index argument in a call between kernels: each compiles a shared callee once more.
+
+    A literal ``0`` passed to ``forward_rows`` is a type of its own, and so is
+    prange's unsigned index; the online, serial, parallel and gradient kernels
+    then each compiled their own copies (5 s of a cold bench --quick). Read
+    from the source, because callees of a kernel loaded from numba's cache
+    have no signatures to look at.
+    """
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(fk))
+    kernels = {name for name, obj in vars(fk).items() if hasattr(obj, "py_func")} - {"share"}  # share: inlined
+    prange_indices = {node.target.id for node in ast.walk(tree) if isinstance(node, ast.For)
+                      and isinstance(node.iter, ast.Call) and getattr(node.iter.func, "id", "") == "prange"}
+    calls, odd = 0, []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) in kernels:
+            calls += 1
+            for arg in list(node.args) + [k.value for k in node.keywords]:
+                if (isinstance(arg, ast.Constant) and isinstance(arg.value, (bool, int))) or (
+                        isinstance(arg, ast.Name) and arg.id in prange_indices):
+                    odd.append(f"line {node.lineno}: {node.func.id}(... {ast.unparse(arg)} ...)")
+    for node in ast.walk(tree):  # an omitted default is a type of its own too
+        if isinstance(node, ast.FunctionDef) and node.name in kernels and node.args.defaults:
+            odd.append(f"line {node.lineno}: {node.name} has default arguments")
+    assert prange_indices and calls > 20
+    assert not odd, odd
 
 
 # -- the shape of the kernel modules ---------------------------------------------------------------
