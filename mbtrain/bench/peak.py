@@ -133,5 +133,5 @@ def measure_peak_rate(dtype="float32", seconds=0.02, repeats=5) -> float:
     iterations = max(1, int(iterations * seconds / max(elapsed, 1e-9)))
     best = min(_run(acc, iterations) for _ in range(repeats))
     if not np.all(acc == 1):
-        raise RuntimeError("peak probe: the accumulators left 1; the probe's arithmetic is not what it claims")
+        raise RuntimeError("peak probe: an accumulator moved off 1, so the probe did not run the arithmetic it counts")
     return 2.0 * acc.size * iterations / best
