@@ -2,14 +2,16 @@
 
 Modules, one concern each (the pipeline: measure -> results.csv -> report):
 
-- :mod:`~mbtrain.bench.floor`: FLOPs and bytes of an epoch; the GEMM rate and bandwidth measured here;
+- :mod:`~mbtrain.bench.floor`: FLOPs and bytes of an epoch; the GEMM rate and bandwidth measured here, the
+  floor at the higher of the GEMM rate and :mod:`~mbtrain.bench.peak`'s (an FMA probe compiled for this CPU);
 - :mod:`~mbtrain.bench.arms`: the arms (``loop``, ``numpy``, ``numba``, peers ``torch``, ``sklearn``), a registry;
 - :mod:`~mbtrain.bench.throughput`: ``bench``: check every arm against the loop, compile, time;
 - :mod:`~mbtrain.bench.sweep`: ``sweep``: time to a target accuracy across optimizers, batch sizes and etas,
   each run by :mod:`~mbtrain.bench.trial`;
 - :mod:`~mbtrain.bench.noise`: the gradient noise scale B_simple (McCandlish et al. 2018);
 - :mod:`~mbtrain.bench.results`: the CSV schema, rows appended and flushed as measured;
-- :mod:`~mbtrain.bench.machine`: machine.json and consistent thread counts;
+- :mod:`~mbtrain.bench.machine`: machine.json (CPU, vector ISA, BLAS kernel and variables) and consistent
+  thread counts;
 - :mod:`~mbtrain.bench.report`: report.md and plots from results.csv and machine.json alone, put together
   from :mod:`~mbtrain.bench.summaries` (the numbers, as DataFrames), :mod:`~mbtrain.bench.comparison`
   (like with like), :mod:`~mbtrain.bench.markdown`, :mod:`~mbtrain.bench.sections` and

@@ -5,7 +5,7 @@ kind of run (bench or sweep), data set and training rows, layer sizes and
 cost, and for a sweep the same dtype and target. :func:`check_comparable`
 refuses anything else with :class:`IncomparableRuns`, naming every setting
 that differs. Other settings (eta, repeats, threads, ...) and the machines
-(CPU, cores, BLAS kernel, GEMM rate, versions) may differ on purpose, e.g. to
+(CPU, cores, vector ISA, BLAS kernel, GEMM and peak rates, versions) may differ on purpose, e.g. to
 compare two machines or two versions; they are listed, and each ratio row
 says what differs for it.
 """
@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .machine import blas_kernel_isa
 from .summaries import bench_summary, best_per_batch_size, sweep_summary
 
-GEMM_TOLERANCE = 0.10  # GEMM rates within 10% are one machine's noise, not two machines
+GEMM_TOLERANCE = 0.10  # GEMM (and FMA probe) rates within 10% are one machine's noise, not two machines
 
 
 class IncomparableRuns(ValueError):
@@ -69,25 +70,40 @@ def setting_differences(machine: dict, other_machine: dict) -> pd.DataFrame:
 
 
 def _blas(machine):
+    """Each BLAS library's name, version, kernel and the kernel's ISA (from the kernel's name for an older folder)."""
     pools = [p for p in machine.get("blas", []) if p.get("internal_api") in ("openblas", "mkl", "blis", "accelerate")
              or p.get("user_api") == "blas"]
-    return "; ".join(sorted({f"{p.get('internal_api', '?')} {p.get('version', '')} {p.get('architecture', '')}".strip()
-                             for p in pools})) or None
+    env = machine.get("environment") or {}
+    described = set()
+    for p in pools:
+        isa = p.get("kernel_isa") or blas_kernel_isa(p, env)
+        text = " ".join(str(p[k]) for k in ("internal_api", "version", "architecture") if p.get(k)) or "?"
+        described.add(text + (f" ({isa})" if isa else ""))
+    return "; ".join(sorted(described)) or None
 
 
-def _gemm(machine, results, dtype):
-    rate = (machine.get("floor") or {}).get("gemm_flops_per_second", {}).get(dtype)
-    if rate is None:
+def _rate(machine, results, dtype, key="gemm_flops_per_second"):
+    """A measured rate of the floor (``key``): machine.json's, else the floor row's in results.csv."""
+    rate = (machine.get("floor") or {}).get(key, {}).get(dtype)
+    if rate is None and key in results:
         rows = results[(results["kind"] == "floor") & (results["dtype"] == dtype)]
-        rates = pd.to_numeric(rows["gemm_flops_per_second"], errors="coerce").dropna()
+        rates = pd.to_numeric(rows[key], errors="coerce").dropna()
         rate = float(rates.iloc[0]) if not rates.empty else None
     return rate
 
 
-def machine_differences(machine: dict, other_machine: dict, results=None, other=None) -> pd.DataFrame:
-    """What differs between the two machines: CPU, cores, ISA, BLAS kernel, GEMM rate, threads, versions.
+def _environment(machine):
+    """The BLAS and thread variables machine.json recorded ("none set"), or None for a folder from before them."""
+    if "environment" not in machine:
+        return None
+    return ", ".join(f"{k}={v}" for k, v in sorted(machine["environment"].items())) or "none set"
 
-    Columns ``what``, ``this run``, ``other run``, ``differs``. GEMM rates
+
+def machine_differences(machine: dict, other_machine: dict, results=None, other=None) -> pd.DataFrame:
+    """What differs between the two machines: CPU, cores, ISA, numba's target, BLAS kernel and the variables
+    that steer it, GEMM and FMA-probe rates, threads, versions.
+
+    Columns ``what``, ``this run``, ``other run``, ``differs``. Measured rates
     (machine.json's floor, else the floor rows) count as different beyond
     :data:`GEMM_TOLERANCE`. A field neither machine.json records is left out.
     """
@@ -104,13 +120,17 @@ def machine_differences(machine: dict, other_machine: dict, results=None, other=
     add("CPU", machine.get("cpu_model"), other_machine.get("cpu_model"))
     add("cores available", machine.get("available_cores"), other_machine.get("available_cores"))
     add("ISA", machine.get("isa"), other_machine.get("isa"))
+    add("numba target", (machine.get("numba_target") or {}).get("cpu"),
+        (other_machine.get("numba_target") or {}).get("cpu"))
     add("BLAS kernel", _blas(machine), _blas(other_machine))
-    for dtype in ("float32", "float64"):
-        a, b = _gemm(machine, results, dtype), _gemm(other_machine, other, dtype)
-        if a is not None or b is not None:
-            differs = a is not None and b is not None and abs(a / b - 1) > GEMM_TOLERANCE  # unknown is not "differs"
-            add(f"GEMM GFLOP/s {dtype}", None if a is None else round(a / 1e9, 1),
-                None if b is None else round(b / 1e9, 1), differs)
+    add("BLAS environment", _environment(machine), _environment(other_machine))
+    for key, what in (("gemm_flops_per_second", "GEMM"), ("probe_flops_per_second", "FMA probe")):
+        for dtype in ("float32", "float64"):
+            a, b = _rate(machine, results, dtype, key), _rate(other_machine, other, dtype, key)
+            if a is not None or b is not None:
+                differs = a is not None and b is not None and abs(a / b - 1) > GEMM_TOLERANCE  # unknown: not "differs"
+                add(f"{what} GFLOP/s {dtype}", None if a is None else round(a / 1e9, 1),
+                    None if b is None else round(b / 1e9, 1), differs)
     add("threads requested", (machine.get("threads") or {}).get("requested"),
         (other_machine.get("threads") or {}).get("requested"))
     for name in ("mbtrain", "numpy", "numba", "llvmlite", "torch", "scikit-learn"):

@@ -14,16 +14,26 @@ The bytes an epoch must move are the inputs, read twice (forward pass and
 weight gradient of the first layer); targets, activations and weights are
 small and stay in cache for the networks benchmarked here.
 
-Both rates are measured on this machine, in the same run, with the thread
-count the benchmark uses: a large matrix product for the GEMM rate, a
-reduction over an array far larger than any cache for the bandwidth.
+The rates are measured on this machine, in the same run, with the thread
+count the benchmark uses: a large matrix product for the GEMM rate, an
+FMA-throughput probe compiled by numba for this CPU for its peak
+(:mod:`~mbtrain.bench.peak`), a reduction over an array far larger than any
+cache for the bandwidth. The compute floor runs the epoch's FLOPs at the
+higher of the GEMM and probe rates: a GEMM rate alone is only as honest as the
+BLAS kernel numpy runs (an AVX2 kernel on an AVX-512 CPU halves it), and the
+probe alone can be the lower one where LLVM's vectors are narrower than
+BLAS's. Each floor row says which rate it took (``compute_rate_source``).
 """
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numba
 import numpy as np
+
+from . import peak
 
 
 def epoch_flops(sizes, n_rows: int) -> float:
@@ -89,17 +99,54 @@ class Floor:
         The ``n`` of the timed ``(n, n) @ (n, n)`` product.
     bandwidth_array_bytes : int
         Size of the array summed to measure the bandwidth.
+    probe_flops_per_second : dict
+        ``{"float32": rate, ...}``, FLOP/s of the FMA probe (empty: not measured).
+    probe_compile_seconds : float
+        Compiling (or loading from numba's cache) the probe, apart from its timing.
+    threads : int or None
+        numba's thread count the probe ran with.
     """
 
     gemm_flops_per_second: dict
     bandwidth_bytes_per_second: float
     gemm_size: int = 1024
     bandwidth_array_bytes: int = 256 * 2 ** 20
+    probe_flops_per_second: dict = field(default_factory=dict)
+    probe_compile_seconds: float = math.nan
+    threads: int | None = None
+
+    def compute_rate(self, dtype) -> tuple:
+        """``(FLOP/s, source)`` of the compute floor in ``dtype``: the higher of the ``"probe"`` and ``"gemm"`` rates."""
+        dtype = np.dtype(dtype).name
+        gemm, probe = self.gemm_flops_per_second[dtype], self.probe_flops_per_second.get(dtype)
+        return (probe, "probe") if probe is not None and probe > gemm else (gemm, "gemm")
+
+    def row(self, dtype) -> dict:
+        """The rates behind ``dtype``'s floor, as columns of a results.csv ``floor`` row."""
+        dtype = np.dtype(dtype).name
+        return {"gemm_flops_per_second": self.gemm_flops_per_second[dtype],
+                "probe_flops_per_second": self.probe_flops_per_second.get(dtype),
+                "compute_rate_source": self.compute_rate(dtype)[1],
+                "bandwidth_bytes_per_second": self.bandwidth_bytes_per_second,
+                "compile_seconds": self.probe_compile_seconds,
+                "note": f"GEMM {self.gemm_size}x{self.gemm_size}; FMA probe {peak.ACCUMULATORS} x "
+                        f"{peak.VECTOR_WIDTH_BYTES * 8}-bit accumulators per thread; "
+                        f"bandwidth: sum of {self.bandwidth_array_bytes // 2 ** 20} MiB"}
+
+    def describe(self) -> dict:
+        """machine.json's ``floor``: every rate, where each dtype's compute floor comes from, the probe's shape."""
+        return {"gemm_flops_per_second": self.gemm_flops_per_second,
+                "probe_flops_per_second": self.probe_flops_per_second,
+                "compute_rate_source": {d: self.compute_rate(d)[1] for d in self.gemm_flops_per_second},
+                "bandwidth_bytes_per_second": self.bandwidth_bytes_per_second,
+                "gemm_size": self.gemm_size,
+                "probe": {"vector_bits": peak.VECTOR_WIDTH_BYTES * 8, "accumulators": peak.ACCUMULATORS,
+                          "threads": self.threads, "compile_seconds": self.probe_compile_seconds}}
 
     def epoch_floor(self, sizes, n_rows: int, dtype="float32") -> dict:
         """The floor of one epoch: ``seconds``, ``bound`` ("compute" or "memory") and both parts."""
         dtype = np.dtype(dtype).name
-        compute = epoch_flops(sizes, n_rows) / self.gemm_flops_per_second[dtype]
+        compute = epoch_flops(sizes, n_rows) / self.compute_rate(dtype)[0]
         memory = epoch_bytes(sizes, n_rows, dtype) / self.bandwidth_bytes_per_second
         return {
             "floor_seconds": max(compute, memory),
@@ -109,11 +156,23 @@ class Floor:
         }
 
 
-def measure_floor(dtypes=("float32", "float64"), quick: bool = False) -> Floor:
-    """Measure the GEMM rate for each dtype and the memory bandwidth, now, on this machine."""
+def measure_floor(dtypes=("float32", "float64"), quick: bool = False, probe: bool = True) -> Floor:
+    """Measure the GEMM rate and the FMA probe's (``probe``) for each dtype and the bandwidth, now, on this machine.
+
+    The probe is compiled first (reported apart) and timed on numba's thread
+    count in force; it takes under half a second for both dtypes
+    (about 0.1 s with ``quick``).
+    """
+    dtypes = [np.dtype(d).name for d in dtypes]
     n = 512 if quick else 1024
     repeats = 5 if quick else 7
-    rates = {np.dtype(d).name: measure_gemm_rate(d, n=n, repeats=repeats) for d in dtypes}
+    rates = {d: measure_gemm_rate(d, n=n, repeats=repeats) for d in dtypes}
     n_bytes = (128 if quick else 256) * 2 ** 20
     bandwidth = measure_bandwidth(n_bytes=n_bytes, repeats=repeats)
-    return Floor(rates, bandwidth, gemm_size=n, bandwidth_array_bytes=n_bytes)
+    probe_rates, compile_seconds = {}, math.nan
+    if probe:
+        compile_seconds = peak.compile_probe(dtypes)
+        probe_rates = {d: peak.measure_peak_rate(d, seconds=0.01 if quick else 0.02, repeats=3 if quick else 5)
+                       for d in dtypes}
+    return Floor(rates, bandwidth, gemm_size=n, bandwidth_array_bytes=n_bytes, probe_flops_per_second=probe_rates,
+                 probe_compile_seconds=compile_seconds, threads=numba.get_num_threads())

@@ -14,6 +14,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from .machine import narrower_blas_warnings
+
 # -- formatting ------------------------------------------------------------------------
 
 
@@ -144,10 +146,17 @@ def header_lines(results, machine, ways, missing, partial) -> list:
     lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in machine.get("versions", {}).items() if v))
     pools = []
     for pool in machine.get("blas", []):
-        detail = ", ".join(str(pool[k]) for k in ("threading_layer", "architecture") if pool.get(k))
+        detail = ", ".join(str(pool[k]) for k in ("threading_layer", "architecture", "kernel_isa") if pool.get(k))
         pools.append(" ".join(str(pool[k]) for k in ("internal_api", "version") if pool.get(k))
                      + (f" ({detail})" if detail else ""))
     lines.extend(f"- BLAS: {pool}" for pool in dict.fromkeys(pools))
+    target = machine.get("numba_target") or {}
+    if target:
+        lines.append(f"- numba compiles for: {target.get('cpu', '?')} ({target.get('isa') or 'ISA unknown'})")
+    if machine.get("environment"):
+        lines.append("- environment: " + ", ".join(f"`{k}={v}`" for k, v in machine["environment"].items()))
+    lines.extend(f"- **Warning: BLAS runs a kernel narrower than the CPU supports.** {sentence}"
+                 for sentence in narrower_blas_warnings(machine))
     threads = machine.get("threads", {})
     if threads:
         lines.append("- threads (set for every arm alike): " + ", ".join(f"{k} {v}" for k, v in threads.items()))
@@ -231,8 +240,8 @@ def compare_lines(kind, other_name, settings_diff, machine_diff, ratios) -> list
         lines.append(f"**The machines or software differ** ({join_and(differ['what'])}): a ratio mixes that "
                      "difference with the code's.\n")
     else:
-        lines.append("Same machine and software as far as machine.json tells (CPU, cores, BLAS kernel, GEMM rate "
-                     "within 10%, threads, versions).\n")
+        lines.append("Same machine and software as far as machine.json tells (CPU, cores, ISA, BLAS kernel, GEMM "
+                     "and FMA-probe rates within 10%, threads, versions).\n")
     if not machine_diff.empty:
         shown = machine_diff.copy()
         for column in ("this run", "other run"):

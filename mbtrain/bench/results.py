@@ -2,7 +2,7 @@
 
 Every row has a ``kind``:
 
-``floor``   the measured GEMM rate and bandwidth for one dtype, with the epoch floor they imply;
+``floor``   the measured GEMM and FMA-probe rates and bandwidth for one dtype, with the epoch floor they imply;
 ``check``   an arm's update on one mini-batch compared with the ``loop`` reference;
 ``bench``   one timed epoch of one arm at one batch size and dtype (``repeat`` numbers them);
 ``curve``   one evaluation point of a sweep run (learning curve);
@@ -54,7 +54,8 @@ COLUMNS = [
     "check_error", "check_tolerance",
     # floor
     "floor_seconds", "floor_bound", "compute_floor_seconds", "memory_floor_seconds",
-    "epoch_flops", "epoch_bytes", "gemm_flops_per_second", "bandwidth_bytes_per_second",
+    "epoch_flops", "epoch_bytes", "gemm_flops_per_second", "probe_flops_per_second", "compute_rate_source",
+    "bandwidth_bytes_per_second",
     # curve
     "epoch", "steps", "seconds", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
     # sweep

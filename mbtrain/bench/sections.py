@@ -44,6 +44,15 @@ def _check_text(checks) -> str:
     return text + "\n"
 
 
+def _probe_shape(machine) -> str:
+    """How the FMA probe ran, from machine.json's floor ("" for a folder from before the probe)."""
+    probe = (machine.get("floor") or {}).get("probe") or {}
+    if not probe:
+        return "(not measured in this run)"
+    return (f"({probe.get('accumulators')} independent {probe.get('vector_bits')}-bit accumulators per thread, "
+            f"compiled in {fmt(probe.get('compile_seconds'))} s, apart)")
+
+
 def bench_lines(results, machine, summary, coverage, provisional, plots) -> list:
     """The Hardware floor, Correctness check and Throughput sections."""
     lines = []
@@ -52,9 +61,12 @@ def bench_lines(results, machine, summary, coverage, provisional, plots) -> list
     settings = machine.get("settings", {})
     if not floor.empty:
         lines.append("## Hardware floor (measured in this run)\n")
+        source = floor["compute_rate_source"].fillna("gemm")  # a folder from before the probe: GEMM alone
         lines.append(markdown_table(pd.DataFrame({
             "dtype": floor["dtype"],
             "GEMM GFLOP/s": floor["gemm_flops_per_second"].astype(float) / 1e9,
+            "FMA probe GFLOP/s": pd.to_numeric(floor["probe_flops_per_second"], errors="coerce") / 1e9,
+            "compute rate from": source,
             "bandwidth GB/s": floor["bandwidth_bytes_per_second"].astype(float) / 1e9,
             "epoch GFLOP": floor["epoch_flops"].astype(float) / 1e9,
             "epoch MB read": floor["epoch_bytes"].astype(float) / 1e6,
@@ -67,9 +79,13 @@ def bench_lines(results, machine, summary, coverage, provisional, plots) -> list
             "\nFLOPs of an epoch: forward 2·n·Σ n_in·n_out, weight gradients the same, hidden deltas "
             "2·n·Σ_{l≥1} n_in·n_out (element-wise work not counted); bytes: the inputs, read twice. "
             "The GEMM rate is a large square matrix product with numpy's BLAS at the benchmark's thread "
-            "count; the bandwidth is a single-threaded reduction over an array far larger than the caches.\n")
-        for r in floor.itertuples():
-            lines.append(f"- **{r.dtype}: {r.floor_bound}-bound** — the epoch's FLOPs at the GEMM rate take "
+            "count; the FMA probe is the peak of this CPU's vector FMA units as numba compiles for it "
+            + _probe_shape(machine) + ", at the same thread count; the compute floor takes the higher of "
+            "the two (a GEMM rate is only as fast as the BLAS kernel numpy runs). The bandwidth is a "
+            "single-threaded reduction over an array far larger than the caches.\n")
+        for r, rate_from in zip(floor.itertuples(), source):
+            rate = "the FMA probe's rate" if rate_from == "probe" else "the GEMM rate"
+            lines.append(f"- **{r.dtype}: {r.floor_bound}-bound** — the epoch's FLOPs at {rate} take "
                          f"{fmt(float(r.compute_floor_seconds))} s, reading its inputs "
                          f"{fmt(float(r.memory_floor_seconds))} s.")
         lines.append("")

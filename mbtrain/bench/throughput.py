@@ -262,18 +262,12 @@ def _floors(done, dtypes, sizes, n, quick, info, out, writer, common) -> dict:
     if not missing:
         return floors
     floor = measure_floor(dtypes, quick=quick)
-    info["floor"] = {"gemm_flops_per_second": floor.gemm_flops_per_second,
-                     "bandwidth_bytes_per_second": floor.bandwidth_bytes_per_second,
-                     "gemm_size": floor.gemm_size}
+    info["floor"] = floor.describe()
     write_machine(out / "machine.json", info)
     for dtype in missing:
         floors[dtype] = floor.epoch_floor(sizes, n, dtype)
-        writer.write(kind="floor", dtype=dtype, **common, **floors[dtype],
-                     epoch_flops=epoch_flops(sizes, n), epoch_bytes=epoch_bytes(sizes, n, dtype),
-                     gemm_flops_per_second=floor.gemm_flops_per_second[np.dtype(dtype).name],
-                     bandwidth_bytes_per_second=floor.bandwidth_bytes_per_second,
-                     note=f"GEMM {floor.gemm_size}x{floor.gemm_size}; bandwidth: sum of "
-                          f"{floor.bandwidth_array_bytes // 2 ** 20} MiB")
+        writer.write(kind="floor", dtype=dtype, **common, **floors[dtype], **floor.row(dtype),
+                     epoch_flops=epoch_flops(sizes, n), epoch_bytes=epoch_bytes(sizes, n, dtype))
     return floors
 
 

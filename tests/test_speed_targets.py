@@ -1,0 +1,119 @@
+"""benchmarks/speed_targets.py: a smoke run on digits writes every target row with its ratio (no timing asserted),
+the ratios are worked out as the issue states them, and its plain numpy arm trains what the reference trains."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mbtrain import Network
+from mbtrain.bench.throughput import update_error
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "speed_targets.py"
+TARGETS_PER_RUN = ["batch 10: numba / one-thread floor", "batch 100: numba / floor", "batch 1000: numba / floor",
+                   "batch 1: fastest other arm / numba", "batch 10: fastest other arm / numba",
+                   "batch 100: fastest other arm / numba", "batch 1000: fastest other arm / numba",
+                   "batch 1: loop / numba"]
+
+
+@pytest.fixture(scope="module")
+def speed_targets():
+    spec = importlib.util.spec_from_file_location("speed_targets", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def quick_run(speed_targets, tmp_path_factory):
+    out = tmp_path_factory.mktemp("speed_targets")
+    assert speed_targets.main(["--quick", "--threads", "1,2", "--epochs", "1", "--out", str(out)]) == 0
+    return out
+
+
+def test_the_quick_run_has_every_target_row_with_its_ratio(quick_run):
+    targets = pd.read_csv(quick_run / "targets.csv")
+    assert list(targets.columns) == ["network", "threads", "target", "batch_size", "measured", "threshold", "met",
+                                     "against"]
+    assert sorted(targets["network"].unique()) == ["[64,100,10] cross-entropy", "[64,30,10] quadratic"]
+    for (network, threads), rows in targets.groupby(["network", "threads"]):
+        assert list(rows["target"]) == TARGETS_PER_RUN, (network, threads)
+    assert sorted(targets["threads"].unique()) == [1, 2]
+    # numpy and the plain numpy loop always run, so every ratio is measured, and says whether it is met
+    assert targets["measured"].notna().all() and (targets["measured"] > 0).all()
+    assert set(targets["met"]) <= {"met", "not met"}
+    assert set(targets["threshold"]) == {"<= 2", "<= 1.6", ">= 1.2", ">= 25"}
+
+
+def test_the_quick_run_records_the_arms_floors_and_machine(quick_run):
+    epochs = pd.read_csv(quick_run / "epochs.csv")
+    timed = epochs[epochs["status"] == "ok"]
+    for arm in ("numba", "numpy", "numpy_plain"):
+        assert sorted(timed.loc[timed["arm"] == arm, "batch_size"].astype(int).unique()) == [1, 10, 100, 1000]
+    assert set(timed.loc[timed["arm"] == "loop", "batch_size"].astype(int)) == {1}
+    assert set(epochs.loc[epochs["arm"] == "torch", "status"]) <= {"ok", "unavailable"}
+    floors = pd.read_csv(quick_run / "floors.csv")
+    assert sorted(floors["threads"].unique()) == [1, 2]
+    assert (floors["probe_gflops"] > 0).all() and (floors["gemm_gflops"] > 0).all()
+    assert set(floors["compute_rate_source"]) <= {"probe", "gemm"}
+    machine = json.loads((quick_run / "machine.json").read_text())
+    assert {"cpu_model", "isa", "numba_target", "blas", "environment", "floor"} <= set(machine)
+    report = (quick_run / "report.md").read_text()
+    for heading in ("## Machine", "## Targets", "## Floors", "## Seconds per epoch"):
+        assert heading in report
+    assert f"vector ISA **{machine['isa']}**" in report and "BLAS kernel:" in report
+
+
+def test_the_ratios_are_those_the_issue_states(speed_targets):
+    net = "[784,30,10] quadratic"
+    floors = pd.DataFrame({"network": [net, net], "threads": [1, 2], "floor_seconds": [0.05, 0.025]})
+    seconds = {("numba", 1): 0.1, ("numba", 10): 0.09, ("numba", 100): 0.04, ("numba", 1000): 0.05,
+               ("numpy", 1): 3.0, ("numpy", 10): 0.3, ("numpy", 100): 0.06, ("numpy", 1000): 0.055,
+               ("numpy_plain", 1): 2.0, ("numpy_plain", 10): 0.5, ("numpy_plain", 100): 0.1,
+               ("numpy_plain", 1000): 0.05, ("loop", 1): 2.4}
+    epochs = pd.DataFrame([dict(network=net, threads=2, arm=a, batch_size=b, status="ok", median_seconds=s)
+                           for (a, b), s in seconds.items()]
+                          + [dict(network=net, threads=2, arm="torch", status="unavailable")])
+    rows = speed_targets.evaluate(epochs, floors).set_index("target")
+    assert rows.loc["batch 10: numba / one-thread floor", "measured"] == pytest.approx(0.09 / 0.05)  # 1.8: met
+    assert rows.loc["batch 10: numba / one-thread floor", "met"] == "met"
+    assert rows.loc["batch 100: numba / floor", "measured"] == pytest.approx(0.04 / 0.025)  # 1.6: met, just
+    assert rows.loc["batch 100: numba / floor", "met"] == "met"
+    assert rows.loc["batch 1000: numba / floor", "measured"] == pytest.approx(2.0)
+    assert rows.loc["batch 1000: numba / floor", "met"] == "not met"
+    assert rows.loc["batch 1: fastest other arm / numba", "measured"] == pytest.approx(20.0)
+    assert rows.loc["batch 1: fastest other arm / numba", "against"].startswith("numpy_plain (fastest of numpy, ")
+    assert rows.loc["batch 1000: fastest other arm / numba", "measured"] == pytest.approx(1.0)  # a tie: not met
+    assert rows.loc["batch 1000: fastest other arm / numba", "met"] == "not met"
+    assert rows.loc["batch 1: loop / numba", "measured"] == pytest.approx(24.0)
+    assert rows.loc["batch 1: loop / numba", "met"] == "not met"
+
+
+def test_a_missing_arm_is_not_measured_not_met(speed_targets):
+    net = "[64,30,10] quadratic"
+    floors = pd.DataFrame({"network": [net], "threads": [1], "floor_seconds": [0.01]})
+    epochs = pd.DataFrame([dict(network=net, threads=1, arm="numba", batch_size=b, status="ok", median_seconds=0.1)
+                           for b in (1, 10, 100, 1000)])
+    targets = speed_targets.evaluate(epochs, floors).set_index("target")
+    assert targets.loc["batch 1: loop / numba", "met"] == "not measured"
+    assert math.isnan(targets.loc["batch 10: fastest other arm / numba", "measured"])
+
+
+@pytest.mark.parametrize("cost", ["quadratic", "cross_entropy"])
+def test_the_plain_numpy_arm_takes_the_reference_step(speed_targets, cost):
+    net = Network([6, 5, 3], cost=cost, dtype="float64", seed=3)
+    rng = np.random.default_rng(0)
+    X = rng.random((40, 6))
+    Y = np.eye(3)[rng.integers(0, 3, 40)]
+    assert update_error(speed_targets.PlainNumpyArm(), net, X, Y, eta=0.5, lmbda=2.0, n=40) < 1e-12
+
+
+def test_bad_threads_are_refused_naming_the_option(speed_targets, capsys):
+    with pytest.raises(SystemExit) as info:
+        speed_targets.main(["--quick", "--threads", "0,x"])
+    assert info.value.code == 2 and "--threads" in capsys.readouterr().err
