@@ -72,6 +72,24 @@ def work_view(work, sizes, batch_size, l, m):
     return work[offset:offset + m * sizes[l]].reshape((m, sizes[l]))
 
 
+@njit(cache=True)
+def gather_rows(out, X, rows, r_lo, r_hi):
+    """``out[i] = X[rows[i]]`` for ``r_lo <= i < r_hi``: a batch's input rows, where the first layer reads them.
+
+    ``out`` (the work space's ``inputs``) starts on a 64-byte boundary, and so
+    does every row when a row's bytes are a multiple of 64 (784 pixels in
+    float32 or float64 are): the first layer's vector loads each touch one
+    cache line, whatever the alignment of the caller's ``X`` (numpy's is 16
+    bytes). Copying ``m x n_in`` values costs about 1% of the batch's
+    ``4 m n_in n_1`` FLOPs, and made a [784,30,10] epoch 1.2-1.35x faster.
+    """
+    n_in = out.shape[1]
+    for i in range(r_lo, r_hi):
+        source, to = X[rows[i]], out[i]
+        for j in range(n_in):
+            to[j] = source[j]
+
+
 @njit(inline="always")
 def share(n, part, n_parts, align):
     """``(lo, hi)``: share ``part`` of ``n_parts`` of ``range(n)``, rounded up to multiples of ``align``."""
@@ -175,16 +193,18 @@ def _sgd_epoch(net, work, X, Y, order, beta_full, beta_last, decay, n_parts, che
     for k in range((n_rows + batch_size - 1) // batch_size):
         rows = order[k * batch_size:min((k + 1) * batch_size, n_rows)]
         m = rows.shape[0]
+        gathered = work.index[:m]  # the rows of work.inputs, where this batch's rows of X are copied
         for p in prange(n_parts):
             r_lo, r_hi = share(m, p, n_parts, FORWARD_ROWS)
             if r_lo < r_hi:
-                forward_rows(net, work, X, rows, r_lo, r_hi, no_z, ZERO)
+                gather_rows(work.inputs, X, rows, r_lo, r_hi)
+                forward_rows(net, work, work.inputs, gathered, r_lo, r_hi, no_z, ZERO)
                 deltas_rows(net, work, Y, rows, r_lo, r_hi)
         beta = beta_full if m == batch_size else beta_last
         for p in prange(n_parts):
             # np.int64: prange's index is unsigned, which would compile update_units once more
-            finite[p] = update_units(net.params, net, work, X, rows, np.int64(p), n_parts, decay, net.one, beta,
-                                     checked, ZERO)
+            finite[p] = update_units(net.params, net, work, work.inputs, gathered, np.int64(p), n_parts, decay,
+                                     net.one, beta, checked, ZERO)
         if not finite.all():
             return k if checked else DIVERGED_AT_UNKNOWN_BATCH
     if not checked and not all_finite(net.params, net.one):
@@ -295,10 +315,12 @@ def _optimizer_epoch(net, work, X, Y, order, grad, state, rule, step, lmbda_over
     for k in range((n_rows + batch_size - 1) // batch_size):
         rows = order[k * batch_size:min((k + 1) * batch_size, n_rows)]
         m = rows.shape[0]
+        gathered = work.index[:m]  # the rows of work.inputs, where this batch's rows of X are copied
         for p in prange(n_parts):
             r_lo, r_hi = share(m, p, n_parts, FORWARD_ROWS)
             if r_lo < r_hi:
-                forward_rows(net, work, X, rows, r_lo, r_hi, no_z, ZERO)
+                gather_rows(work.inputs, X, rows, r_lo, r_hi)
+                forward_rows(net, work, work.inputs, gathered, r_lo, r_hi, no_z, ZERO)
                 deltas_rows(net, work, Y, rows, r_lo, r_hi)
         if rule.kind == ADAM_KIND:  # as mbtrain.optim.Adam: Python floats, so float64, then the array's dtype
             t = np.float64(step + k + 1)
@@ -306,8 +328,8 @@ def _optimizer_epoch(net, work, X, Y, order, grad, state, rule, step, lmbda_over
             corrections[1] = math.sqrt(1.0 - rule.beta2_64 ** t)
         inv_m = inv_full if m == batch_size else inv_last
         for p in prange(n_parts):
-            finite[p] = gradient_step_units(grad, state, net, work, X, rows, np.int64(p), n_parts, rule, corrections,
-                                            lmbda_over_n, inv_m, checked)
+            finite[p] = gradient_step_units(grad, state, net, work, work.inputs, gathered, np.int64(p), n_parts, rule,
+                                            corrections, lmbda_over_n, inv_m, checked)
         if checked and not finite.all():
             return k
     if not checked:

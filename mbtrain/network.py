@@ -11,7 +11,7 @@ from . import _validation as v
 from . import optimize, serialization, training
 from .backends import DEFAULT_BACKEND, get_backend
 from .costs import get_cost
-from .params import ParameterLayout
+from .params import ParameterLayout, empty_aligned
 
 INITS = ("gaussian", "scaled")
 
@@ -60,7 +60,7 @@ class Network:
         self.init = init
         self.layout = ParameterLayout(self.sizes)
         self.rng = np.random.default_rng(seed)
-        self.params = np.empty(self.layout.size, dtype=self.dtype)
+        self.params = empty_aligned(self.layout.size, self.dtype)  # 64-byte aligned: the kernels' vector loads
         self.optimizer_state = None
         self._initialize()
 
@@ -163,7 +163,8 @@ class Network:
         other.__dict__.update(self.__dict__)
         other.dtype = v.check_dtype(dtype)
         with np.errstate(over="ignore"):  # checked right below
-            other.params = self.params.astype(other.dtype)
+            other.params = empty_aligned(self.layout.size, other.dtype)
+            other.params[...] = self.params
         other._check_cast(other.params, "dtype", source=self.params, keep_nonfinite_source=True)
         state = getattr(self, "optimizer_state", None)
         other.optimizer_state = None if state is None else state.astype(other.dtype)

@@ -33,6 +33,7 @@ import numpy as np
 
 # ``Optimizer.kind_id`` of each rule: the kernels' constants, which never change
 from ._kernel_api import ADAM_KIND, MOMENTUM_KIND, NESTEROV_KIND, SGD_KIND
+from .params import zeros_aligned
 
 
 def check_fraction(value, name: str) -> float:
@@ -74,7 +75,7 @@ class Optimizer:
 
     def new_state(self, n_params: int, dtype) -> OptimizerState:
         """A state of zeros (no step taken yet) for ``n_params`` parameters of ``dtype``."""
-        arrays = {key: np.zeros(int(n_params), dtype=dtype) for key in self.state_names}
+        arrays = {key: zeros_aligned(int(n_params), dtype) for key in self.state_names}
         return OptimizerState(self.describe(), arrays, 0)
 
     def apply(self, state, params, grad, eta: float) -> None:

@@ -33,7 +33,7 @@ from .. import fast_kernels
 from .._kernel_api import DIVERGED_AT_UNKNOWN_BATCH, FINITE, Net, Rule, new_work
 from ..costs import get_cost, l2_penalty
 from ..optim import ADAM_KIND, SGD_KIND, Adam
-from ..params import ParameterLayout
+from ..params import ParameterLayout, empty_aligned
 from ._targets import batch_targets
 from .numpy_matrix import NumpyBackend
 
@@ -107,15 +107,16 @@ class _Probe:
         self.params = np.zeros(self.layout.size, dtype=self.dtype)
 
 
-def _plan(net, batch_size: int):
+def _plan(net, batch_size: int, gather: bool = True):
     """``(Net, Work)``: the network and a work space of ``batch_size`` rows, as the fast kernels take them.
 
     The tuples hold only arrays and scalars in the network's dtype (numba would
-    type a Python ``1`` as int64 and widen float32 arithmetic).
+    type a Python ``1`` as int64 and widen float32 arithmetic). ``gather``: room
+    for the batch's input rows (the epochs; not a whole-data gradient).
     """
     kernel_net = Net(params=net.params, sizes=np.asarray(net.sizes, dtype=np.int64),
                      cost_id=int(net.cost.kernel_id), one=net.dtype.type(1))
-    return kernel_net, new_work(net.sizes, batch_size, net.dtype)
+    return kernel_net, new_work(net.sizes, batch_size, net.dtype, gather)
 
 
 def _rule(optimizer, eta, dtype) -> Rule:
@@ -140,8 +141,8 @@ def loss_gradient_and_output(net, X, Y, lmbda, n):
     The cost needs ``z`` to stay exact for saturated outputs (see :mod:`mbtrain.costs`).
     """
     m = X.shape[0]
-    kernel_net, work = _plan(net, m)
-    grad = np.empty_like(net.params)
+    kernel_net, work = _plan(net, m, gather=False)
+    grad = empty_aligned(net.params.shape, net.dtype)
     z = np.empty((m, net.sizes[-1]), dtype=net.dtype)
     dt = net.dtype.type
     fast_kernels.loss_gradient(grad, z, kernel_net, work, np.ascontiguousarray(X), np.ascontiguousarray(Y),
@@ -232,7 +233,7 @@ class NumbaBackend(NumpyBackend):
         epoch = fast_kernels.optimizer_epoch_parallel if n_parts > 1 else fast_kernels.optimizer_epoch_serial
         last = n_rows - (n_rows - 1) // batch_size * batch_size  # rows of the last, maybe short, batch
         args = dict(net=kernel_net, work=work, X=np.ascontiguousarray(X), Y=np.ascontiguousarray(Y),
-                    order=np.ascontiguousarray(order, dtype=np.int64), grad=np.empty_like(net.params),
+                    order=np.ascontiguousarray(order, dtype=np.int64), grad=empty_aligned(net.params.shape, net.dtype),
                     state=(first, second), rule=_rule(optimizer, eta, net.dtype), step=int(state.step),
                     lmbda_over_n=dt(lmbda / n), inv_full=dt(1 / batch_size), inv_last=dt(1 / last), n_parts=n_parts)
         start = net.params.copy(), first.copy(), second.copy()
