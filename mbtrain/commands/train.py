@@ -156,7 +156,8 @@ def schedule_from_args(args, has_validation: bool):
 
 
 def _fail(command: str, exc: BaseException) -> int:
-    print(f"mbtrain {command}: error: {exc}", file=sys.stderr)
+    message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())  # one line
+    print(f"mbtrain {command}: error: {message}", file=sys.stderr)
     return 2
 
 

@@ -14,7 +14,7 @@ Modules, one concern each:
 - :mod:`~mbtrain.datasets.book_pickle`: the book's ``mnist.pkl.gz``, unpickled safely;
 - :mod:`~mbtrain.datasets.npz`: ``.npz`` archives (``x_train, y_train, x_test, y_test``);
 - :mod:`~mbtrain.datasets.csvfile`: CSV with a label column;
-- :mod:`~mbtrain.datasets.remote`: verified, atomic downloads from mirrors;
+- :mod:`~mbtrain.datasets.remote`: verified, atomic downloads from mirrors (pooch, an optional extra);
 - :mod:`~mbtrain.datasets.splits`: validation splits.
 
 Every error about a file is a :class:`DataFormatError` (a ``ValueError``)
