@@ -67,7 +67,7 @@ def add_data_arguments(p, command: str) -> None:
                         "is an error naming its line and column (default: 255; 1 for values already in [0, 1])")
     p.add_argument("--test-data", type=Path, metavar="PATH",
                    help=f"the test rows, from a file of any format --data reads (its test part, if it has one). "
-                        f"Without it, a --data file that has no test part gives {TEST_FRACTION:.0%} of its rows, "
+                        f"Without it, a --data file that has no test part gives {TEST_FRACTION * 100:.0f}%% of its rows, "
                         f"a random choice within each class (stratified by label, seed {SPLIT_SEED}), never "
                         f"its last rows; the output says how many"
                         + (f"; {notes[command]}" if command in notes else ""))

@@ -318,8 +318,6 @@ def _load_for_evaluation(args, net):
     if args.test_data is not None:
         X_test, y_test, source = load_test_file(args.test_data, net.dtype.name, args.label_column, args.max_value)
         return X_test, y_test, args.test_data.name, f"{source}; every row a test row"
-    if args.dataset is None:
-        raise ValueError("give --dataset, --data or --test-data: the data whose test rows are used")
     data = load_dataset(args.dataset, net.dtype.name, args.data_dir, net.sizes[0], net.sizes[-1], seed=args.seed)
     return data.X_test, data.y_test, args.dataset, f"{args.dataset} from {data.source}"
 
@@ -327,6 +325,8 @@ def _load_for_evaluation(args, net):
 def run_evaluate(args) -> int:
     try:
         check_data_options(args, test_only_allowed=True)
+        if args.dataset is None and args.data is None and args.test_data is None:
+            raise ValueError("give --dataset, --data or --test-data: the data whose test rows are used")
         net = load(args.model)
         X_test, y_test, name, source = _load_for_evaluation(args, net)
         if X_test.shape[1] != net.sizes[0]:
