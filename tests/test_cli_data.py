@@ -292,12 +292,15 @@ def test_data_and_dataset_exclude_each_other(capsys, csv_file, command):
     (["sweep", "--data", "{csv}", "--label-column", "-1", "--sizes", "6,30,10"],
      ["--sizes: the output width is 10 but mine.csv has 3 classes"]),
     (["train", "--data", "{tiny}", "--label-column", "-1"], ["has 2 rows: too few to hold out test rows"]),
+    (["bench", "--data", "{empty}"], ["a directory of IDX files needs train-images-idx3-ubyte"]),
 ])
 def test_options_that_do_not_apply_or_do_not_fit_are_named(tmp_path, capsys, csv_file, argv, names):
     X, y = labelled_rows()
     np.savez(tmp_path / "mine.npz", x_train=X, y_train=y)
     write_csv(tmp_path / "tiny.csv", X[:2], y[:2])
-    paths = dict(csv=csv_file, npz=tmp_path / "mine.npz", missing=tmp_path / "missing.csv", tiny=tmp_path / "tiny.csv")
+    (tmp_path / "empty").mkdir()
+    paths = dict(csv=csv_file, npz=tmp_path / "mine.npz", missing=tmp_path / "missing.csv", tiny=tmp_path / "tiny.csv",
+                 empty=tmp_path / "empty")
     argv = [arg.format(**paths) for arg in argv]
     assert main(argv) == 2
     one_line_error(capsys, argv[0], *names)

@@ -4,7 +4,7 @@ The formats, and what says which one a file is (never its name):
 
 - a directory: the four standard IDX files of MNIST (``train-images-idx3-ubyte``
   ... ``t10k-labels-idx1-ubyte``, each plain or ``.gz``), or the two training ones;
-- ``PK`` (a zip archive): an ``.npz`` of ``x_train, y_train`` and optionally ``x_test, y_test``;
+- ``PK\\x03\\x04`` (a zip archive): an ``.npz`` of ``x_train, y_train`` and optionally ``x_test, y_test``;
 - two zero bytes, an IDX type code and a dimension count: an IDX images file,
   whose labels file is found beside it (``images`` -> ``labels``, ``idx3`` -> ``idx1``);
 - a pickle (``\\x80`` and a protocol number): the book's ``mnist.pkl.gz``;
@@ -73,7 +73,7 @@ def detect_format(path) -> str:
         raise FileNotFoundError(f"{path}: no such file or directory")
     with open(path, "rb") as f:
         raw = f.read(4)
-    if raw[:2] == b"PK":
+    if raw in (b"PK\x03\x04", b"PK\x05\x06"):  # a zip archive's first entry, or an empty archive
         return "npz"
     head = raw
     if is_gzip(path):
