@@ -67,8 +67,8 @@ def test_prefix_matching_is_off_on_every_parser():
                                                                                              False)
 
 
-@pytest.mark.parametrize("argv", [["train", "--dat", "x.csv"], ["bench", "--data-d", "d"], ["sweep", "--datas", "digits"],
-                                  ["evaluate", "m.npz", "--test-d", "t.csv"]])
+@pytest.mark.parametrize("argv", [["train", "--dat", "x.csv"], ["bench", "--data-d", "d"],
+                                  ["sweep", "--datas", "digits"], ["evaluate", "m.npz", "--test-d", "t.csv"]])
 def test_an_abbreviated_option_is_refused(capsys, argv):
     with pytest.raises(SystemExit) as info:
         main(argv)

@@ -18,8 +18,14 @@ import numpy as np
 import pandas as pd
 
 from .. import datasets
-from ..datasets import DataFormatError, book_split, detect_format, read_data_file, stratified_split
-from ..datasets import train_validation_split
+from ..datasets import (
+    DataFormatError,
+    book_split,
+    detect_format,
+    read_data_file,
+    stratified_split,
+    train_validation_split,
+)
 from ..datasets.userfile import FORMATS
 from ..synthetic import make_blobs
 from . import _args
@@ -52,8 +58,8 @@ def add_data_arguments(p, command: str) -> None:
     """``--data``, ``--label-column``, ``--max-value``, ``--test-data``: the user's own data."""
     notes = {"evaluate": "evaluate also takes --test-data alone, without --data",
              "bench": "bench times training rows only; the test rows are set aside all the same, so that its "
-                       "training rows are those train uses",
-              "sweep": "the sweep's validation rows are drawn from the rest; the test rows are set aside, unused"}
+                      "training rows are those train uses",
+             "sweep": "the sweep's validation rows are drawn from the rest; the test rows are set aside, unused"}
     p.add_argument("--data", type=Path, metavar="PATH",
                    help="your own data instead of --dataset: a CSV file with a label column, an .npz (x_train, "
                         "y_train and optionally x_test, y_test), an IDX images file (its labels file beside it) or "
@@ -67,8 +73,8 @@ def add_data_arguments(p, command: str) -> None:
                         "is an error naming its line and column (default: 255; 1 for values already in [0, 1])")
     p.add_argument("--test-data", type=Path, metavar="PATH",
                    help=f"the test rows, from a file of any format --data reads (its test part, if it has one). "
-                        f"Without it, a --data file that has no test part gives {TEST_FRACTION * 100:.0f}%% of its rows, "
-                        f"a random choice within each class (stratified by label, seed {SPLIT_SEED}), never "
+                        f"Without it, a --data file that has no test part gives {TEST_FRACTION * 100:.0f}%% of its "
+                        f"rows, a random choice within each class (stratified by label, seed {SPLIT_SEED}), never "
                         f"its last rows; the output says how many"
                         + (f"; {notes[command]}" if command in notes else ""))
 

@@ -32,7 +32,8 @@ from .splits import book_split, stratified_split, train_validation_split
 from .userfile import DataFile, detect_format, read_data_file
 
 __all__ = [
-    "COMMAND_DATASETS", "DATASETS", "DataFile", "DataFormatError", "DownloadError", "RestrictedUnpickler", "UnsafePickleError",
+    "COMMAND_DATASETS", "DATASETS", "DataFile", "DataFormatError", "DownloadError", "RestrictedUnpickler",
+    "UnsafePickleError",
     "book_split", "cache_dir", "detect_format", "download", "download_file", "load", "locate", "read_book_pickle",
     "read_csv", "read_data_file", "read_idx", "read_idx_images", "read_idx_labels", "read_idx_pair", "read_npz",
     "search_dirs", "stratified_split", "train_validation_split",
