@@ -19,8 +19,20 @@ COMMAND_MODULES = (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser that takes no option for another: no prefix matching.
+
+    With argparse's default, ``--data my.csv`` would be read as ``--data-dir``
+    or ``--dataset`` in a command that lacked ``--data``, and ``--data`` could
+    never be added beside them. Every subcommand's parser is of this class.
+    """
+
+    def __init__(self, *args, allow_abbrev=False, **kwargs):
+        super().__init__(*args, allow_abbrev=allow_abbrev, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="mbtrain",
         description="Fully vectorized mini-batch training of sigmoid MLPs: "
                     "gradient checks, training, benchmarks and batch-size sweeps.",
@@ -28,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'mbtrain COMMAND --help' for a command's options and an example.",
     )
     parser.add_argument("--version", action="version", version=f"mbtrain {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
     return parser

@@ -89,13 +89,18 @@ def test_train_errors_name_the_option(capsys, argv, message):
      "argument --momentum: expected a number in [0, 1), got '1'"),
     (["train", "--optimizer", "adam", "--beta1", "-0.1"], "argument --beta1: expected a number in [0, 1)"),
     (["train", "--optimizer", "adam", "--epsilon", "0"], "argument --epsilon: expected a finite number > 0"),
-    (["evaluate", "m.npz"], "--dataset"),
 ])
 def test_argparse_errors(capsys, argv, message):
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_evaluate_without_data_names_the_options(capsys):
+    assert main(["evaluate", "m.npz"]) == 2  # said before the model is looked for
+    assert capsys.readouterr().err == ("mbtrain evaluate: error: give --dataset, --data or --test-data: the data "
+                                       "whose test rows are used\n")
 
 
 def test_evaluate_rejects_a_model_of_the_wrong_width(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Downloads against a loopback HTTP server: checksums, mirror fall-through, atomic writes.
+"""Downloads (pooch) against a loopback HTTP server: checksums, mirror fall-through, atomic writes.
 
 Never touches the internet: every URL is http://127.0.0.1:<port>/ on a server
 this file starts, serving bytes the tests generate.
@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import http.server
 import socket
+import sys
 import threading
 
 import numpy as np
@@ -83,7 +84,30 @@ def test_download_verifies_and_writes_atomically(server, tmp_path):
 def test_progress_bar_can_be_forced_on(server, tmp_path, capsys):
     mirror = serve(server, "a", "file.gz", PAYLOAD)
     datasets.download_file("file.gz", md5(PAYLOAD), mirror, tmp_path, progress=True)
-    assert "file.gz" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "file.gz:" in err and "B/s" in err  # tqdm's bar, labelled with the file (not only pooch's log line)
+
+
+def test_progress_bar_off(server, tmp_path, capsys):
+    mirror = serve(server, "a", "file.gz", PAYLOAD)
+    datasets.download_file("file.gz", md5(PAYLOAD), mirror, tmp_path, progress=False)
+    assert "B/s" not in capsys.readouterr().err
+
+
+def test_a_verified_copy_already_there_is_not_fetched_again(server, tmp_path):
+    mirror = serve(server, "a", "file.gz", PAYLOAD)
+    datasets.download_file("file.gz", md5(PAYLOAD), [mirror], tmp_path, progress=False)
+    assert (tmp_path / "file.gz").stat().st_mode & 0o777 == 0o644  # readable by all, like any data file
+    datasets.download_file("file.gz", md5(PAYLOAD), [mirror], tmp_path, progress=False)
+    assert server.hits == ["/a/file.gz"]
+
+
+def test_without_pooch_the_error_says_what_to_install(server, tmp_path, monkeypatch):
+    mirror = serve(server, "a", "file.gz", PAYLOAD)
+    monkeypatch.setitem(sys.modules, "pooch", None)  # import pooch now raises ImportError
+    with pytest.raises(DownloadError, match=r"pooch: pip install mbtrain\[download\]"):
+        datasets.download_file("file.gz", md5(PAYLOAD), [mirror], tmp_path, progress=False)
+    assert server.hits == [] and list(tmp_path.iterdir()) == []
 
 
 def test_404_then_good_second_mirror(server, tmp_path):
@@ -138,7 +162,7 @@ def test_unreachable_mirror(tmp_path):
     with socket.socket() as probe:  # a loopback port nothing listens on once closed
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    with pytest.raises(DownloadError, match=f"127.0.0.1:{port}/file.gz"):
+    with pytest.raises(DownloadError, match=f"127.0.0.1:{port}/file.gz: cannot connect \\(Connection refused\\)"):
         datasets.download_file("file.gz", md5(PAYLOAD), [f"http://127.0.0.1:{port}/"], tmp_path,
                                progress=False, timeout=2)
     assert list(tmp_path.iterdir()) == []
@@ -231,3 +255,21 @@ def test_load_when_downloads_fail_says_where_it_looked(server, mnist_on_loopback
     assert str(tmp_path / "mine") in message and str(tmp_path / "cache" / "mbtrain" / "mnist") in message
     assert "/down/train-images-idx3-ubyte.gz: HTTP 404" in message
     assert "/mirror/train-images-idx3-ubyte.gz: HTTP 404" in message
+
+
+def test_load_without_pooch_says_where_it_looked_and_what_to_install(mnist_on_loopback, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pooch", None)
+    with pytest.raises(DownloadError) as info:
+        datasets.load("mnist", progress=False)
+    message = str(info.value)
+    assert str(tmp_path / "cache" / "mbtrain" / "mnist") in message
+    assert "pip install mbtrain[download]" in message
+
+
+def test_cli_without_pooch_is_one_line_naming_the_fix(mnist_on_loopback, monkeypatch, capsys):
+    from mbtrain.cli import main
+
+    monkeypatch.setitem(sys.modules, "pooch", None)
+    assert main(["train", "--dataset", "mnist", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "pip install mbtrain[download]" in err

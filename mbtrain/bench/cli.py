@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 from ..commands import _args
-from ..commands._data import resolve_sizes
+from ..commands._data import add_data_arguments, check_data_options, resolve_sizes
 from ..commands.train import OPTIMIZER_HELP, add_optimizer_arguments, optimizer_from_args
 from ..optim import OPTIMIZERS
-from .data import DATASETS, load_data
+from .data import DATASETS, load_data, load_file_data
 from .report import write_report
 from .sweep import sweep
 from .throughput import bench
@@ -23,6 +23,7 @@ BENCH_EXAMPLE = """example:
   mbtrain bench --quick
   mbtrain bench --dataset fashion-mnist --sizes 784,30,10 --batch-sizes 1,10,100,1000 --repeats 5
   mbtrain bench --quick --optimizer adam --eta 0.001      # every arm trains with Adam
+  mbtrain bench --data my.csv --label-column -1 --batch-sizes 1,10,100   # your own data
 
 Every arm is first checked against the loop reference on one mini-batch, then
 timed, one measurement at a time (timings taken side by side would lie);
@@ -38,6 +39,7 @@ SWEEP_EXAMPLE = """example:
   mbtrain sweep --quick --jobs 2 --out results/sweep       # two runs at once (joblib)
   mbtrain sweep --quick --scheduler tcp://10.0.0.5:8786    # on a Dask cluster
   mbtrain sweep --quick --out results/sweep --resume       # continue a killed sweep
+  mbtrain sweep --data my.csv --label-column -1 --target 0.9 --seeds 2   # your own data
 
 results.csv, machine.json, report.md and plots go to --out; one run at a time
 writes a folder. With --resume, runs already finished in --out/results.csv are
@@ -126,6 +128,7 @@ def _common(p, command):
     p.add_argument("--data-dir", type=Path, default=None,
                    help="directory holding the fashion-mnist or mnist IDX files, read from there and nowhere "
                         "else (with --dataset auto: Fashion-MNIST)")
+    add_data_arguments(p, command)
     p.add_argument("--train-rows", type=_args.positive_int, default=None,
                    help="use only this many training rows (random subset; default: all)")
     p.add_argument("--sizes", type=_args.sizes, default=None,
@@ -251,8 +254,11 @@ def _error(command, exc) -> int:
 
 def _settle(args, command):
     """Fill the options left out from the preset (``--quick``) or the defaults; refuse contradictions."""
+    check_data_options(args)
     preset = QUICK[command] if args.quick else DEFAULTS[command]
     for key, value in preset.items():
+        if key == "dataset" and args.data is not None:
+            continue  # --data instead
         if getattr(args, key) is None:
             # as typed on the command line, parsed as the option's own type would
             setattr(args, key, {"dtype": _str_list, "batch_sizes": _batch_sizes}.get(key, lambda v: v)(value))
@@ -265,7 +271,11 @@ def _load(args, command):
 
     An explicit ``--sizes`` must fit the data; only the default adapts to it.
     """
-    data = load_data(args.dataset, dtype="float64", train_rows=args.train_rows, data_dir=args.data_dir)
+    if args.data is not None:
+        data = load_file_data(args.data, args.test_data, args.label_column, args.max_value, dtype="float64",
+                              train_rows=args.train_rows)
+    else:
+        data = load_data(args.dataset, dtype="float64", train_rows=args.train_rows, data_dir=args.data_dir)
     sizes, how = resolve_sizes(args.sizes, data.n_features, data.n_classes, hidden=DEFAULT_SIZES[1:-1],
                                dataset=data.name)
     if args.sizes is None:
@@ -304,6 +314,7 @@ def run_bench(args) -> int:
                            lmbda=args.lmbda, batch_sizes=args.batch_sizes, arms=args.arms, dtypes=args.dtype,
                            repeats=args.repeats, seed=args.seed, threads=args.threads,
                            max_epoch_seconds=args.max_epoch_seconds, dataset=data.name, dataset_note=data.note,
+                           data_split=data.split,
                            quick=args.quick, command=_command_line(),
                            progress=False if args.no_progress else None, resume=args.resume)
     except (ValueError, TypeError, OSError) as exc:

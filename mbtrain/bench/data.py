@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .. import datasets
-from ..datasets import train_validation_split
+from ..commands._data import load_file, split_text
+from ..datasets import stratified_split, train_validation_split
 from ..synthetic import make_blobs
 
 DATASETS = ("auto", *datasets.COMMAND_DATASETS)  # "auto": Fashion-MNIST when it is here, else digits
@@ -18,7 +19,9 @@ DATASETS = ("auto", *datasets.COMMAND_DATASETS)  # "auto": Fashion-MNIST when it
 class BenchData:
     """Training and validation rows of one data set.
 
-    ``note`` says where the rows came from (and what was subsampled), for the report.
+    ``note`` says where the rows came from (and what was subsampled), for the
+    report; ``split``, for a user's file, how its test and validation rows were
+    chosen (for machine.json; empty for a named data set).
     """
 
     name: str
@@ -27,6 +30,7 @@ class BenchData:
     X_val: np.ndarray
     y_val: np.ndarray
     note: str = ""
+    split: dict = field(default_factory=dict)
 
     @property
     def n_features(self) -> int:
@@ -120,12 +124,58 @@ def load_data(name="auto", dtype="float32", train_rows=None, validation_fraction
         X, y, note = _load_named(name, dtype, data_dir)
     X_train, y_train, X_val, y_val = train_validation_split(
         np.ascontiguousarray(X, dtype=dtype), np.asarray(y, dtype=np.int64), validation_fraction, seed=seed)
-    if train_rows is not None and train_rows < len(y_train):
-        keep = np.sort(np.random.default_rng(seed).permutation(len(y_train))[:train_rows])
-        note += f"; a random subset of {train_rows} of its {len(y_train)} training rows"
-        X_train, y_train = X_train[keep], y_train[keep]
-    note += f"; {len(y_train)} training rows, {len(y_val)} validation rows held out of the training split"
-    return BenchData(name, X_train, y_train, X_val, y_val, note)
+    return _subset(BenchData(name, X_train, y_train, X_val, y_val, note), train_rows, seed)
+
+
+def _subset(data: BenchData, train_rows, seed) -> BenchData:
+    """Keep ``train_rows`` of the training rows (a seeded random subset, in their order); say so in the note."""
+    if train_rows is not None and train_rows < len(data.y_train):
+        keep = np.sort(np.random.default_rng(seed).permutation(len(data.y_train))[:train_rows])
+        data.note += f"; a random subset of {train_rows} of its {len(data.y_train)} training rows"
+        data.X_train, data.y_train = data.X_train[keep], data.y_train[keep]
+    data.note += (f"; {len(data.y_train)} training rows, {len(data.y_val)} validation rows held out of the "
+                  f"training split")
+    if data.split:
+        data.split.update(train_rows=len(data.y_train), validation_rows=len(data.y_val))
+    return data
+
+
+def load_file_data(path, test_data=None, label_column=None, max_value=None, dtype="float32", train_rows=None,
+                   validation_fraction=1 / 6, seed=0) -> BenchData:
+    """A user's data file (``--data``), with the same test rows set aside as ``mbtrain train`` sets aside.
+
+    The test rows are never used here; they are set aside so that a benchmark or
+    sweep runs on the rows ``train`` trains on (see :mod:`mbtrain.commands._data`
+    for the policy). The validation rows are the file's own (the book's
+    pickle), else ``validation_fraction`` of the rest, stratified by label and
+    seeded with ``seed``; ``train_rows`` then subsamples the training rows.
+
+    Raises
+    ------
+    ValueError, OSError
+        As :func:`mbtrain.commands._data.load_file`: a damaged file (the message
+        names it, with the line and column for CSV), an option that does not
+        apply to it.
+    """
+    loaded = load_file(path, test_data, label_column, max_value, dtype)
+    split = dict(loaded.split)
+    note = f"{loaded.source}; test rows set aside, unused here: {split_text(split)}"
+    if loaded.validation is not None:
+        X_train, y_train = loaded.X_train, loaded.y_train
+        X_val, y_val = loaded.validation
+        split.update(validation="the file's own validation part")
+        note += "; validation rows: the file's own"
+    else:
+        held = stratified_split(loaded.y_train, validation_fraction, seed)
+        X_train, y_train = loaded.X_train[~held], loaded.y_train[~held]
+        X_val, y_val = loaded.X_train[held], loaded.y_train[held]
+        split.update(validation="held out of the rest", validation_fraction=validation_fraction,
+                     validation_stratified=True, validation_seed=seed)
+        note += f"; validation rows drawn from the rest ({validation_fraction:.3g}, stratified by label, seed {seed})"
+    del loaded
+    data = BenchData(Path(path).name, np.ascontiguousarray(X_train, dtype=dtype), y_train,
+                     np.ascontiguousarray(X_val, dtype=dtype), y_val, note, split)
+    return _subset(data, train_rows, seed)
 
 
 def fingerprint(*arrays, sample_rows=64) -> str:

@@ -245,7 +245,8 @@ def sweep(data, sizes, *, out, cost="quadratic", init="gaussian", dtype="float32
         held.enter_context(folder_lock(out))
         previous = check_resumable(out, "sweep", settings) if resume else {}
         info = machine_info(command=command)
-        info.update(run="sweep", dataset=data.name, dataset_note=data.note, quick=quick, settings=settings,
+        info.update(run="sweep", dataset=data.name, dataset_note=data.note,
+                    data_split=getattr(data, "split", None) or None, quick=quick, settings=settings,
                     execution=dict(executor=executor, jobs=jobs, scheduler=scheduler))
         if previous:
             info["resumed_from"] = previous.get("resumed_from", []) + [

@@ -145,7 +145,7 @@ def bench(X, y, sizes, *, out, cost="quadratic", init="gaussian", eta=3.0, lmbda
           batch_sizes=(1, 10, 100, 1000), arms=("loop", "numpy", "numba", "torch", "sklearn"),
           dtypes=("float32", "float64"), repeats=5, seed=0, threads=1, max_epoch_seconds=2.0,
           dataset="custom", dataset_note="", quick=False, command=None, on_row=None, progress=None,
-          write_report=True, resume=False, optimizer="sgd") -> RunResult:
+          write_report=True, resume=False, optimizer="sgd", data_split=None) -> RunResult:
     """Time one training epoch of each arm, batch size and dtype; write results.csv, machine.json, report.
 
     Parameters
@@ -182,6 +182,9 @@ def bench(X, y, sizes, *, out, cost="quadratic", init="gaussian", eta=3.0, lmbda
         object with its hyperparameters: what every arm trains with (PyTorch
         the matching ``torch.optim``, scikit-learn its ``solver``). results.csv's
         ``optimizer`` column holds its label, machine.json's settings its description.
+    data_split : dict or None
+        How a user's file was split into test, validation and training rows
+        (:func:`mbtrain.bench.data.load_file_data`), recorded in machine.json.
 
     Returns
     -------
@@ -217,7 +220,8 @@ def bench(X, y, sizes, *, out, cost="quadratic", init="gaussian", eta=3.0, lmbda
     with folder_lock(out):
         previous = check_resumable(out, "bench", settings) if resume else {}
         info = machine_info(command=command)
-        info.update(run="bench", dataset=dataset, dataset_note=dataset_note, quick=quick, settings=settings,
+        info.update(run="bench", dataset=dataset, dataset_note=dataset_note, data_split=data_split or None,
+                    quick=quick, settings=settings,
                     execution=dict(executor="serial", jobs=1),
                     arms={a.name: {"kind": a.kind, "description": a.description} for a in arm_objects})
         if previous:

@@ -12,7 +12,18 @@ from ..backends import get_backend
 from ..optim import OPTIMIZERS, Adam, Momentum, get_optimizer
 from ..schedules import SCHEDULES, Book, Cosine, StepDecay
 from . import _args
-from ._data import DATASET_CHOICES, confusion_matrix, load_dataset, resolve_sizes, validation_split
+from ._data import (
+    DATASET_CHOICES,
+    add_data_arguments,
+    check_data_options,
+    confusion_matrix,
+    load_dataset,
+    load_file,
+    load_test_file,
+    resolve_sizes,
+    split_text,
+    validation_split,
+)
 
 TRAIN_EXAMPLE = """examples:
   mbtrain train --dataset digits --sizes 64,30,10 --epochs 10 --batch-size 10 --eta 3.0 --out digits.npz
@@ -20,6 +31,7 @@ TRAIN_EXAMPLE = """examples:
       --batch-size 10 --eta 0.5 --lmbda 5.0 --out model.npz
   mbtrain train --dataset digits --cost cross_entropy --optimizer adam --eta 0.01 --epochs 20 \\
       --schedule book --schedule-patience 3
+  mbtrain train --data my.csv --label-column -1 --epochs 10 --out my-model.npz
 
 The model is saved (atomically) after every epoch, so Ctrl-C keeps the last
 completed epoch; its history goes to OUT with the suffix .history.csv, written
@@ -28,8 +40,10 @@ after each saved epoch (a history left by an earlier run is removed first).
 train_loss and val_loss include the L2 term (lmbda/2n * sum of squared
 weights); the test cost printed at the end is the mean cost without it."""
 
-EVALUATE_EXAMPLE = """example:
-  mbtrain evaluate model.npz --dataset fashion-mnist"""
+EVALUATE_EXAMPLE = """examples:
+  mbtrain evaluate model.npz --dataset fashion-mnist
+  mbtrain evaluate my-model.npz --data my.csv --label-column -1   # the rows train held out
+  mbtrain evaluate my-model.npz --test-data new.csv                # every row of new.csv"""
 
 
 def register(subparsers) -> None:
@@ -37,10 +51,11 @@ def register(subparsers) -> None:
                               description="Train a network by mini-batch SGD (or momentum, Nesterov, Adam) "
                                           "on a data set, report test accuracy, save the model and its history.",
                               epilog=TRAIN_EXAMPLE, formatter_class=_args.Formatter)
-    p.add_argument("--dataset", default="synthetic", choices=DATASET_CHOICES,
-                   help="data set; synthetic is generated blobs")
+    p.add_argument("--dataset", choices=DATASET_CHOICES,
+                   help="a built-in data set; synthetic is generated blobs (default: synthetic, unless --data)")
     p.add_argument("--data-dir", help="directory searched first for the data set's files (mnist, fashion-mnist); "
                                       "it must exist")
+    add_data_arguments(p, "train")
     p.add_argument("--sizes", type=_args.sizes,
                    help="layer widths; must fit the data set (its inputs first, its classes last); "
                         "default: its inputs, 30 hidden, its classes")
@@ -65,8 +80,9 @@ def register(subparsers) -> None:
                    help="what --schedule step multiplies eta by, in (0, 1] (default: 0.5)")
     p.add_argument("--validation", default="auto", type=_validation_spec,
                    help="validation rows held out of the training set: a count, a fraction (a seeded "
-                        "random split), 'book' (the last 10,000 rows: views, no copy), 0 for none; "
-                        "auto: 'book' for mnist and fashion-mnist, 0.1 otherwise")
+                        "random split; stratified by label for --data), 'book' (the last 10,000 rows: views, no "
+                        "copy), 0 for none; auto: 'book' for mnist and fashion-mnist, the file's own validation "
+                        "part for the book's pickle, 0.1 otherwise")
     p.add_argument("--early-stopping", type=_args.positive_int, metavar="PATIENCE",
                    help="stop when validation accuracy has not improved for PATIENCE epochs")
     p.add_argument("--backend", default="numba", help="loop, numpy or numba")
@@ -81,9 +97,11 @@ def register(subparsers) -> None:
                                           "JSON) on a data set's test rows.",
                               epilog=EVALUATE_EXAMPLE, formatter_class=_args.Formatter)
     e.add_argument("model", type=Path, help="a saved model")
-    e.add_argument("--dataset", required=True, choices=DATASET_CHOICES, help="data set whose test rows are used")
+    e.add_argument("--dataset", choices=DATASET_CHOICES,
+                   help="built-in data set whose test rows are used (or give --data or --test-data)")
     e.add_argument("--data-dir", help="directory searched first for the data set's files (mnist, fashion-mnist); "
                                       "it must exist")
+    add_data_arguments(e, "evaluate")
     e.add_argument("--seed", type=int, default=0, help="seed of the synthetic data set")
     e.set_defaults(func=run_evaluate)
 
@@ -156,7 +174,8 @@ def schedule_from_args(args, has_validation: bool):
 
 
 def _fail(command: str, exc: BaseException) -> int:
-    print(f"mbtrain {command}: error: {exc}", file=sys.stderr)
+    message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())  # one line
+    print(f"mbtrain {command}: error: {message}", file=sys.stderr)
     return 2
 
 
@@ -193,21 +212,40 @@ def _write_history(net, out: Path) -> None:
         history.to_csv(f, index=False)
 
 
+def _load_for_training(args):
+    """``(data, name, validation rows, validation note)`` of ``mbtrain train``'s options."""
+    if args.data is not None:
+        data = load_file(args.data, args.test_data, args.label_column, args.max_value, args.dtype)
+        name = args.data.name
+    else:
+        name = args.dataset or "synthetic"
+        n_features = args.sizes[0] if args.sizes else None
+        n_classes = args.sizes[-1] if args.sizes else None
+        data = load_dataset(name, args.dtype, args.data_dir, n_features, n_classes, seed=args.seed)
+    spec, note = args.validation, ""
+    if spec == "auto" and data.validation is not None:  # the book's pickle: its own 10,000
+        return data, name, data.validation, ", the file's own validation part"
+    if data.validation is not None:
+        note = f" (the file's own {len(data.validation[1]):,} validation rows unused: --validation {spec})"
+    if spec == "auto":
+        spec = "book" if name in ("mnist", "fashion-mnist") else "0.1"
+    X_fit, y_fit, validation = validation_split(data.X_train, data.y_train, spec, args.seed,
+                                                stratified=args.data is not None)
+    how = ", stratified by label" if args.data is not None and spec not in ("0", "none", "book") else ""
+    data = data._replace(X_train=X_fit, y_train=y_fit, validation=None)  # a random split copied its parts
+    return data, name, validation, (f"{how}, seed {args.seed}" if how else "") + note
+
+
 def run_train(args) -> int:
-    n_features = args.sizes[0] if args.sizes else None
-    n_classes = args.sizes[-1] if args.sizes else None
     try:
+        check_data_options(args)
         if args.out is not None:
             _check_out(args.out)
-        data = load_dataset(args.dataset, args.dtype, args.data_dir, n_features, n_classes, seed=args.seed)
-        X_train, y_train, X_test, y_test, source = data
-        n_classes = int(max(y_train.max(), y_test.max())) + 1
-        sizes, how_sized = resolve_sizes(args.sizes, X_train.shape[1], n_classes, dataset=args.dataset)
-        spec = args.validation
-        if spec == "auto":
-            spec = "book" if args.dataset in ("mnist", "fashion-mnist") else "0.1"
-        X_fit, y_fit, validation = validation_split(X_train, y_train, spec, args.seed)
-        del data, X_train, y_train  # a random split copied its parts: free the original
+        data, name, validation, validation_note = _load_for_training(args)
+        X_fit, y_fit, X_test, y_test, source, _, split = data
+        del data
+        n_classes = int(max(y_fit.max(), y_test.max(), validation[1].max() if validation else 0)) + 1
+        sizes, how_sized = resolve_sizes(args.sizes, X_fit.shape[1], n_classes, dataset=name)
         if args.early_stopping and validation is None:
             raise ValueError("--early-stopping: needs validation rows (--validation must not be 0)")
         optimizer = optimizer_from_args(args)
@@ -219,10 +257,12 @@ def run_train(args) -> int:
     except (ValueError, TypeError, OSError) as exc:
         return _fail("train", exc)
 
-    print(f"data: {args.dataset} from {source}")
-    val_note = f", {len(validation[1])} validation rows" if validation else ""
+    print(f"data: {name} from {source}" if args.data is None else f"data: {source}")
+    if args.data is not None:
+        print(f"test rows: {split_text(split)}")
+    val_note = f", {len(validation[1])} validation rows{validation_note}" if validation else validation_note
     print(f"sizes {','.join(map(str, sizes))} ({how_sized})")
-    print(f"training {net} on {len(y_fit)} rows of {args.dataset}{val_note}: {args.epochs} epochs, "
+    print(f"training {net} on {len(y_fit)} rows of {name}{val_note}: {args.epochs} epochs, "
           f"batch size {args.batch_size}, eta {args.eta}, lmbda {args.lmbda}, backend {args.backend}, "
           f"optimizer {optimizer!r}, schedule {args.schedule if schedule is None else schedule!r}")
     # After each epoch fit saves the model (checkpoint=), then calls this: the history on disk
@@ -266,29 +306,43 @@ def run_train(args) -> int:
             return _fail("train", exc)
         saved = f"; model saved to {args.out}, history to {history_path(args.out)}"
     print(f"test accuracy {net.score(X_test, y_test):.4f}, test cost {net.loss(X_test, y_test):.4f} (mean "
-          f"{net.cost.name} cost, no L2 term) on {len(y_test)} test rows of {args.dataset}{saved}")
+          f"{net.cost.name} cost, no L2 term) on {len(y_test)} test rows of {name}{saved}")
     return 0
+
+
+def _load_for_evaluation(args, net):
+    """``(X_test, y_test, name, source)`` of ``mbtrain evaluate``'s options."""
+    if args.data is not None:
+        data = load_file(args.data, args.test_data, args.label_column, args.max_value, net.dtype.name)
+        return data.X_test, data.y_test, args.data.name, f"{data.source}; test rows: {split_text(data.split)}"
+    if args.test_data is not None:
+        X_test, y_test, source = load_test_file(args.test_data, net.dtype.name, args.label_column, args.max_value)
+        return X_test, y_test, args.test_data.name, f"{source}; every row a test row"
+    data = load_dataset(args.dataset, net.dtype.name, args.data_dir, net.sizes[0], net.sizes[-1], seed=args.seed)
+    return data.X_test, data.y_test, args.dataset, f"{args.dataset} from {data.source}"
 
 
 def run_evaluate(args) -> int:
     try:
+        check_data_options(args, test_only_allowed=True)
+        if args.dataset is None and args.data is None and args.test_data is None:
+            raise ValueError("give --dataset, --data or --test-data: the data whose test rows are used")
         net = load(args.model)
-        X_train, y_train, X_test, y_test, source = load_dataset(
-            args.dataset, net.dtype.name, args.data_dir, net.sizes[0], net.sizes[-1], seed=args.seed)
+        X_test, y_test, name, source = _load_for_evaluation(args, net)
         if X_test.shape[1] != net.sizes[0]:
-            raise ValueError(f"{args.model}: the model takes {net.sizes[0]} inputs but {args.dataset} rows have "
+            raise ValueError(f"{args.model}: the model takes {net.sizes[0]} inputs but {name} rows have "
                              f"{X_test.shape[1]} features")
         if y_test.max() >= net.sizes[-1]:
-            raise ValueError(f"{args.model}: the model has {net.sizes[-1]} outputs but {args.dataset} has "
+            raise ValueError(f"{args.model}: the model has {net.sizes[-1]} outputs but {name} has "
                              f"label {int(y_test.max())}")
     except (ValueError, TypeError, OSError) as exc:
         return _fail("evaluate", exc)
     predicted = net.predict(X_test)
     accuracy = float((predicted == y_test).mean())
     print(f"{args.model}: {net}")
-    print(f"data: {args.dataset} from {source}")
+    print(f"data: {source}")
     # Named apart from the history's val_loss, which adds the L2 term of training.
-    print(f"test accuracy {accuracy:.4f} on {len(y_test)} test rows of {args.dataset}; "
+    print(f"test accuracy {accuracy:.4f} on {len(y_test)} test rows of {name}; "
           f"test cost {net.loss(X_test, y_test):.4f} (mean {net.cost.name} cost, no L2 term)")
     print("confusion matrix (rows: true class, columns: predicted class):")
     print(confusion_matrix(y_test, predicted, net.sizes[-1]).to_string())

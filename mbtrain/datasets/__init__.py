@@ -14,8 +14,9 @@ Modules, one concern each:
 - :mod:`~mbtrain.datasets.book_pickle`: the book's ``mnist.pkl.gz``, unpickled safely;
 - :mod:`~mbtrain.datasets.npz`: ``.npz`` archives (``x_train, y_train, x_test, y_test``);
 - :mod:`~mbtrain.datasets.csvfile`: CSV with a label column;
-- :mod:`~mbtrain.datasets.remote`: verified, atomic downloads from mirrors;
-- :mod:`~mbtrain.datasets.splits`: validation splits.
+- :mod:`~mbtrain.datasets.userfile`: a file in any of these formats, recognised by its content;
+- :mod:`~mbtrain.datasets.remote`: verified, atomic downloads from mirrors (pooch, an optional extra);
+- :mod:`~mbtrain.datasets.splits`: validation and test splits (seeded; stratified by class or not).
 
 Every error about a file is a :class:`DataFormatError` (a ``ValueError``)
 whose message starts with the file's path.
@@ -27,11 +28,13 @@ from .csvfile import read_csv
 from .idx import read_idx, read_idx_images, read_idx_labels, read_idx_pair
 from .npz import read_npz
 from .remote import DownloadError, download, download_file
-from .splits import book_split, train_validation_split
+from .splits import book_split, stratified_split, train_validation_split
+from .userfile import DataFile, detect_format, read_data_file
 
 __all__ = [
-    "COMMAND_DATASETS", "DATASETS", "DataFormatError", "DownloadError", "RestrictedUnpickler", "UnsafePickleError",
-    "book_split", "cache_dir", "download", "download_file", "load", "locate", "read_book_pickle",
-    "read_csv", "read_idx", "read_idx_images", "read_idx_labels", "read_idx_pair", "read_npz",
-    "search_dirs", "train_validation_split",
+    "COMMAND_DATASETS", "DATASETS", "DataFile", "DataFormatError", "DownloadError", "RestrictedUnpickler",
+    "UnsafePickleError",
+    "book_split", "cache_dir", "detect_format", "download", "download_file", "load", "locate", "read_book_pickle",
+    "read_csv", "read_data_file", "read_idx", "read_idx_images", "read_idx_labels", "read_idx_pair", "read_npz",
+    "search_dirs", "stratified_split", "train_validation_split",
 ]

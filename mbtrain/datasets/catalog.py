@@ -130,7 +130,7 @@ def search_dirs(name: str, data_dir=None) -> list[Path]:
     return dirs
 
 
-def _files_in(directory: Path) -> dict[str, Path]:
+def files_in(directory: Path) -> dict[str, Path]:
     """role -> file for the standard IDX names present in ``directory`` (plain preferred to .gz)."""
     found = {}
     for role, stem in IDX_FILES.items():
@@ -150,7 +150,7 @@ def locate(name: str, data_dir=None) -> dict[str, Path] | None:
     """
     cache = cache_dir(name)
     for directory in search_dirs(name, data_dir):
-        found = _files_in(directory)
+        found = files_in(directory)
         if len(found) == len(IDX_FILES):
             return found
         if found and directory != cache:
@@ -166,10 +166,10 @@ def fetch(name: str, progress: bool | None = None, timeout: float = 60.0) -> dic
     """Download the IDX files of ``name`` missing from its cache directory; return all four."""
     spec = IDX_DATASETS[canonical_name(name)]
     target = cache_dir(spec.name)
-    present = _files_in(target)
+    present = files_in(target)
     wanted = {f"{IDX_FILES[role]}.gz": spec.md5[f"{IDX_FILES[role]}.gz"] for role in IDX_FILES if role not in present}
     remote.download(wanted, spec.mirrors, target, progress=progress, timeout=timeout)
-    return _files_in(target)
+    return files_in(target)
 
 
 def _load_digits(dtype):

@@ -25,20 +25,23 @@ def _images(x: np.ndarray, dtype, where: str) -> np.ndarray:
     )
 
 
-def read_npz(path, dtype="float32"):
+def read_npz(path, dtype="float32", require_test=True):
     """An ``.npz`` archive holding ``x_train, y_train, x_test, y_test``.
 
     Parameters
     ----------
     path : str or os.PathLike
     dtype : {"float32", "float64"}
+    require_test : bool
+        False accepts an archive of ``x_train, y_train`` alone (both test keys
+        absent); its ``X_test`` and ``y_test`` are then None.
 
     Returns
     -------
     X_train : ndarray, ``(n_train, f)``, ``dtype``, in [0, 1]
     y_train : ndarray, ``(n_train,)``, int64
-    X_test : ndarray, ``(n_test, f)``, ``dtype``, in [0, 1]
-    y_test : ndarray, ``(n_test,)``, int64
+    X_test : ndarray, ``(n_test, f)``, ``dtype``, in [0, 1]; or None
+    y_test : ndarray, ``(n_test,)``, int64; or None
 
     Notes
     -----
@@ -64,13 +67,16 @@ def read_npz(path, dtype="float32"):
         raise FileNotFoundError(f"{path}: no such file")
     with NpzMembers(path) as archive:
         missing = [k for k in NPZ_KEYS if k not in archive.files]
+        splits = ("train", "test")
+        if not require_test and missing == ["x_test", "y_test"]:
+            missing, splits = [], ("train",)
         if missing:
             raise DataFormatError(
                 f"{path}: missing key(s) {missing}; an mbtrain .npz holds {list(NPZ_KEYS)}, "
                 f"this one holds {archive.files}"
             )
         out = []
-        for split in ("train", "test"):
+        for split in splits:
             y = integer_labels(archive.read(f"y_{split}"), f"{path}: y_{split}")
             x = archive.read(f"x_{split}")
             if x.ndim < 2:
@@ -81,6 +87,8 @@ def read_npz(path, dtype="float32"):
                 raise DataFormatError(f"{path}: x_{split} has {x.shape[0]:,} rows but y_{split} has {y.shape[0]:,}")
             out += [_images(x, dtype, f"{path}: x_{split}"), y]
             del x
+        if len(out) == 2:
+            return out[0], out[1], None, None
         if out[0].shape[1] != out[2].shape[1]:
             raise DataFormatError(
                 f"{path}: x_train has {out[0].shape[1]} features per row but x_test has {out[2].shape[1]}"

@@ -1,20 +1,23 @@
-"""Fetching data files from mirrors: checksum-verified, atomic, with a progress bar.
+"""Fetching data files from mirrors with pooch: hash-checked, atomic, with a progress bar.
 
-A file appears under its final name only once it is complete and verified: it
-is streamed into a hidden temporary file in the same directory, its MD5
-checked, flushed to disk (``fsync``), and then renamed with ``os.replace``,
-which is atomic on POSIX and Windows. An interrupted or failed download leaves
-nothing behind, and a reader never sees half a file.
+:func:`pooch.retrieve` streams each file into a temporary file beside its
+final name, checks its hash and only then moves it into place (a rename within
+one directory, atomic on POSIX and Windows); a failed or interrupted download
+deletes the temporary file, so a reader never sees half a file and a good copy
+already there is kept. What pooch leaves to its callers is done here: trying
+several mirrors in turn, the cache location (chosen by
+:func:`mbtrain.datasets.catalog.cache_dir`, not pooch's), and errors that list
+every URL tried and why it failed.
+
+pooch is an optional dependency (``pip install mbtrain[download]``): the
+shipped digits and Debian's Fashion-MNIST need no download, so it is imported
+only when a download is wanted.
 """
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
 import re
-import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -23,16 +26,15 @@ from tqdm import tqdm  # the text bar: tqdm.auto wants ipywidgets in notebooks
 from .._version import __version__
 from ._io import as_path
 
-CHUNK_BYTES = 1 << 16
+CHUNK_BYTES = 1 << 16  # pooch's default, 1 KiB, makes a 30 MB file 30,000 writes
 _MD5_HEX = re.compile(r"[0-9a-f]{32}")
+# urllib3's words for a body cut short: "IncompleteRead(128000 bytes read, 128000 more expected)"
+_INCOMPLETE = re.compile(r"IncompleteRead\((\d+) bytes read, (\d+) more expected\)")
+INSTALL_HINT = "pip install mbtrain[download]"
 
 
 class DownloadError(OSError):
     """No mirror delivered a file with the expected checksum; the message lists every attempt."""
-
-
-class _Rejected(Exception):
-    """A mirror answered, but with the wrong bytes."""
 
 
 def md5sum(path) -> str:
@@ -44,41 +46,91 @@ def md5sum(path) -> str:
     return digest.hexdigest()
 
 
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not possible on every platform or filesystem.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+class _Bar:
+    """The progress bar pooch drives (``total``, ``update``, ``reset``, ``close``), drawn by tqdm.
+
+    The tqdm bar is made once pooch knows the size: a tqdm without a total has
+    no truth value, which pooch tests. ``show`` None hides it when stderr is not
+    a terminal.
+    """
+
+    def __init__(self, label: str, show: bool | None):
+        self.label, self.show, self._bar = label, show, None
+
+    def __bool__(self):
+        return True
+
+    @property
+    def total(self):
+        return None if self._bar is None else self._bar.total
+
+    @total.setter
+    def total(self, total):
+        self._bar = tqdm(total=total or None, desc=self.label, unit="B", unit_scale=True, unit_divisor=1024,
+                         disable=None if self.show is None else not self.show, leave=False)
+
+    def update(self, n):
+        self._bar.update(n)
+
+    def reset(self):
+        self._bar.reset()
+
+    def close(self):
+        self._bar.close()
 
 
-def _fetch(url: str, out, md5: str, label: str, progress, timeout: float) -> None:
-    """Stream ``url`` into the open binary file ``out``, checking length and MD5."""
-    request = urllib.request.Request(url, headers={"User-Agent": f"mbtrain/{__version__}"})
-    digest = hashlib.md5(usedforsecurity=False)
-    received = 0
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        total = response.length  # Content-Length, or None
-        # disable=None lets tqdm hide the bar when stderr is not a terminal.
-        with tqdm(total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024,
-                  disable=None if progress is None else not progress, leave=False) as bar:
-            while chunk := response.read(CHUNK_BYTES):
-                out.write(chunk)
-                digest.update(chunk)
-                received += len(chunk)
-                bar.update(len(chunk))
-    if total is not None and received != total:
-        # http.client returns a short body silently when the connection drops.
-        raise _Rejected(f"truncated: connection closed after {received:,} of {total:,} bytes")
-    if digest.hexdigest() != md5:
-        raise _Rejected(f"checksum mismatch: MD5 of the {received:,} bytes received is {digest.hexdigest()}, "
-                        f"expected {md5}")
+class _Received:
+    """pooch's HTTP downloader, noting the size and MD5 of what arrived before pooch checks (and deletes) it."""
+
+    def __init__(self, downloader):
+        self.downloader, self.size, self.md5 = downloader, None, None
+
+    def __call__(self, url, output_file, pooch):
+        self.downloader(url, output_file, pooch)
+        self.size, self.md5 = os.path.getsize(output_file), md5sum(output_file)
+
+
+def _pooch():
+    try:
+        import pooch
+    except ImportError:
+        raise DownloadError(f"downloading needs the optional package pooch: {INSTALL_HINT}") from None
+    return pooch
+
+
+def _socket_error(exc) -> OSError | None:
+    """The socket's own error under the layers requests and urllib3 wrap it in (refused, no DNS, timed out)."""
+    seen, todo = set(), [exc]
+    while todo:
+        error = todo.pop()
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        if type(error).__module__ == "builtins" or type(error).__module__ == "socket":
+            if isinstance(error, OSError) and (error.errno is not None or isinstance(error, TimeoutError)):
+                return error
+        todo += [error.__cause__, error.__context__, getattr(error, "reason", None)]
+        todo += [arg for arg in getattr(error, "args", ()) if isinstance(arg, BaseException)]
+    return None
+
+
+def _why(exc, expected_md5: str, received) -> str:
+    """One mirror's failure, in words: HTTP status, a body cut short, a checksum mismatch, no connection."""
+    response = getattr(exc, "response", None)  # requests.HTTPError
+    if response is not None and getattr(response, "status_code", None):
+        return f"HTTP {response.status_code} {response.reason}"
+    if received.md5 is not None and received.md5 != expected_md5:
+        return (f"checksum mismatch: MD5 of the {received.size:,} bytes received is {received.md5}, "
+                f"expected {expected_md5}")
+    text = str(exc)
+    cut = _INCOMPLETE.search(text)
+    if cut:  # requests never returns a short body silently: urllib3 checks it against Content-Length
+        got, more = int(cut.group(1)), int(cut.group(2))
+        return f"truncated: connection closed after {got:,} of {got + more:,} bytes"
+    socket_error = _socket_error(exc)
+    if socket_error is not None:
+        return f"cannot connect ({socket_error.strerror or socket_error})"
+    return text or type(exc).__name__
 
 
 def download_file(filename: str, md5: str, mirrors: Sequence[str], dest_dir, *,
@@ -96,7 +148,8 @@ def download_file(filename: str, md5: str, mirrors: Sequence[str], dest_dir, *,
         Base URLs, tried in order (a missing trailing ``/`` is added).
     dest_dir : str or os.PathLike
         Created if needed. Only a complete, verified file ever appears there
-        under ``filename``; an existing file of that name is replaced.
+        under ``filename``; an existing file of that name with the right MD5 is
+        kept as it is (no request), one with another is replaced.
     progress : bool or None
         Show a tqdm progress bar; ``None`` (default): only when stderr is a terminal.
     timeout : float
@@ -110,7 +163,8 @@ def download_file(filename: str, md5: str, mirrors: Sequence[str], dest_dir, *,
     Raises
     ------
     DownloadError (an OSError)
-        Every mirror failed; the message lists each URL tried and why.
+        Every mirror failed (the message lists each URL tried and why), or
+        pooch is not installed (the message says ``pip install mbtrain[download]``).
     """
     if not isinstance(filename, str) or not filename or Path(filename).name != filename or filename in (".", ".."):
         raise ValueError(f"filename: must be a plain file name, got {filename!r}")
@@ -122,33 +176,23 @@ def download_file(filename: str, md5: str, mirrors: Sequence[str], dest_dir, *,
     if not mirrors:
         raise ValueError("mirrors: need at least one base URL")
     dest_dir = as_path(dest_dir, "dest_dir")
+    pooch = _pooch()
     dest_dir.mkdir(parents=True, exist_ok=True)
     final = dest_dir / filename
 
     failures = []
     for mirror in mirrors:
-        url = mirror if mirror.endswith("/") else mirror + "/"
-        url += filename
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{filename}.", suffix=".part", dir=dest_dir)
+        url = (mirror if mirror.endswith("/") else mirror + "/") + filename
+        downloader = _Received(pooch.HTTPDownloader(progressbar=_Bar(filename, progress), timeout=timeout,
+                                                    chunk_size=CHUNK_BYTES,
+                                                    headers={"User-Agent": f"mbtrain/{__version__}"}))
         try:
-            with os.fdopen(fd, "wb") as out:
-                _fetch(url, out, md5, filename, progress, timeout)
-                out.flush()
-                os.fsync(out.fileno())
-            os.chmod(tmp_name, 0o644)  # mkstemp makes it private; a data file need not be
-            os.replace(tmp_name, final)
-            _fsync_dir(dest_dir)
-            return final
-        except urllib.error.HTTPError as exc:
-            failures.append(f"{url}: HTTP {exc.code} {exc.reason}")
-        except urllib.error.URLError as exc:
-            failures.append(f"{url}: {exc.reason}")
-        except (_Rejected, http.client.HTTPException, OSError) as exc:
-            failures.append(f"{url}: {str(exc) or type(exc).__name__}")
-        finally:
-            # Reached on failure and on KeyboardInterrupt alike: no partial file survives.
-            if os.path.exists(tmp_name):
-                os.unlink(tmp_name)
+            pooch.retrieve(url, known_hash=f"md5:{md5}", fname=filename, path=dest_dir, downloader=downloader)
+        except (ValueError, OSError) as exc:  # requests' errors are OSErrors; a wrong hash is a ValueError
+            failures.append(f"{url}: {_why(exc, md5, downloader)}")
+            continue
+        os.chmod(final, 0o644)  # pooch's temporary file was private; a data file need not be
+        return final
     tried = "\n  ".join(failures)
     raise DownloadError(f"could not download {filename} into {dest_dir}; tried:\n  {tried}")
 

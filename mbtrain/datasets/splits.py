@@ -103,3 +103,53 @@ def book_split(X, y, n_validation=BOOK_VALIDATION_ROWS):
         raise ValueError(f"n_validation: must be in [1, {n - 1}] for {n} rows, got {n_validation}")
     cut = n - int(n_validation)
     return X[:cut], y[:cut], X[cut:], y[cut:]
+
+
+def stratified_split(y, n_holdout, seed=0) -> np.ndarray:
+    """Which rows to hold out: a seeded random ``n_holdout`` of them, each class in proportion.
+
+    Files sorted by label are common, so the held-out rows are never the last
+    ones: within each class they are a random choice, and each class gives
+    its share of ``n_holdout`` (largest remainders round it), so the held-out
+    part has the class balance of the whole. A class is never held out whole:
+    a class of one row stays in the rest, and a class of k rows gives at most
+    k - 1; the part held out is then a few rows smaller than asked.
+
+    Parameters
+    ----------
+    y : ndarray, ``(n,)``
+        Integer class labels.
+    n_holdout : int or float
+        A row count in ``[1, n - 1]``, or a fraction in (0, 1) of ``n`` (rounded).
+    seed : int or numpy.random.Generator
+        The same seed and labels give the same rows, whatever the features' dtype.
+
+    Returns
+    -------
+    ndarray of bool, ``(n,)``
+        True for the rows held out (``X[mask]``, ``X[~mask]`` give the two parts,
+        each in the file's order).
+    """
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"y: a stratified split needs one class label per row, got shape {y.shape}")
+    n = y.shape[0]
+    if n < 2:
+        raise ValueError(f"y: a split needs at least 2 rows, got {n}")
+    count = _validation_rows(n_holdout, n)
+    classes, inverse, sizes = np.unique(y, return_inverse=True, return_counts=True)
+    share = sizes * (count / n)
+    quota = np.floor(share).astype(np.int64)
+    by_remainder = np.argsort(-(share - quota), kind="stable")
+    quota[by_remainder[:count - int(quota.sum())]] += 1
+    quota = np.minimum(quota, sizes - 1)  # never a whole class
+    rng = np.random.default_rng(seed)
+    # One permutation, then rows grouped by class (stable: random order within each class);
+    # each class's first quota rows in that order are held out.
+    order = rng.permutation(n)
+    order = order[np.argsort(inverse[order], kind="stable")]
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    rank = np.arange(n) - starts[inverse[order]]
+    held = np.zeros(n, dtype=bool)
+    held[order[rank < quota[inverse[order]]]] = True
+    return held
