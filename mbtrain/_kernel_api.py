@@ -71,19 +71,20 @@ class Work(NamedTuple):
     acts: np.ndarray  # (batch_size * sum(sizes[1:]),) activations of layers 1..L, one layer after the other
     deltas: np.ndarray  # the same for the errors delta
     index: np.ndarray  # arange(batch_size): the work rows, as row indices for the dense kernels
-    inputs: np.ndarray  # (batch_size, n_in) the batch's input rows gathered, 64-byte aligned; or (0, n_in)
+    inputs: np.ndarray  # (max(batch_size, 2), n_in): the batch's input rows gathered, 64-byte aligned; or none
 
 
 def new_work(sizes, batch_size: int, dtype, gather: bool = True) -> Work:
     """A :class:`Work` of ``batch_size`` rows for layer widths ``sizes`` in ``dtype``, 64-byte aligned.
 
     ``gather``: room for a copy of each batch's input rows (the epochs read the
-    first layer's inputs from there: aligned, whatever the caller's array);
-    without (a whole-data pass such as the gradient), no room is taken.
+    first layer's inputs from there: aligned, whatever the caller's array; the
+    online epoch keeps this example and the next); without (a whole-data pass
+    such as the gradient), no room is taken.
     """
     total = batch_size * int(sum(sizes[1:]))
     return Work(empty_aligned(total, dtype), empty_aligned(total, dtype), np.arange(batch_size, dtype=np.int64),
-                empty_aligned((batch_size if gather else 0, sizes[0]), dtype))
+                empty_aligned((max(batch_size, 2) if gather else 0, sizes[0]), dtype))  # online: 2 rows
 
 
 def numba_variant(function, name: str):
