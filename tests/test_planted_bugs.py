@@ -189,13 +189,15 @@ def test_fit_shuffles_each_epoch_from_the_documented_stream(orders_seen, seed):
     replay = np.random.default_rng(seed)
     if seed is None:
         replay.bit_generator.state = net.rng.bit_generator.state
-    epochs_done = []
+    calls_at_epoch_end = []
     net.fit(X, y, epochs=4, batch_size=8, eta=1.0, seed=seed, progress=False,
-            callbacks=[lambda net, history: epochs_done.append(len(orders_seen))])
-    assert len(epochs_done) == 4
-    assert_fresh_permutations(split_epochs(orders_seen, 40), replay)
+            callbacks=[lambda net, history: calls_at_epoch_end.append(len(orders_seen))])
+    epochs = [np.concatenate(orders_seen[start:end])
+              for start, end in zip([0] + calls_at_epoch_end[:-1], calls_at_epoch_end)]
+    assert len(epochs) == 4
+    assert_fresh_permutations(epochs, replay)
     assert net.rng.bit_generator.state == replay.bit_generator.state  # nothing else drawn
-    # a second call continues the stream (seed=None), so 2 x 4 epochs are 8 consecutive permutations
+    # a second call continues the stream (seed=None): its 2 epochs take the 5th and 6th permutations
     orders_seen.clear()
     net.fit(X, y, epochs=2, batch_size=8, eta=1.0, progress=False, monitor=False)
     assert_fresh_permutations(split_epochs(orders_seen, 40), replay)
