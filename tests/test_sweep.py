@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from mbtrain import Network
+from mbtrain.backends import get_backend
 from mbtrain.backends.loop import backprop
 from mbtrain.bench.data import BenchData
 from mbtrain.bench.noise import gradient_noise_scale, noise_scale_from_moments, noise_scale_from_samples
@@ -55,8 +56,20 @@ def test_sweep_rows_and_columns(sweep_run):
     assert (reached["best_val_accuracy"] >= 0.6).all()
     # steps and examples to target agree with the batch size and the epochs
     assert (reached["examples_to_target"] == reached["steps_to_target"] * reached["batch_size"]).all()
+    # evaluations fall on mini-batch boundaries: the steps are the epochs times the steps per epoch, exactly
     steps_per_epoch = np.ceil(600 / reached["batch_size"])
-    assert (reached["steps_to_target"] <= np.ceil(reached["epochs_to_target"] * steps_per_epoch) + 1).all()
+    np.testing.assert_allclose(reached["steps_to_target"], reached["epochs_to_target"] * steps_per_epoch, rtol=1e-12)
+    # and they are those of the run's first evaluation at the target; a run that missed never got there
+    curves = results[results["kind"] == "curve"]
+    for run in runs.itertuples():
+        curve = curves[(curves["batch_size"] == run.batch_size) & (curves["seed"] == run.seed)]
+        assert run.best_val_accuracy == curve["val_accuracy"].max()
+        at_target = curve[curve["val_accuracy"] >= 0.6]
+        if run.status == "reached":
+            assert at_target["steps"].iloc[0] == run.steps_to_target == curve["steps"].iloc[-1]
+            assert at_target["epoch"].iloc[0] == pytest.approx(run.epochs_to_target)
+        else:
+            assert at_target.empty and curve["epoch"].iloc[-1] == 3  # max_epochs
 
 
 def test_learning_curves_are_recorded_per_evaluation(sweep_run):
@@ -92,6 +105,26 @@ def test_noise_scale_is_recorded_along_one_run(sweep_run):
     noise = sweep_run.results[sweep_run.results["kind"] == "noise"]
     assert len(noise) >= 2 and (noise["batch_size"] == 5).all() and (noise["seed"] == 0).all()
     assert noise["epoch"].iloc[0] == 0 and (noise["trace_sigma"] > 0).all()
+    # each estimate equals one computed apart: replay the run (seed 0, batches of 5, eta 3, float32) to the
+    # point's step, then the per-example gradients of all 600 rows by the book's backprop, in float64
+    data = blobs()
+    X = data.X_train.astype(np.float32)
+    Y = np.eye(10, dtype=np.float32)[data.y_train]
+    steps_per_epoch = 600 // 5
+    for point in noise.itertuples():
+        net = Network(SIZES, cost="quadratic", init="gaussian", dtype="float32", seed=0)
+        for epoch_start in range(0, int(point.steps), steps_per_epoch):
+            batches = min(steps_per_epoch, int(point.steps) - epoch_start)
+            order = net.rng.permutation(600)[:batches * 5]
+            assert get_backend("numba").sgd_epoch(net, X, Y, order, 5, 3.0, 0.0, 600) == -1
+        assert point.epoch == pytest.approx(point.steps / steps_per_epoch)
+        net64 = net.astype("float64")
+        grads = [net64.layout.pack(*backprop(net64.weights, net64.biases, net64.cost, x, t), np.float64)
+                 for x, t in zip(X.astype(np.float64), Y.astype(np.float64))]
+        expected = noise_scale_from_samples(np.array(grads))
+        for key in ("noise_scale", "trace_sigma", "grad_norm_sq"):
+            assert getattr(point, key) == pytest.approx(expected[key], rel=1e-9), (point.steps, key)
+        assert point.noise_rows == 600
 
 
 def test_interruption_keeps_the_finished_runs(tmp_path):
@@ -118,15 +151,38 @@ def test_grid_policy_picks_an_eta_per_batch_size(tmp_path):
     assert "Best eta per batch size" in (tmp_path / "report.md").read_text()
 
 
-def test_train_to_target_counts_steps_at_the_evaluation_points():
+def test_train_to_target_counts_steps_at_the_evaluation_points(monkeypatch):
+    """600 rows in batches of 100: 6 steps an epoch, evaluated after steps 2, 3, 4 and 6 (cuts at k*6/4, rounded)."""
     data = blobs()
-    net = Network(SIZES, seed=0)
     eye = np.eye(10, dtype=np.float32)
     X, Xv = data.X_train.astype(np.float32), data.X_val.astype(np.float32)
-    summary = train_to_target(net, X, eye[data.y_train], Xv, eye[data.y_val], batch_size=600, eta=3.0,
-                              target=1.1, max_epochs=2, evals_per_epoch=4)
+    backend = get_backend("numba")
+    real, batches = type(backend).optimizer_epoch, []
+
+    def count_batches(self, net, X, Y, order, batch_size, *args):
+        batches.append(-(-len(order) // batch_size))
+        return real(self, net, X, Y, order, batch_size, *args)
+
+    monkeypatch.setattr(type(backend), "optimizer_epoch", count_batches)
+    points = []
+    summary = train_to_target(Network(SIZES, seed=0), X, eye[data.y_train], Xv, eye[data.y_val], batch_size=100,
+                              eta=3.0, target=1.1, max_epochs=2, evals_per_epoch=4, on_eval=points.append)
     assert summary["status"] == "not reached" and summary["epochs_run"] == 2
     assert "steps_to_target" not in summary
+    assert [p["steps"] for p in points] == [0, 2, 3, 4, 6, 8, 9, 10, 12]
+    assert batches == [2, 1, 1, 2] * 2  # the mini-batches run between two evaluation points: the steps counted
+    assert [p["epoch"] for p in points] == pytest.approx([s / 6 for s in (0, 2, 3, 4, 6, 8, 9, 10, 12)])
+    # the same run with a target it reaches at one of those points: that point's steps, epochs and examples
+    target = max(p["val_accuracy"] for p in points[1:])
+    expected = next(p for p in points if p["val_accuracy"] >= target)
+    assert points[0]["val_accuracy"] < target
+    batches.clear()
+    summary = train_to_target(Network(SIZES, seed=0), X, eye[data.y_train], Xv, eye[data.y_val], batch_size=100,
+                              eta=3.0, target=target, max_epochs=2, evals_per_epoch=4)
+    assert summary["status"] == "reached"
+    assert summary["steps_to_target"] == expected["steps"] == sum(batches)
+    assert summary["epochs_to_target"] == expected["epoch"]
+    assert summary["examples_to_target"] == 100 * expected["steps"]
 
 
 def test_noise_scale_known_answer():

@@ -1,0 +1,191 @@
+"""The numba backend's Python wrapper: the scalars and arrays it hands the kernels, checked directly.
+
+The kernel tests call the kernels with ``beta_last``, the decay and the rule
+computed by the test itself, so a slip in the wrapper's arithmetic (the last
+batch's rows, ``1 - eta*lmbda/n``, a scalar left as a Python float, which numba
+types float64 and so widens a float32 epoch) would show only as a backend
+mismatch somewhere else. Here each kernel is replaced by a spy that records its
+arguments and then runs the real kernel.
+"""
+from __future__ import annotations
+
+import inspect
+
+import numba
+import numpy as np
+import pytest
+
+import mbtrain
+from mbtrain import _kernel_api as api, fast_kernels as fk
+from mbtrain.backends import FINITE, get_backend
+from mbtrain.backends.numba_matrix import PARALLEL_MIN_BATCH, loss_gradient_and_output
+from mbtrain.optim import Adam, Momentum
+
+DTYPES = [np.float32, np.float64]
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """Replace the epoch and gradient kernels by spies: ``calls`` gets ``(name, arguments by name)``."""
+    calls = []
+    for name in ("sgd_epoch_serial", "sgd_epoch_parallel", "sgd_epoch_online", "optimizer_epoch_serial",
+                 "optimizer_epoch_parallel", "loss_gradient"):
+        real = getattr(fk, name)
+        signature = inspect.signature(real.py_func)
+
+        def spy(*args, _real=real, _name=name, _signature=signature, **kwargs):
+            bound = _signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            calls.append((_name, {key: _copy(value) for key, value in bound.arguments.items()}))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(fk, name, spy)
+    return calls
+
+
+def _copy(value):
+    return value.copy() if isinstance(value, np.ndarray) else value
+
+
+def problem(n_rows, dtype, sizes=(6, 9, 3), seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.random((n_rows, sizes[0])).astype(dtype)
+    y = rng.integers(0, sizes[-1], size=n_rows)
+    net = mbtrain.Network(list(sizes), cost="cross_entropy", dtype=dtype, seed=1)
+    return net, X, y, rng.permutation(n_rows)
+
+
+def assert_typed(value, dtype, expected):
+    """A scalar of exactly ``dtype`` (not a Python float) equal to ``expected`` rounded to it."""
+    assert type(value) is np.dtype(dtype).type, f"{value!r} is {type(value).__name__}, not {np.dtype(dtype).name}"
+    assert value == np.dtype(dtype).type(expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_rows, batch_size, last", [(23, 5, 3), (20, 5, 5), (3, 10, 3), (6, 5, 1)])
+def test_sgd_epoch_scalars(kernel_calls, dtype, n_rows, batch_size, last):
+    """beta_full = -eta/b, beta_last = -eta/(rows of the last batch), decay = 1 - eta*lmbda/n, in the dtype."""
+    net, X, y, order = problem(n_rows, dtype)
+    eta, lmbda, n = 2.0, 0.5, 40
+    with mbtrain.threads.limit(1):
+        assert get_backend("numba").sgd_epoch(net, X, y, order, batch_size, eta, lmbda, n) == FINITE
+    [(name, args)] = kernel_calls
+    b = min(batch_size, n_rows)  # a batch larger than the rows is the rows
+    assert name == "sgd_epoch_serial" and args["n_parts"] == 1 and args["checked"] is False
+    assert_typed(args["beta_full"], dtype, -eta / b)
+    assert_typed(args["beta_last"], dtype, -eta / last)
+    assert_typed(args["decay"], dtype, 1 - eta * lmbda / n)
+    assert args["work"].index.shape == (b,) and args["work"].acts.dtype == dtype
+    assert args["order"].dtype == np.int64 and np.array_equal(args["order"], order)
+    assert np.array_equal(args["X"], X) and args["X"].dtype == dtype
+    net_args = args["net"]
+    assert net_args.sizes.dtype == np.int64 and list(net_args.sizes) == [6, 9, 3]
+    assert net_args.cost_id == api.CROSS_ENTROPY
+    assert_typed(net_args.one, dtype, 1.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_online_epoch_scalars(kernel_calls, dtype):
+    net, X, y, order = problem(7, dtype)
+    assert get_backend("numba").sgd_epoch(net, X, y, order, 1, 2.0, 0.5, 40) == FINITE
+    [(name, args)] = kernel_calls
+    assert name == "sgd_epoch_online"
+    assert_typed(args["beta"], dtype, -2.0)
+    assert_typed(args["decay"], dtype, 1 - 2.0 * 0.5 / 40)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two numba threads")
+@pytest.mark.parametrize("threads, batch_size, kernel, parts", [
+    (2, PARALLEL_MIN_BATCH, "sgd_epoch_parallel", 2), (2, PARALLEL_MIN_BATCH - 1, "sgd_epoch_serial", 1),
+    (1, PARALLEL_MIN_BATCH, "sgd_epoch_serial", 1),
+])
+def test_parallel_epoch_is_chosen_by_threads_and_batch_size(kernel_calls, threads, batch_size, kernel, parts):
+    net, X, y, order = problem(150, np.float64)
+    with mbtrain.threads.limit(threads):
+        numba.set_num_threads(threads)
+        assert get_backend("numba").sgd_epoch(net, X, y, order, batch_size, 1.0, 0.0, 150) == FINITE
+    [(name, args)] = kernel_calls
+    assert (name, args["n_parts"]) == (kernel, parts)
+    assert args["beta_last"] == -1.0 / (150 - 2 * batch_size)
+
+
+def test_an_unchecked_divergence_reruns_checked_from_the_start(monkeypatch):
+    """Status -2 from the fast pass: parameters put back, the epoch rerun checked, its batch returned."""
+    net, X, y, order = problem(23, np.float64)
+    start = net.params.copy()
+    runs = []
+
+    def diverging(net, work, X, Y, order, beta_full, beta_last, decay, n_parts, checked):
+        runs.append((checked, net.params.copy()))
+        net.params[:] = np.nan
+        return 3 if checked else api.DIVERGED_AT_UNKNOWN_BATCH
+
+    monkeypatch.setattr(fk, "sgd_epoch_serial", diverging)
+    with mbtrain.threads.limit(1):
+        assert get_backend("numba").sgd_epoch(net, X, y, order, 5, 2.0, 0.0, 23) == 3
+    assert [checked for checked, _ in runs] == [False, True]
+    np.testing.assert_array_equal(runs[0][1], start)
+    np.testing.assert_array_equal(runs[1][1], start)  # the checked rerun starts from the epoch's parameters
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("optimizer", [Momentum(mu=0.8), Momentum(mu=0.7, nesterov=True),
+                                       Adam(beta1=0.85, beta2=0.99, eps=1e-6)])
+def test_optimizer_epoch_scalars_and_rule(kernel_calls, dtype, optimizer):
+    """inv_full = 1/b, inv_last = 1/(rows of the last batch), lmbda/n and the rule's fields, in the dtype."""
+    net, X, y, order = problem(23, dtype)
+    eta, lmbda, n = 0.05, 0.5, 40
+    state = optimizer.new_state(net.layout.size, net.dtype)
+    state.step = 7
+    with mbtrain.threads.limit(1):
+        assert get_backend("numba").optimizer_epoch(net, X, y, order, 5, eta, lmbda, n, optimizer, state) == FINITE
+    [(name, args)] = kernel_calls
+    assert name == "optimizer_epoch_serial" and args["n_parts"] == 1 and args["checked"] is False
+    assert_typed(args["inv_full"], dtype, 1 / 5)
+    assert_typed(args["inv_last"], dtype, 1 / 3)
+    assert_typed(args["lmbda_over_n"], dtype, lmbda / n)
+    assert args["step"] == 7 and state.step == 7 + 5  # the steps before the epoch; then its 5 batches
+    rule = args["rule"]
+    assert rule.kind == optimizer.kind_id
+    beta1, beta2 = getattr(optimizer, "beta1", 0.0), getattr(optimizer, "beta2", 0.0)
+    assert_typed(rule.eta, dtype, eta)
+    assert_typed(rule.mu, dtype, getattr(optimizer, "mu", 0.0))
+    assert_typed(rule.beta1, dtype, beta1)
+    assert_typed(rule.one_minus_beta1, dtype, 1.0 - beta1)  # computed in float64, then rounded once
+    assert_typed(rule.beta2, dtype, beta2)
+    assert_typed(rule.one_minus_beta2, dtype, 1.0 - beta2)
+    assert_typed(rule.eps, dtype, getattr(optimizer, "eps", 1.0))
+    assert (rule.eta64, rule.beta1_64, rule.beta2_64) == (eta, beta1, beta2)
+    assert all(type(v) is float for v in (rule.eta64, rule.beta1_64, rule.beta2_64))
+    first, second = args["state"]
+    assert first.dtype == dtype and second.dtype == dtype
+    assert second.size == (net.layout.size if isinstance(optimizer, Adam) else 0)
+
+
+def test_optimizer_step_count_after_a_divergence(monkeypatch):
+    """A rerun that names batch k leaves step + k + 1: the batches that ran, the bad one included."""
+    net, X, y, order = problem(23, np.float64)
+    optimizer = Adam()
+    state = optimizer.new_state(net.layout.size, net.dtype)
+    state.step = 4
+
+    def diverging(net, work, X, Y, order, grad, state, rule, step, lmbda_over_n, inv_full, inv_last, n_parts,
+                  checked):
+        return 2 if checked else api.DIVERGED_AT_UNKNOWN_BATCH
+
+    monkeypatch.setattr(fk, "optimizer_epoch_serial", diverging)
+    with mbtrain.threads.limit(1):
+        assert get_backend("numba").optimizer_epoch(net, X, y, order, 5, 0.01, 0.0, 23, optimizer, state) == 2
+    assert state.step == 4 + 3
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_loss_gradient_scalars(kernel_calls, dtype):
+    net, X, y, _ = problem(11, dtype)
+    Y = np.eye(3, dtype=dtype)[y]
+    loss_gradient_and_output(net, X, Y, 0.5, 40)
+    [(name, args)] = kernel_calls
+    assert name == "loss_gradient"
+    assert_typed(args["lmbda_over_n"], dtype, 0.5 / 40)
+    assert_typed(args["inv_m"], dtype, 1 / 11)
+    assert args["work"].index.shape == (11,) and args["z_out"].shape == (11, 3)
