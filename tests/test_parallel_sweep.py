@@ -247,3 +247,24 @@ def test_unreachable_scheduler_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.import_module("mbtrain.bench.sweep"), "SCHEDULER_TIMEOUT", 1)
     with pytest.raises(ValueError, match="scheduler: cannot reach"):
         run_sweep(tmp_path, scheduler="tcp://127.0.0.1:9", jobs=-1)
+
+
+def test_a_run_dask_gives_up_on_is_a_clear_error_and_keeps_what_finished(tmp_path):
+    distributed = pytest.importorskip("dask.distributed")
+    dask = pytest.importorskip("dask")
+    # no second chance: the run on the killed worker is given up at once
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                     dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        pids = list(client.run(os.getpid).values())
+
+        def kill_a_worker(row):
+            if row["kind"] == "sweep" and pids:  # every worker is busy: more runs wait than there are workers
+                os.kill(pids.pop(), signal.SIGKILL)
+
+        lost = r"scheduler: Dask gave up on the run at batch size \d+, eta .*: continue with --resume"
+        with pytest.raises(ValueError, match=lost):
+            run_sweep(tmp_path, scheduler=cluster.scheduler_address, on_row=kill_a_worker)
+    finished = pd.read_csv(tmp_path / "results.csv")
+    assert (finished["kind"] == "sweep").sum() >= 1
+    assert_each_once(finished)

@@ -47,10 +47,11 @@ in worker processes and this process alone writes results.csv; their seconds
 are wall time shared with the other runs, which the report and the executor/jobs
 columns say (and how many workers there were). Wherever a run goes, it compiles
 the kernels it needs, or loads them from numba's cache, before its clock starts:
-seconds to target never include compiling (compile_seconds holds it). With several --optimizers, the report sets them side by side (steps
-to target per batch size, the largest batch size that still scales for each)
-and says whether the run agrees with Zhang et al. (2019): momentum and Adam
-extend perfect scaling to larger batch sizes than plain SGD."""
+seconds to target never include compiling (compile_seconds holds it). With
+several --optimizers, the report sets them side by side (steps to target per
+batch size, the largest batch size that still scales for each) and says
+whether the run agrees with Zhang et al. (2019): momentum and Adam extend
+perfect scaling to larger batch sizes than plain SGD."""
 
 REPORT_EXAMPLE = """example:
   mbtrain report mbtrain-results/bench-20250101-120000

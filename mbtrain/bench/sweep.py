@@ -108,14 +108,30 @@ def optimizers_and_etas(optimizers, eta) -> list:
     return list(zip(chosen, [float(e) for e in etas]))
 
 
-def _as_they_finish(submit, as_completed, tasks, at_once):
-    """Yield each Dask task's result as it finishes, with at most ``at_once`` of ``tasks`` submitted at a time."""
-    pending = iter(tasks)
-    finished = as_completed([submit(*task) for task in itertools.islice(pending, at_once)])
+def _as_they_finish(submit, as_completed, lost, tasks, at_once):
+    """Yield each Dask task's result as it finishes, with at most ``at_once`` of ``tasks`` submitted at a time.
+
+    ``lost``: the exception Dask raises for a task it gave up on after its
+    workers died (``KilledWorker``); it becomes a ValueError naming the run.
+    """
+    pending, keys = iter(tasks), {}
+
+    def start(key, kwargs):
+        future = submit(key, kwargs)
+        keys[future] = key
+        return future
+
+    finished = as_completed([start(*task) for task in itertools.islice(pending, at_once)])
     for future in finished:
-        result = future.result()
+        try:
+            result = future.result()
+        except lost:
+            optimizer, batch_size, eta, seed = keys[future]
+            raise ValueError(f"scheduler: Dask gave up on the run at batch size {batch_size}, eta {eta:g}, seed "
+                             f"{seed} ({optimizer}): the workers that ran it died; the runs that finished are in "
+                             "results.csv: continue with --resume") from None
         for task in itertools.islice(pending, 1):
-            finished.add(submit(*task))
+            finished.add(start(*task))
         yield result
 
 
@@ -173,7 +189,8 @@ def _executor(jobs, scheduler, arrays):
             return client.submit(_keyed_trial, key, kwargs, *shared, pure=False)
 
         def run(tasks):
-            return _as_they_finish(submit, distributed.as_completed, tasks, limit or len(tasks))
+            return _as_they_finish(submit, distributed.as_completed, distributed.KilledWorker, tasks,
+                                   limit or len(tasks))
 
         yield run, dict(workers=len(threads), threads=total, runs_at_once=min(limit or total, total))
 
