@@ -242,6 +242,21 @@ def test_dask_sweep_survives_a_killed_worker(tmp_path, serial_sweep, dask_cluste
     assert "in parallel (dask" in report
 
 
+@pytest.mark.slow
+def test_dask_sweep_survives_losing_every_worker_that_held_the_data(tmp_path, serial_sweep, dask_cluster):
+    cluster, client = dask_cluster
+    pids = list(client.run(os.getpid).values())
+
+    def kill_the_workers(row):
+        if row["kind"] == "sweep" and pids:  # one after the first run, the other after the next
+            os.kill(pids.pop(), signal.SIGKILL)
+
+    result = run_sweep(tmp_path, scheduler=cluster.scheduler_address, on_row=kill_the_workers)
+    assert not pids and not result.interrupted
+    assert_each_once(result.results)
+    pd.testing.assert_frame_equal(measured(result.results), measured(serial_sweep), check_dtype=False)
+
+
 def test_unreachable_scheduler_is_a_clear_error(tmp_path, monkeypatch):
     pytest.importorskip("dask.distributed")
     monkeypatch.setattr(importlib.import_module("mbtrain.bench.sweep"), "SCHEDULER_TIMEOUT", 1)
@@ -259,7 +274,7 @@ def test_a_run_dask_gives_up_on_is_a_clear_error_and_keeps_what_finished(tmp_pat
         pids = list(client.run(os.getpid).values())
 
         def kill_a_worker(row):
-            if row["kind"] == "sweep" and pids:  # every worker is busy: more runs wait than there are workers
+            if row["kind"] == "sweep" and len(pids) == 2:  # both are busy: more runs wait than there are workers
                 os.kill(pids.pop(), signal.SIGKILL)
 
         lost = r"scheduler: Dask gave up on the run at batch size \d+, eta .*: continue with --resume"

@@ -24,12 +24,14 @@ at epochs 0, 1, 2, 4, ... and where the run stops.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import itertools
 import math
 import numbers
 import os
 from collections.abc import Sequence
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -112,7 +114,8 @@ def _as_they_finish(submit, as_completed, lost, tasks, at_once):
     """Yield each Dask task's result as it finishes, with at most ``at_once`` of ``tasks`` submitted at a time.
 
     ``lost``: the exception Dask raises for a task it gave up on after its
-    workers died (``KilledWorker``); it becomes a ValueError naming the run.
+    workers died (``KilledWorker``); it, or a task cancelled (the scheduler
+    gone), becomes a ValueError naming the run.
     """
     pending, keys = iter(tasks), {}
 
@@ -125,11 +128,12 @@ def _as_they_finish(submit, as_completed, lost, tasks, at_once):
     for future in finished:
         try:
             result = future.result()
-        except lost:
+        except (lost, concurrent.futures.CancelledError) as exc:
             optimizer, batch_size, eta, seed = keys[future]
+            why = "the workers that ran it died" if isinstance(exc, lost) else f"it was cancelled ({exc})"
             raise ValueError(f"scheduler: Dask gave up on the run at batch size {batch_size}, eta {eta:g}, seed "
-                             f"{seed} ({optimizer}): the workers that ran it died; the runs that finished are in "
-                             "results.csv: continue with --resume") from None
+                             f"{seed} ({optimizer}): {why}; the runs that finished are in results.csv: continue "
+                             "with --resume") from None
         for task in itertools.islice(pending, 1):
             finished.add(start(*task))
         yield result
@@ -160,7 +164,7 @@ def _executor(jobs, scheduler, arrays):
         def run(tasks):
             # the orphan check only where the runs go to processes of this one (joblib runs n_jobs=1 here)
             parent_pid = os.getpid() if n_jobs > 1 else None
-            calls = [joblib.delayed(_keyed_trial)(key, dict(kwargs, parent_pid=parent_pid), *arrays)
+            calls = [joblib.delayed(_keyed_trial)(key, dict(kwargs, parent_pid=parent_pid), arrays)
                      for key, kwargs in tasks]
             return joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")(calls)
 
@@ -183,10 +187,14 @@ def _executor(jobs, scheduler, arrays):
         threads = client.nthreads()  # {worker address: threads}: what the cluster has now
         total = sum(threads.values())
         limit = None if jobs in (None, -1) else jobs
-        shared = client.scatter(list(arrays), broadcast=True)  # once, not with every trial
+        # The data goes once, as a task of its own rather than scattered: Dask can run it again when every
+        # worker that held it has died, and the trials waiting for it then still run.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sending large graph")  # sent once, as it must be
+            shared = client.submit(tuple, arrays, pure=False)
 
         def submit(key, kwargs):
-            return client.submit(_keyed_trial, key, kwargs, *shared, pure=False)
+            return client.submit(_keyed_trial, key, kwargs, shared, pure=False)
 
         def run(tasks):
             return _as_they_finish(submit, distributed.as_completed, distributed.KilledWorker, tasks,

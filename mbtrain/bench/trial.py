@@ -187,6 +187,6 @@ def run_trial(X, Y, X_val, Y_val, *, sizes, cost, init, dtype, batch_size, eta, 
     return rows
 
 
-def _keyed_trial(key, kwargs, X, Y, X_val, Y_val):
-    """``(key, rows)`` of one run in a worker: the arrays apart from ``kwargs``, as the executors send them once."""
-    return key, run_trial(X, Y, X_val, Y_val, **kwargs)
+def _keyed_trial(key, kwargs, arrays):
+    """``(key, rows)`` of one run in a worker; ``arrays`` ``(X, Y, X_val, Y_val)``, which the executors send once."""
+    return key, run_trial(*arrays, **kwargs)
