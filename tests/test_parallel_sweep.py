@@ -242,8 +242,44 @@ def test_dask_sweep_survives_a_killed_worker(tmp_path, serial_sweep, dask_cluste
     assert "in parallel (dask" in report
 
 
+@pytest.mark.slow
+def test_dask_sweep_survives_losing_every_worker_that_held_the_data(tmp_path, serial_sweep, dask_cluster):
+    cluster, client = dask_cluster
+    pids = list(client.run(os.getpid).values())
+
+    def kill_the_workers(row):
+        if row["kind"] == "sweep" and pids:  # one after the first run, the other after the next
+            os.kill(pids.pop(), signal.SIGKILL)
+
+    result = run_sweep(tmp_path, scheduler=cluster.scheduler_address, on_row=kill_the_workers)
+    assert not pids and not result.interrupted
+    assert_each_once(result.results)
+    pd.testing.assert_frame_equal(measured(result.results), measured(serial_sweep), check_dtype=False)
+
+
 def test_unreachable_scheduler_is_a_clear_error(tmp_path, monkeypatch):
     pytest.importorskip("dask.distributed")
     monkeypatch.setattr(importlib.import_module("mbtrain.bench.sweep"), "SCHEDULER_TIMEOUT", 1)
     with pytest.raises(ValueError, match="scheduler: cannot reach"):
         run_sweep(tmp_path, scheduler="tcp://127.0.0.1:9", jobs=-1)
+
+
+def test_a_run_dask_gives_up_on_is_a_clear_error_and_keeps_what_finished(tmp_path):
+    distributed = pytest.importorskip("dask.distributed")
+    dask = pytest.importorskip("dask")
+    # no second chance: the run on the killed worker is given up at once
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                     dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        pids = list(client.run(os.getpid).values())
+
+        def kill_a_worker(row):
+            if row["kind"] == "sweep" and len(pids) == 2:  # both are busy: more runs wait than there are workers
+                os.kill(pids.pop(), signal.SIGKILL)
+
+        lost = r"scheduler: Dask gave up on the run at batch size \d+, eta .*: continue with --resume"
+        with pytest.raises(ValueError, match=lost):
+            run_sweep(tmp_path, scheduler=cluster.scheduler_address, on_row=kill_a_worker)
+    finished = pd.read_csv(tmp_path / "results.csv")
+    assert (finished["kind"] == "sweep").sum() >= 1
+    assert_each_once(finished)

@@ -276,7 +276,7 @@ def test_execution_gives_the_workers_when_recorded_and_says_when_not(tmp_path):
     assert "in parallel (dask, at most 1 at once; the number of workers is not recorded)" in render_report(folder)
     machine["execution"]["workers"] = 2
     (folder / "machine.json").write_text(json.dumps(machine))
-    assert "in parallel (dask, 2 workers, at most 1 runs at once)" in render_report(folder)
+    assert "in parallel (dask, 2 workers, at most 1 run at once)" in render_report(folder)
 
 
 # -- comparisons: like with like ------------------------------------------------------------------------------------

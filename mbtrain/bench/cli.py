@@ -47,10 +47,13 @@ skipped (the settings and the data must be the same; a run cut short is redone,
 a half-written last line dropped). With --jobs or --scheduler the runs execute
 in worker processes and this process alone writes results.csv; their seconds
 are wall time shared with the other runs, which the report and the executor/jobs
-columns say. With several --optimizers, the report sets them side by side (steps
-to target per batch size, the largest batch size that still scales for each)
-and says whether the run agrees with Zhang et al. (2019): momentum and Adam
-extend perfect scaling to larger batch sizes than plain SGD."""
+columns say (and how many workers there were). Wherever a run goes, it compiles
+the kernels it needs, or loads them from numba's cache, before its clock starts:
+seconds to target never include compiling (compile_seconds holds it). With
+several --optimizers, the report sets them side by side (steps to target per
+batch size, the largest batch size that still scales for each) and says
+whether the run agrees with Zhang et al. (2019): momentum and Adam extend
+perfect scaling to larger batch sizes than plain SGD."""
 
 REPORT_EXAMPLE = """example:
   mbtrain report mbtrain-results/bench-20250101-120000
@@ -208,10 +211,11 @@ def register(subparsers) -> None:
                    help="validation accuracy checks per epoch (the resolution of steps to target)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="parameter dtype")
     p.add_argument("--backend", default="numba", help="numba, numpy or loop")
-    p.add_argument("--jobs", type=_jobs, default=1,
-                   help="runs at once in worker processes (joblib; -1: one per core); 1 runs them here, serially")
+    p.add_argument("--jobs", type=_jobs, default=None,
+                   help="runs at once in worker processes (joblib; -1: one per core); 1 (default) runs them here, "
+                        "serially; with --scheduler, at most N at once on the cluster (default: one per worker thread)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                   help="run on a dask.distributed cluster, e.g. tcp://10.0.0.5:8786 (joblib's Dask backend)")
+                   help="run on a dask.distributed cluster, e.g. tcp://10.0.0.5:8786")
     p.set_defaults(func=run_sweep)
 
     p = subparsers.add_parser("report", help="rebuild report.md and plots from a result folder",

@@ -93,7 +93,8 @@ def execution_note(ways: pd.DataFrame) -> str:
             parts.append("serially, one measurement at a time in one process")
             continue
         if pd.notna(workers):
-            count = f"{fmt(workers)} workers" + ("" if jobs == "-1" else f", at most {jobs} runs at once")
+            count = (f"{fmt(workers)} worker{'' if fmt(workers) == '1' else 's'}"
+                     + ("" if jobs == "-1" else f", at most {jobs} run{'' if jobs == '1' else 's'} at once"))
         elif jobs == "-1":
             count = "as many at once as the workers take; the number of workers is not recorded"
         elif executor == "dask":

@@ -24,8 +24,12 @@ folders written before it existed trained plain SGD, and :func:`read_results`
 says so (``"sgd()"``) on their check, bench, curve, sweep and noise rows.
 
 ``executor`` and ``jobs`` say how a row was measured: ``serial`` (one process,
-1 job) or ``joblib-loky``/``dask`` with ``jobs`` trials at once (their seconds
-are wall time shared with the other trials: compare them only with each other).
+1 job) or ``joblib-loky``/``dask`` with ``jobs`` trials at once, as joblib or
+the cluster counted them (their seconds are wall time shared with the other
+trials: compare them only with each other). A ``sweep`` row's
+``compile_seconds`` is what its run spent compiling, or loading from numba's
+cache, the kernels it needed, in its own process before its clock started:
+never part of its ``seconds``.
 """
 from __future__ import annotations
 

@@ -172,6 +172,17 @@ def _eta_clause(settings, policy, names, etas) -> str:
             + f"each optimizer from its own base eta: {base})")
 
 
+def _excluded(results) -> str:
+    """What the sweep's seconds leave out: evaluation, and compilation where the runs recorded theirs."""
+    runs = results[results["kind"] == "sweep"]
+    compiled = pd.to_numeric(runs["compile_seconds"], errors="coerce").dropna()
+    if compiled.empty:  # a folder from before runs warmed their own kernels
+        return "evaluation excluded"
+    return ("evaluation and compilation excluded: each run compiled, or loaded from numba's cache, the kernels it "
+            "needs in its own process, a worker's too, before its clock started; at most "
+            f"{fmt(float(compiled.max()))} s per run, in results.csv's compile_seconds")
+
+
 def sweep_lines(results, machine, summary, best, verdicts, provisional, plots) -> list:
     """The Time to target section: settings, the table, best etas (grid), the verdicts, the noise scale.
 
@@ -194,7 +205,7 @@ def sweep_lines(results, machine, summary, best, verdicts, provisional, plots) -
         + _eta_clause(settings, policy, names, reference_etas(machine) or dict.fromkeys(names))
         + f"; backend {settings.get('backend', 'numba')}, dtype {settings.get('dtype', '')}. "
         f"Accuracy is evaluated {settings.get('evals_per_epoch', 4)} times per epoch; seconds are training time "
-        "only (evaluation excluded). Mean ± standard deviation over the seeds that reached the target; the "
+        f"only ({_excluded(results)}). Mean ± standard deviation over the seeds that reached the target; the "
         f"verdict compares batch sizes by their {how} and names together those it cannot tell apart.\n")
     first = {"optimizer": [names[o] for o in summary["optimizer"]]} if several else {}
     lines.append(markdown_table(pd.DataFrame({

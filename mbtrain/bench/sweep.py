@@ -24,11 +24,14 @@ at epochs 0, 1, 2, 4, ... and where the run stops.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import itertools
 import math
 import numbers
 import os
 from collections.abc import Sequence
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -107,48 +110,104 @@ def optimizers_and_etas(optimizers, eta) -> list:
     return list(zip(chosen, [float(e) for e in etas]))
 
 
-@contextlib.contextmanager
-def _executor(jobs, scheduler):
-    """Where the parallel runs go: yields ``run(tasks)``, which yields ``(key, rows)`` as each run finishes.
+def _as_they_finish(submit, as_completed, lost, tasks, at_once):
+    """Yield each Dask task's result as it finishes, with at most ``at_once`` of ``tasks`` submitted at a time.
 
-    ``tasks`` are ``(key, run_trial keyword arguments)``. Entered before
-    anything is written, so a missing package or an unreachable scheduler
-    fails while the result folder is still as it was. ``scheduler``: a
-    ``dask.distributed`` scheduler address (``tcp://host:8786``); the trials
-    then run on its workers through joblib's Dask backend, and a trial lost
-    with a worker is run again by Dask. Otherwise loky worker processes of
-    this one, which exit when this process is killed.
+    ``lost``: the exception Dask raises for a task it gave up on after its
+    workers died (``KilledWorker``); it, or a task cancelled (the scheduler
+    gone), becomes a ValueError naming the run.
     """
-    try:
-        import joblib
-    except ImportError:
-        raise ValueError("jobs: parallel sweeps need joblib (pip install 'mbtrain[parallel]')") from None
+    pending, keys = iter(tasks), {}
 
-    def run(tasks):
-        parent_pid = os.getpid() if scheduler is None else None  # Dask workers belong to their cluster
-        calls = [joblib.delayed(_keyed_trial)(key, dict(kwargs, parent_pid=parent_pid)) for key, kwargs in tasks]
-        return joblib.Parallel(n_jobs=jobs, return_as="generator_unordered")(calls)
+    def start(key, kwargs):
+        future = submit(key, kwargs)
+        keys[future] = key
+        return future
 
+    finished = as_completed([start(*task) for task in itertools.islice(pending, at_once)])
+    for future in finished:
+        try:
+            result = future.result()
+        except (lost, concurrent.futures.CancelledError) as exc:
+            optimizer, batch_size, eta, seed = keys[future]
+            why = "the workers that ran it died" if isinstance(exc, lost) else f"it was cancelled ({exc})"
+            raise ValueError(f"scheduler: Dask gave up on the run at batch size {batch_size}, eta {eta:g}, seed "
+                             f"{seed} ({optimizer}): {why}; the runs that finished are in results.csv: continue "
+                             "with --resume") from None
+        for task in itertools.islice(pending, 1):
+            finished.add(start(*task))
+        yield result
+
+
+@contextlib.contextmanager
+def _executor(jobs, scheduler, arrays):
+    """Where the parallel runs go: yields ``(run(tasks), facts)``; ``run`` yields ``(key, rows)`` as each run finishes.
+
+    ``tasks`` are ``(key, run_trial keyword arguments)`` without the data,
+    ``arrays`` ``(X, Y, X_val, Y_val)``, sent to the workers once. Entered
+    before anything is written, so a missing package or an unreachable
+    scheduler fails while the result folder is still as it was. ``scheduler``:
+    a ``dask.distributed`` scheduler address (``tcp://host:8786``); the trials
+    then run on its workers, at most ``jobs`` at once (None or -1: as many as
+    the cluster takes), and a trial lost with a worker is run again by Dask.
+    Otherwise ``jobs`` loky worker processes of this one (joblib), which exit
+    when this process is killed. ``facts``: how many ``workers`` there were
+    at the start (and Dask's worker ``threads``) and the ``runs_at_once``.
+    """
     if scheduler is None:
-        yield run
+        try:
+            import joblib
+        except ImportError:
+            raise ValueError("jobs: parallel sweeps need joblib (pip install 'mbtrain[parallel]')") from None
+        n_jobs = joblib.effective_n_jobs(jobs)  # what joblib will use: -1 counts this machine's cores
+
+        def run(tasks):
+            # the orphan check only where the runs go to processes of this one (joblib runs n_jobs=1 here)
+            parent_pid = os.getpid() if n_jobs > 1 else None
+            calls = [joblib.delayed(_keyed_trial)(key, dict(kwargs, parent_pid=parent_pid), arrays)
+                     for key, kwargs in tasks]
+            return joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")(calls)
+
+        yield run, dict(workers=n_jobs, runs_at_once=n_jobs)
         return
     try:
-        from dask.distributed import Client
+        from dask import distributed
     except ImportError:
         raise ValueError("scheduler: Dask sweeps need dask.distributed (pip install 'mbtrain[parallel]')") from None
     try:
-        client = Client(scheduler, timeout=SCHEDULER_TIMEOUT)
+        client = distributed.Client(scheduler, timeout=SCHEDULER_TIMEOUT)
     except (OSError, TimeoutError) as exc:
         raise ValueError(f"scheduler: cannot reach the Dask scheduler at {scheduler} ({exc})") from None
-    with client, joblib.parallel_config(backend="dask"):
-        yield run
+    with client:
+        try:
+            client.wait_for_workers(1, timeout=SCHEDULER_TIMEOUT)
+        except (OSError, TimeoutError):
+            raise ValueError(f"scheduler: no Dask worker joined the scheduler at {scheduler} within "
+                             f"{SCHEDULER_TIMEOUT} s") from None
+        threads = client.nthreads()  # {worker address: threads}: what the cluster has now
+        total = sum(threads.values())
+        limit = None if jobs in (None, -1) else jobs
+        # The data goes once, as a task of its own rather than scattered: Dask can run it again when every
+        # worker that held it has died, and the trials waiting for it then still run.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sending large graph")  # sent once, as it must be
+            shared = client.submit(tuple, arrays, pure=False)
+
+        def submit(key, kwargs):
+            return client.submit(_keyed_trial, key, kwargs, shared, pure=False)
+
+        def run(tasks):
+            return _as_they_finish(submit, distributed.as_completed, distributed.KilledWorker, tasks,
+                                   limit or len(tasks))
+
+        yield run, dict(workers=len(threads), threads=total, runs_at_once=min(limit or total, total))
 
 
 def sweep(data, sizes, *, out, cost="quadratic", init="gaussian", dtype="float32",
           batch_sizes=DEFAULT_BATCH_SIZES, target=0.85, max_epochs=30, eta=3.0, eta_policy="fixed",
           ref_batch_size=10, grid_factors=DEFAULT_GRID_FACTORS, lmbda=0.0, seeds=3, evals_per_epoch=4,
           backend="numba", threads=1, quick=False, command=None, on_row=None, progress=None,
-          write_report=True, resume=False, jobs=1, scheduler=None, optimizers=("sgd",)) -> RunResult:
+          write_report=True, resume=False, jobs=None, scheduler=None, optimizers=("sgd",)) -> RunResult:
     """Train to ``target`` validation accuracy for every optimizer, batch size, eta and seed; write the results.
 
     Parameters
@@ -177,18 +236,22 @@ def sweep(data, sizes, *, out, cost="quadratic", init="gaussian", dtype="float32
         again; the curve points of a run cut short are dropped and the run is
         redone; a last line cut short by a kill is dropped. Without ``resume``
         an existing results.csv is replaced.
-    jobs : int
-        Runs at once. 1 (default): serially in this process, rows written as
-        measured. More: joblib worker processes (``-1``: one per core); each
-        run's rows are written, by this process only, when it finishes.
-        ``seconds_to_target`` is then wall time shared with the other runs:
-        the ``executor`` and ``jobs`` columns say so.
+    jobs : int or None
+        Runs at once. None or 1 (without ``scheduler``): serially in this
+        process, rows written as measured. More: joblib worker processes
+        (``-1``: one per core); each run's rows are written, by this process
+        only, when it finishes. ``seconds_to_target`` is then wall time shared
+        with the other runs: the ``executor`` and ``jobs`` columns say so
+        (``jobs``: the runs at once, as joblib or the cluster counted them).
+        Wherever a run goes, it compiles the kernels it needs (or loads them
+        from numba's cache) before its clock starts; those seconds are its
+        ``compile_seconds``, never part of ``seconds_to_target``.
     scheduler : str or None
         Address of a ``dask.distributed`` scheduler (``tcp://host:8786``): the
-        runs go to its workers through joblib's Dask backend (``jobs`` caps
-        how many at once; -1: as many as the cluster takes). Runs lost with a
-        worker are run again by Dask; a run is written once, whichever copy
-        finishes first.
+        runs go to its workers, at most ``jobs`` at once (None or -1: as many
+        as the cluster takes, one per worker thread). Runs lost with a worker
+        are run again by Dask; each is written once. machine.json's
+        ``execution`` records the workers and threads the cluster had at the start.
 
     Returns
     -------
@@ -198,8 +261,9 @@ def sweep(data, sizes, *, out, cost="quadratic", init="gaussian", dtype="float32
     # Everything is checked before the folder is touched: a bad setting must not cost an earlier run's results.
     if eta_policy not in ETA_POLICIES:
         raise ValueError(f"eta_policy: unknown policy {eta_policy!r}; choose one of {list(ETA_POLICIES)}")
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs == 0 or jobs < -1:
-        raise ValueError(f"jobs: must be a positive number of parallel runs or -1 (one per core), got {jobs!r}")
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs == 0 or jobs < -1):
+        raise ValueError(f"jobs: must be a positive number of parallel runs or -1 (one per core; with a "
+                         f"scheduler, as many as the cluster takes), got {jobs!r}")
     get_backend(backend)
     plan = optimizers_and_etas(optimizers, eta)
     out = Path(out)
@@ -216,11 +280,11 @@ def sweep(data, sizes, *, out, cost="quadratic", init="gaussian", dtype="float32
     n = X.shape[0]
     batch_sizes = [int(min(b, n)) for b in batch_sizes]
     noise_batch = min(batch_sizes, key=lambda b: (abs(math.log(b / ref_batch_size)), b))
-    parallel = scheduler is not None or jobs != 1
+    parallel = scheduler is not None or jobs not in (None, 1)
     executor = "dask" if scheduler is not None else "joblib-loky" if parallel else "serial"
     common = dict(dataset=data.name, sizes=",".join(map(str, sizes)), cost=probe.cost.name, dtype=probe.dtype.name,
                   arm=backend, eta_policy=eta_policy, lmbda=lmbda, threads=threads, rows=n, target=target,
-                  max_epochs=max_epochs, executor=executor, jobs=jobs)
+                  max_epochs=max_epochs, executor=executor, jobs=1)  # jobs: runs at once, set below
     # Every setting that changes a result; a resumed run must match each (how runs are spread may differ).
     rows_fingerprint = fingerprint(data.X_train, data.y_train, data.X_val, data.y_val)
     settings = dict(dataset=data.name, data_fingerprint=rows_fingerprint, sizes=sizes, cost=probe.cost.name,
@@ -247,12 +311,16 @@ def sweep(data, sizes, *, out, cost="quadratic", init="gaussian", dtype="float32
         info = machine_info(command=command)
         info.update(run="sweep", dataset=data.name, dataset_note=data.note,
                     data_split=getattr(data, "split", None) or None, quick=quick, settings=settings,
-                    execution=dict(executor=executor, jobs=jobs, scheduler=scheduler))
+                    execution=dict(executor=executor, jobs=1, requested_jobs=jobs, scheduler=scheduler))
         if previous:
             info["resumed_from"] = previous.get("resumed_from", []) + [
                 {k: previous.get(k) for k in ("timestamp", "command", "execution", "interrupted")}]
         # The workers are reachable before results.csv is opened (and, without resume, emptied).
-        run_parallel = held.enter_context(_executor(jobs, scheduler)) if parallel else None
+        run_parallel = None
+        if parallel:
+            run_parallel, facts = held.enter_context(_executor(jobs, scheduler, (X, Y, X_val, Y_val)))
+            info["execution"].update(facts, jobs=facts["runs_at_once"])
+            common["jobs"] = facts["runs_at_once"]
         writer = ResultsWriter(out / "results.csv", on_row=on_row, resume=resume, keep=_keep_finished)
 
         def record(optimizer, batch_size, run_eta, seed, rows):
@@ -265,7 +333,8 @@ def sweep(data, sizes, *, out, cost="quadratic", init="gaussian", dtype="float32
             todo = [run for run in runs if _run_key(*run) not in done]
             with thread_limits(threads) as counts:
                 info["threads"] = counts
-                # in parallel runs too: the workers then load the kernels from the cache
+                # in parallel runs too: it fills numba's on-disk cache, so a worker loads a run's kernels
+                # rather than compile them (each run warms its own in its process before its clock starts)
                 info["compile_seconds"] = get_backend(backend).compile(
                     probe.dtype.name, probe.cost, batch_sizes=batch_sizes,
                     optimizers=[get_optimizer(o) for o in optimizers])
@@ -283,15 +352,11 @@ def sweep(data, sizes, *, out, cost="quadratic", init="gaussian", dtype="float32
                                       emit=lambda row, run=run: record(*run, [row]), **trial_settings)
                             bar.update(1)
                     else:
-                        tasks = [(_run_key(*run), dict(X=X, Y=Y, X_val=X_val, Y_val=Y_val, batch_size=run[1],
-                                                       eta=run[2], seed=run[3], with_noise=run == noise_run,
-                                                       optimizer=rules[run[0]], threads=threads,
-                                                       **trial_settings)) for run in todo]
+                        tasks = [(_run_key(*run), dict(batch_size=run[1], eta=run[2], seed=run[3],
+                                                       with_noise=run == noise_run, optimizer=rules[run[0]],
+                                                       threads=threads, **trial_settings)) for run in todo]
                         for key, rows in run_parallel(tasks):
-                            if key in done:  # a run Dask ran twice (a worker was lost): written once
-                                continue
                             record(*key, rows)
-                            done.add(key)
                             bar.update(1)
         except KeyboardInterrupt:
             interrupted = True

@@ -30,6 +30,12 @@ def _segments(n, batch_size, evals_per_epoch):
     return steps, cuts
 
 
+def _segment_batch_sizes(n, batch_size, cuts) -> list[int]:
+    """The batch sizes the epoch kernel is called with: ``batch_size``, or fewer rows when a segment is shorter."""
+    rows = [min(last * batch_size, n) - first * batch_size for first, last in zip(cuts[:-1], cuts[1:])]
+    return sorted({min(batch_size, r) for r in rows if r > 0})
+
+
 def train_to_target(net, X, Y, X_val, Y_val, *, batch_size, eta, lmbda=0.0, target=0.85, max_epochs=30,
                     evals_per_epoch=4, backend="numba", on_eval=None, on_noise=None, noise_epochs=(),
                     optimizer="sgd") -> dict:
@@ -44,6 +50,12 @@ def train_to_target(net, X, Y, X_val, Y_val, *, batch_size, eta, lmbda=0.0, targ
     ``on_noise(point, estimate)`` receives the gradient noise scale (see
     :func:`mbtrain.bench.noise.gradient_noise_scale`, on up to ``NOISE_ROWS``
     training rows) at the epochs in ``noise_epochs`` and where the run stops.
+
+    Before the clock starts, the backend compiles (or loads from its cache)
+    the epoch kernels of this run, in this process (:meth:`prepare`, for each
+    batch size a segment of an epoch is called with): a worker process fresh
+    from its start would otherwise time its compiling. Their seconds are the
+    summary's ``compile_seconds``, never part of ``seconds``.
     """
     impl = get_backend(backend)
     optimizer = get_optimizer(optimizer)
@@ -51,6 +63,8 @@ def train_to_target(net, X, Y, X_val, Y_val, *, batch_size, eta, lmbda=0.0, targ
     n = X.shape[0]
     labels, labels_val = Y.argmax(axis=1), Y_val.argmax(axis=1)
     steps_per_epoch, cuts = _segments(n, batch_size, evals_per_epoch)
+    compile_seconds = sum(impl.prepare(net, b, Y, X, optimizer=optimizer)
+                          for b in _segment_batch_sizes(n, batch_size, cuts))
     noise_X, noise_Y = X[:NOISE_ROWS], Y[:NOISE_ROWS]
     # The training loss and accuracy are estimated on a fixed subset, so evaluation stays cheap next to training.
     X_eval, Y_eval, labels_eval = X[:TRAIN_EVAL_ROWS], Y[:TRAIN_EVAL_ROWS], labels[:TRAIN_EVAL_ROWS]
@@ -100,6 +114,7 @@ def train_to_target(net, X, Y, X_val, Y_val, *, batch_size, eta, lmbda=0.0, targ
         noise_at(point)
     summary = {
         "status": status, "reached": reached is not None, "epochs_run": epoch, "seconds": seconds,
+        "compile_seconds": compile_seconds,
         "best_val_accuracy": best, "final_train_loss": point["train_loss"], "final_val_loss": point["val_loss"],
     }
     if reached is not None:
@@ -172,5 +187,6 @@ def run_trial(X, Y, X_val, Y_val, *, sizes, cost, init, dtype, batch_size, eta, 
     return rows
 
 
-def _keyed_trial(key, kwargs):
-    return key, run_trial(**kwargs)
+def _keyed_trial(key, kwargs, arrays):
+    """``(key, rows)`` of one run in a worker; ``arrays`` ``(X, Y, X_val, Y_val)``, which the executors send once."""
+    return key, run_trial(*arrays, **kwargs)
