@@ -380,6 +380,7 @@ def test_serial_and_parallel_epochs_have_their_own_cache_files():
     assert len(names) == 2
 
 
+@pytest.mark.skipif(JIT_DISABLED, reason="finds the kernels by their dispatchers")
 def test_the_epoch_kernels_share_one_compiled_copy_of_each_layer_function():
     """No literal or prange-index argument in a call between kernels: each compiles a shared callee once more.
 
