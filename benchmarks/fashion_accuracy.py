@@ -52,7 +52,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SKLEARN = dict(hidden_layer_sizes=(100,), activation="logistic", solver="adam", batch_size=200, max_iter=30,
                random_state=0)
 ALPHA, SKLEARN_ETA = 1e-4, 1e-3  # MLPClassifier's defaults for alpha and learning_rate_init
-GRID = dict(hidden=((300,), (500,)), eta=(1e-3,), batch_size=(64,), epochs=(20, 30), l2=(1, 10),
+GRID = dict(hidden=((300,), (400,), (500,)), eta=(1e-3,), batch_size=(64,), epochs=(20, 30), l2=(1, 10),
             schedule=("constant", "cosine"))
 BUDGET_SECONDS = 15.0  # the goal's training time: grid points over it are listed but not chosen
 QUICK_GRID = dict(hidden=((30,), (100,)), eta=(1e-3, 3e-3), batch_size=(32,), epochs=(3,), l2=(1,),
