@@ -299,7 +299,9 @@ def report(data, info, epochs, floors, targets, settings) -> str:
                            for t, r in zip(shown.get("rows_timed", pd.Series(dtype=float)), shown["rows"])]
     columns = ["network", "threads", "arm", "batch_size", "status", "median_seconds", "min_seconds", "max_seconds",
                "times_floor", "compile_seconds", "check_error", "rows timed", "note"]
-    lines += [markdown_table(shown.reindex(columns=columns).fillna({"note": ""})), ""]
+    table = shown.reindex(columns=columns)
+    table["note"] = table["note"].astype(object).fillna("")  # an all-empty note column is read as float
+    lines += [markdown_table(table), ""]
     return "\n".join(lines)
 
 
