@@ -165,12 +165,15 @@ def update_units(out, net, work, X, rows, part, n_parts, alpha_w, alpha_b, beta,
 
 
 @njit(cache=True)
-def all_finite(params, one):
-    """Whether every parameter is finite: one pass summing ``v - v``, which cannot overflow."""
-    nan_if_bad = one - one
-    for i in range(params.shape[0]):
-        nan_if_bad += params[i] - params[i]
-    return nan_if_bad == one - one
+def backprop_rows(net, work, X, Y, rows, r_lo, r_hi, no_z):
+    """Batch rows ``r_lo <= i < r_hi`` of ``X[rows]``: gathered into ``work.inputs``, forward, every delta.
+
+    The share of one thread in the batch epochs; the update that follows reads
+    the gathered rows of every share.
+    """
+    gather_rows(work.inputs, X, rows, r_lo, r_hi)
+    forward_rows(net, work, work.inputs, work.index[:rows.shape[0]], r_lo, r_hi, no_z, ZERO)
+    deltas_rows(net, work, Y, rows, r_lo, r_hi)
 
 
 # -- epochs --------------------------------------------------------------------------------------------
@@ -197,13 +200,11 @@ def _sgd_epoch(net, work, X, Y, order, beta_full, beta_last, decay, n_parts, che
     for k in range((n_rows + batch_size - 1) // batch_size):
         rows = order[k * batch_size:min((k + 1) * batch_size, n_rows)]
         m = rows.shape[0]
-        gathered = work.index[:m]  # the rows of work.inputs, where this batch's rows of X are copied
+        gathered = work.index[:m]  # the rows of work.inputs, where backprop_rows copies this batch's rows of X
         for p in prange(n_parts):
             r_lo, r_hi = share(m, p, n_parts, FORWARD_ROWS)
             if r_lo < r_hi:
-                gather_rows(work.inputs, X, rows, r_lo, r_hi)
-                forward_rows(net, work, work.inputs, gathered, r_lo, r_hi, no_z, ZERO)
-                deltas_rows(net, work, Y, rows, r_lo, r_hi)
+                backprop_rows(net, work, X, Y, rows, r_lo, r_hi, no_z)
         beta = beta_full if m == batch_size else beta_last
         for p in prange(n_parts):
             # np.int64: prange's index is unsigned, which would compile update_units once more
@@ -211,7 +212,7 @@ def _sgd_epoch(net, work, X, Y, order, beta_full, beta_last, decay, n_parts, che
                                      net.one, beta, checked, ZERO)
         if not finite.all():
             return k if checked else DIVERGED_AT_UNKNOWN_BATCH
-    if not checked and not all_finite(net.params, net.one):
+    if not checked and not range_finite(net.params, net.one):
         return DIVERGED_AT_UNKNOWN_BATCH
     return FINITE
 
@@ -257,7 +258,7 @@ def sgd_epoch_online(net, work, X, Y, order, beta, decay):
             copy_row(work.inputs[1 - here], X[order[k + 1]])
         first_layer_update_forward(W0, b0, work.inputs[here], coef, decay, Z1[0],
                                    work.inputs[1 - here if fuse else here], fuse)
-    return FINITE if all_finite(net.params, net.one) else DIVERGED_AT_UNKNOWN_BATCH
+    return FINITE if range_finite(net.params, net.one) else DIVERGED_AT_UNKNOWN_BATCH
 
 
 # -- epochs of the other optimizers: gradient and step fused per layer --------------------------------
@@ -329,13 +330,11 @@ def _optimizer_epoch(net, work, X, Y, order, grad, state, rule, step, lmbda_over
     for k in range((n_rows + batch_size - 1) // batch_size):
         rows = order[k * batch_size:min((k + 1) * batch_size, n_rows)]
         m = rows.shape[0]
-        gathered = work.index[:m]  # the rows of work.inputs, where this batch's rows of X are copied
+        gathered = work.index[:m]  # the rows of work.inputs, where backprop_rows copies this batch's rows of X
         for p in prange(n_parts):
             r_lo, r_hi = share(m, p, n_parts, FORWARD_ROWS)
             if r_lo < r_hi:
-                gather_rows(work.inputs, X, rows, r_lo, r_hi)
-                forward_rows(net, work, work.inputs, gathered, r_lo, r_hi, no_z, ZERO)
-                deltas_rows(net, work, Y, rows, r_lo, r_hi)
+                backprop_rows(net, work, X, Y, rows, r_lo, r_hi, no_z)
         if rule.kind == ADAM_KIND:  # as mbtrain.optim.Adam: Python floats, so float64, then the array's dtype
             t = np.float64(step + k + 1)
             corrections[0] = rule.eta64 / (1.0 - rule.beta1_64 ** t)
@@ -348,7 +347,7 @@ def _optimizer_epoch(net, work, X, Y, order, grad, state, rule, step, lmbda_over
             return k
     if not checked:
         first, second = state
-        if not (all_finite(net.params, net.one) and all_finite(first, net.one) and all_finite(second, net.one)):
+        if not (range_finite(net.params, net.one) and range_finite(first, net.one) and range_finite(second, net.one)):
             return DIVERGED_AT_UNKNOWN_BATCH
     return FINITE
 
