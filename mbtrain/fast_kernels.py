@@ -41,7 +41,7 @@ from .fast_layers import (
 )
 
 #: SHA-256 of fast_layers.py these kernels were last compiled against (see above).
-FAST_LAYERS_SHA256 = "6eb0c8e7faa55bb4377125ee743c0b3c523ad4bef3783b5109ee4a759b173922"
+FAST_LAYERS_SHA256 = "a0521c2289892f2957d943267f6c24b6b89e7d4f11898fb4334cc6ca0c2017cc"
 
 
 #: Integer and boolean arguments spelled as typed constants, never as literals: numba compiles a
