@@ -148,7 +148,8 @@ def fit(net, X, y, *, epochs, batch_size, eta, lmbda=0.0, backend="numba", shuff
     -------
     pandas.DataFrame, one row per epoch: ``epoch``, ``eta`` (the learning rate
     the epoch used), ``seconds`` (run time of the
-    epoch's arithmetic; compilation is in ``history.attrs["compile_seconds"]``),
+    epoch's arithmetic; compilation is in ``history.attrs["compile_seconds"]``,
+    the backend's once-per-fit preparation of the rows in ``input_seconds``),
     ``examples_per_second``; when monitoring also, on the full training set at
     epoch end, ``train_loss`` (mean cost plus the L2 term
     ``lmbda/(2n) sum ||W||^2``: what SGD minimises, :meth:`Network.loss` with
@@ -215,6 +216,8 @@ class _Plan(NamedTuple):
     state: OptimizerState | None  #: the state the epochs update in place (None for SGD)
     state_note: str  #: history.attrs["optimizer_state"]
     schedule: object
+    inputs: object = None  #: the training rows as the backend's epochs read them (``Backend.epoch_inputs``)
+    input_seconds: float = 0.0  #: what making ``inputs`` took (history.attrs["input_seconds"])
 
 
 def _optimizer_state(net, optimizer) -> tuple[OptimizerState | None, str]:
@@ -236,6 +239,9 @@ def _fit(net, impl, X, Y, labels, n, epochs, batch_size, eta, lmbda, shuffle, va
          show_progress, watchers, checkpoint, plan):
     # compiled (or loaded from numba's cache) before the first timed epoch, and reported apart
     compile_seconds = impl.prepare(net, batch_size, Y=Y, X=X, optimizer=plan.optimizer)
+    start = time.perf_counter()
+    inputs = impl.epoch_inputs(net, X)  # once per fit, like the input checks; reported apart from the epochs
+    plan = plan._replace(inputs=inputs, input_seconds=time.perf_counter() - start)
     previous = getattr(net, "history", None)
     previous = None if previous is None or previous.empty else previous
     first_epoch = 1 if previous is None else int(previous["epoch"].iloc[-1]) + 1
@@ -373,7 +379,7 @@ def _run_epoch(impl, net, X, Y, order, batch_size, eta, lmbda, plan, show_progre
             if gather:  # reading the rows is part of the epoch's work: timed
                 X_part, Y_part, rows = np.ascontiguousarray(X[rows]), Y[rows], np.arange(len(rows))
             else:
-                X_part, Y_part = X, Y
+                X_part, Y_part = (X if plan.inputs is None else plan.inputs), Y
             bad = impl.optimizer_epoch(net, X_part, Y_part, rows, batch_size, eta, lmbda, n, plan.optimizer,
                                        plan.state)
             seconds += time.perf_counter() - start
@@ -387,6 +393,7 @@ def _run_epoch(impl, net, X, Y, order, batch_size, eta, lmbda, plan, show_progre
 def _history_frame(rows, compile_seconds, backend, plan):
     history = pd.DataFrame(rows, columns=None if rows else ["epoch", "eta", "seconds", "examples_per_second"])
     history.attrs["compile_seconds"] = compile_seconds
+    history.attrs["input_seconds"] = plan.input_seconds
     history.attrs["backend"] = backend
     history.attrs["optimizer"] = plan.optimizer.describe()
     history.attrs["optimizer_state"] = plan.state_note

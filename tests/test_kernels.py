@@ -10,11 +10,12 @@ import re
 
 import numpy as np
 import pytest
+from numba import njit
 
 from mbtrain import Network, _kernel_api as api, fast_kernels as fk, fast_layers as fl, kernels as pk
 from mbtrain.activations import sigmoid
 from mbtrain.backends import get_backend
-from mbtrain.backends.numba_matrix import loss_gradient_and_output
+from mbtrain.backends.numba_matrix import _epoch_rows, loss_gradient_and_output
 from mbtrain.backends.numpy_matrix import forward as numpy_forward
 
 JIT_DISABLED = os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0")
@@ -49,6 +50,35 @@ def test_sigmoid_rows_matches_reference_and_keeps_nan(dtype):
     assert Z.dtype == dtype
     np.testing.assert_allclose(Z[:, :-1], expected[:, :-1], rtol=RTOL[dtype], atol=0)
     assert Z[0, 0] == 0 and Z[0, 6] == 1 and np.isnan(Z[0, -1])
+
+
+@njit(error_model="numpy")
+def _vector_exp_of(v, out):
+    for i in range(v.shape[0]):
+        out[i] = fl.vector_exp(v[i])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_vector_exp_is_within_two_ulp_of_numpy_and_keeps_inf_zero_and_nan(dtype):
+    """The sigmoid's exp (arithmetic LLVM vectorizes) against numpy's, over exp's whole range and beyond."""
+    info = np.finfo(dtype)
+    top, bottom = float(np.log(info.max)), float(np.log(info.smallest_subnormal))
+    rng = np.random.default_rng(0)
+    v = np.concatenate([rng.uniform(bottom - 5, top + 5, 100_000), rng.uniform(-3, 3, 100_000),
+                        [0.0, -0.0, np.inf, -np.inf, np.nan, top, -top, bottom, np.nextafter(top, np.inf)]])
+    v = v.astype(dtype)
+    out = np.empty_like(v)
+    _vector_exp_of(v, out)
+    assert out.dtype == dtype
+    with np.errstate(over="ignore"):
+        expected = np.exp(v)
+    normal = np.isfinite(expected) & (expected >= info.tiny)
+    ulp = np.abs(out[normal] - expected[normal]) / np.spacing(expected[normal])
+    assert ulp.max() <= 2, f"{ulp.max()} ulp at x = {v[normal][np.argmax(ulp)]!r}"
+    np.testing.assert_array_equal(np.isinf(out), np.isinf(expected))
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(expected))
+    tiny = ~normal & np.isfinite(expected)  # subnormal or zero results: within one subnormal step or two
+    assert np.all(np.abs(out[tiny] - expected[tiny]) <= 2 * info.smallest_subnormal + 2 * np.spacing(expected[tiny]))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -156,7 +186,8 @@ def run_fast_epoch(net, X, Y, order, batch_size, eta, lmbda, n_parts, checked=Tr
     n = order.shape[0]
     last = n - (n - 1) // batch_size * batch_size
     epoch = fk.sgd_epoch_parallel if n_parts > 1 else fk.sgd_epoch_serial
-    return int(epoch(kernel_net(net), api.new_work(net.sizes, batch_size, net.dtype), X, Y, order,
+    return int(epoch(kernel_net(net), api.new_work(net.sizes, batch_size, net.dtype), *_epoch_rows(X, net.dtype), Y,
+                     order,
                      beta_full=dt(-eta / batch_size), beta_last=dt(-eta / last),
                      decay=dt(1 - eta * lmbda / X.shape[0]), n_parts=n_parts, checked=checked))
 

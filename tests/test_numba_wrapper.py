@@ -115,7 +115,7 @@ def test_an_unchecked_divergence_reruns_checked_from_the_start(monkeypatch):
     start = net.params.copy()
     runs = []
 
-    def diverging(net, work, X, Y, order, beta_full, beta_last, decay, n_parts, checked):
+    def diverging(net, work, X, codes, scale, Y, order, beta_full, beta_last, decay, n_parts, checked):
         runs.append((checked, net.params.copy()))
         net.params[:] = np.nan
         return 3 if checked else api.DIVERGED_AT_UNKNOWN_BATCH
@@ -169,8 +169,8 @@ def test_optimizer_step_count_after_a_divergence(monkeypatch):
     state = optimizer.new_state(net.layout.size, net.dtype)
     state.step = 4
 
-    def diverging(net, work, X, Y, order, grad, state, rule, step, lmbda_over_n, inv_full, inv_last, n_parts,
-                  checked):
+    def diverging(net, work, X, codes, scale, Y, order, grad, state, rule, step, lmbda_over_n, inv_full, inv_last,
+                  n_parts, checked):
         return 2 if checked else api.DIVERGED_AT_UNKNOWN_BATCH
 
     monkeypatch.setattr(fk, "optimizer_epoch_serial", diverging)

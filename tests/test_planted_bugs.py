@@ -29,7 +29,7 @@ import mbtrain
 from mbtrain import _kernel_api as api, fast_kernels as fk
 from mbtrain.activations import sigmoid
 from mbtrain.backends import FINITE, get_backend
-from mbtrain.backends.numba_matrix import _rule as numba_rule
+from mbtrain.backends.numba_matrix import _epoch_rows, _rule as numba_rule
 from mbtrain.backends.numpy_matrix import backward as numpy_backward, forward as numpy_forward
 from mbtrain.bench.trial import run_trial
 from mbtrain.synthetic import make_blobs
@@ -335,9 +335,9 @@ def test_the_numba_float32_epoch_equals_the_float32_kernel_bit_for_bit(batch_siz
     kernel_net = api.Net(nets[1].params, np.asarray(nets[1].sizes, np.int64), nets[1].cost.kernel_id, f(1))
     work = api.new_work(nets[1].sizes, batch_size, np.float32)
     if batch_size == 1:
-        status = fk.sgd_epoch_online(kernel_net, work, X, y, order, beta=f(-eta), decay=f(1 - eta * lmbda / n))
+        status = fk.sgd_epoch_online(kernel_net, work, *_epoch_rows(X, np.float32), y, order, beta=f(-eta), decay=f(1 - eta * lmbda / n))
     else:
-        status = fk.sgd_epoch_serial(kernel_net, work, X, y, order, beta_full=f(-eta / 5), beta_last=f(-eta / 3),
+        status = fk.sgd_epoch_serial(kernel_net, work, *_epoch_rows(X, np.float32), y, order, beta_full=f(-eta / 5), beta_last=f(-eta / 3),
                                      decay=f(1 - eta * lmbda / n), n_parts=1, checked=True)
     assert status == FINITE
     assert nets[0].params.dtype == np.float32
@@ -367,7 +367,8 @@ def test_parallel_sgd_epoch_equals_numpy_at_wide_layers(sizes, batch_size, n_par
     start = fast.params.copy()
     last = n_rows - 2 * batch_size
     status = fk.sgd_epoch_parallel(api.Net(fast.params, np.asarray(sizes, np.int64), fast.cost.kernel_id, 1.0),
-                                   api.new_work(sizes, batch_size, np.float64), X, y, order,
+                                   api.new_work(sizes, batch_size, np.float64), *_epoch_rows(X, np.float64), y,
+                                   order,
                                    beta_full=-eta / batch_size, beta_last=-eta / last, decay=1 - eta * lmbda / n_rows,
                                    n_parts=n_parts, checked=True)
     assert status == FINITE
@@ -396,7 +397,8 @@ def test_parallel_optimizer_epoch_equals_numpy_at_wide_layers(sizes, optimizer):
     second = state.arrays["s"] if optimizer == "adam" else np.empty(0)
     status = fk.optimizer_epoch_parallel(
         api.Net(net.params, np.asarray(sizes, np.int64), net.cost.kernel_id, 1.0),
-        api.new_work(sizes, batch_size, np.float64), X, y, order, np.empty_like(net.params), (first, second),
+        api.new_work(sizes, batch_size, np.float64), *_epoch_rows(X, np.float64), y, order, np.empty_like(net.params),
+        (first, second),
         numba_rule(rule, eta, np.float64), 0, lmbda / n_rows, 1 / batch_size, 1 / (n_rows - 2 * batch_size), 2, True)
     assert status == FINITE
     assert rel_err(net.params, nets["numpy"].params) < 1e-9

@@ -175,6 +175,15 @@ class Backend(abc.ABC):
         (benchmarks and worker processes report them apart from run time). Nothing to do here."""
         return 0.0
 
+    def epoch_inputs(self, net, X):
+        """``X`` as this backend's epochs read it best, made once per ``fit``; ``X`` itself by default.
+
+        ``fit`` passes the result to :meth:`sgd_epoch` and :meth:`optimizer_epoch`
+        (never to the other methods), so a backend may return another object
+        here, which only its own epochs need to understand.
+        """
+        return X
+
     def training_context(self):
         """A context manager entered around a whole ``fit``; nothing by default."""
         return contextlib.nullcontext()

@@ -128,6 +128,7 @@ class BackendRunner:
         self.initial = net.params.copy()
         self.X = np.ascontiguousarray(X, dtype=net.dtype)
         self.Y = np.ascontiguousarray(Y, dtype=net.dtype)
+        self.inputs = backend.epoch_inputs(self.net, self.X)  # as fit's epochs read them
         self.optimizer = optimizer
         self.state = self._fresh_state()
 
@@ -137,7 +138,7 @@ class BackendRunner:
         return self.optimizer.new_state(self.net.layout.size, self.net.dtype)
 
     def epoch(self, order, batch_size, eta, lmbda, n):
-        bad = self.backend.optimizer_epoch(self.net, self.X, self.Y, order, batch_size, eta, lmbda, n,
+        bad = self.backend.optimizer_epoch(self.net, self.inputs, self.Y, order, batch_size, eta, lmbda, n,
                                            self.optimizer, self.state)
         if bad >= 0:
             raise FloatingPointError(f"{self.backend.name}: diverged in mini-batch {bad}")
