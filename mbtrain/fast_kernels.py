@@ -41,7 +41,7 @@ from .fast_layers import (
 )
 
 #: SHA-256 of fast_layers.py these kernels were last compiled against (see above).
-FAST_LAYERS_SHA256 = "a0521c2289892f2957d943267f6c24b6b89e7d4f11898fb4334cc6ca0c2017cc"
+FAST_LAYERS_SHA256 = "f350b75b3e50417d5cf3067c8c77d74d97e9910fa84affd6777783f5094b093b"
 
 
 #: Integer and boolean arguments spelled as typed constants, never as literals: numba compiles a

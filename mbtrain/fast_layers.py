@@ -45,7 +45,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
-from ._kernel_api import ADAM_KIND, CROSS_ENTROPY, NESTEROV_KIND, SOFTMAX
+from ._kernel_api import ADAM_KIND, CROSS_ENTROPY, NESTEROV_KIND, QUADRATIC, SOFTMAX
 
 #: ``reassoc`` and ``contract`` only: vectorized reductions and fused multiply-adds, inf and NaN kept.
 FASTMATH = {"reassoc", "contract"}
@@ -359,6 +359,12 @@ def output_delta_rows(D, A, Y, rows, cost_id, one):
     of :func:`mbtrain.kernels.output_delta`.
     """
     m, k = D.shape
+    if Y.ndim == 1 and cost_id != QUADRATIC:  # labels (numba prunes the branch): D = A - one-hot, in place
+        for i in range(m):
+            for j in range(k):
+                D[i, j] = A[i, j]  # softmax's A * sum(targets) - t: the sum of a one-hot is exactly 1
+            D[i, Y[rows[i]]] -= one
+        return
     for i in range(m):
         r = rows[i]
         if cost_id == SOFTMAX:
