@@ -14,6 +14,9 @@ Rows, measured in one run, one after the other:
   solver="adam", batch_size=200, max_iter=30, random_state=0`` (otherwise
   scikit-learn's defaults: learning_rate_init 0.001, alpha 1e-4, no early
   stopping); seconds: the wall time of ``fit``; BLAS threads as they are.
+  It and the next row are fitted three times each, alternating, and each
+  side's best time is compared (the fits are deterministic; timeit's rule
+  for a shared machine, where one run's time varied up to 2x here).
 - ``mbtrain, MLPClassifier's recipe``: [784,100,10], sigmoid hidden layer,
   softmax output with log-likelihood (``cost="softmax"``: what MLPClassifier
   uses for several classes), scaled init, Adam eta 0.001, batch 200, 30
@@ -53,11 +56,16 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SKLEARN = dict(hidden_layer_sizes=(100,), activation="logistic", solver="adam", batch_size=200, max_iter=30,
                random_state=0)
 ALPHA, SKLEARN_ETA = 1e-4, 1e-3  # MLPClassifier's defaults for alpha and learning_rate_init
-GRID = dict(hidden=((300,), (400,), (500,)), eta=(1e-3,), batch_size=(64,), epochs=(20, 30), l2=(1, 10),
+# eta 2e-3 joined after a probe on the validation rows (0.901 against 0.897 at 1e-3, [784,300,10] cosine, 30
+# epochs); L2 at 10x MLPClassifier's alpha left, never the best on validation in the earlier runs
+GRID = dict(hidden=((300,), (400,), (500,)), eta=(1e-3, 2e-3), batch_size=(64,), epochs=(20, 30), l2=(1,),
             schedule=("constant", "cosine"))
 BUDGET_SECONDS = 15.0  # the goal's training time: grid points over it are listed but not chosen
 QUICK_GRID = dict(hidden=((30,), (100,)), eta=(1e-3, 3e-3), batch_size=(32,), epochs=(3,), l2=(1,),
                   schedule=("constant", "cosine"))
+#: Fits of each side of goal (a), alternating; each side's best time is compared (both are deterministic:
+#: every run gives the same accuracy), as timeit takes the best of its repeats on a shared machine.
+PAIR_RUNS = 3
 ACCURACY_TOLERANCE, TIME_SHARE = 0.005, 0.40  # goal (a): within 0.005 of MLPClassifier in <= 40% of its time
 ACCURACY_GOAL, SECONDS_GOAL = 0.89, 15.0  # goal (b)
 QUICK_NOTE = " — **a smoke run (--quick, digits): the goals are about Fashion-MNIST and mean nothing here**"
@@ -158,6 +166,11 @@ def machine():
     return model, isa, blas, numba.get_num_threads()
 
 
+def seconds_list(times):
+    """``"2.31, 2.40, 2.52 s"``: every timed run of one side of goal (a)."""
+    return ", ".join(f"{t:.2f}" for t in times) + " s"
+
+
 def verdict(ok):
     return "**met**" if ok else "not met"
 
@@ -171,12 +184,17 @@ def main(argv=None) -> int:
     epochs = 3 if args.quick else SKLEARN["max_iter"]
     warm_up(X, y)
 
-    print("MLPClassifier ...", file=sys.stderr)
-    sk_accuracy, sk_seconds, sk_iterations = fit_sklearn(X, y, X_test, y_test, epochs)
-    print("mbtrain, MLPClassifier's recipe ...", file=sys.stderr)
     lmbda = ALPHA * X.shape[0] / SKLEARN["batch_size"]
-    same, same_seconds = train_mbtrain(X, y, SKLEARN["hidden_layer_sizes"], SKLEARN_ETA, SKLEARN["batch_size"],
-                                       epochs, lmbda)
+    sk_times, same_times = [], []
+    for run in range(1 if args.quick else PAIR_RUNS):  # alternating, so both sides see the same machine
+        print(f"MLPClassifier, run {run + 1} ...", file=sys.stderr)
+        sk_accuracy, seconds, sk_iterations = fit_sklearn(X, y, X_test, y_test, epochs)
+        sk_times.append(seconds)
+        print(f"mbtrain, MLPClassifier's recipe, run {run + 1} ...", file=sys.stderr)
+        same, seconds = train_mbtrain(X, y, SKLEARN["hidden_layer_sizes"], SKLEARN_ETA, SKLEARN["batch_size"],
+                                      epochs, lmbda)
+        same_times.append(seconds)
+    sk_seconds, same_seconds = min(sk_times), min(same_times)
     same_accuracy = same.score(X_test, y_test)
     print("mbtrain, grid on the validation rows ...", file=sys.stderr)
     trials = choose(QUICK_GRID if args.quick else GRID, X, y, X_val, y_val)
@@ -189,9 +207,9 @@ def main(argv=None) -> int:
     cpu, isa, blas, numba_threads = machine()
     rows = [
         f"| MLPClassifier (scikit-learn {sklearn.__version__}) | [{n_in},100,{n_out}] | adam 0.001, batch 200, "
-        f"{sk_iterations} epochs, alpha {ALPHA:g} | {sk_accuracy:.4f} | {sk_seconds:.2f} (fit wall time) | | |",
+        f"{sk_iterations} epochs, alpha {ALPHA:g} | {sk_accuracy:.4f} | {sk_seconds:.2f} (fit wall time; best of {seconds_list(sk_times)}) | | |",
         f"| mbtrain, MLPClassifier's recipe | [{n_in},100,{n_out}] | adam 0.001, batch 200, {epochs} epochs, "
-        f"lmbda {lmbda:g} | {same_accuracy:.4f} | {same_seconds:.2f} | accuracy within {ACCURACY_TOLERANCE} of "
+        f"lmbda {lmbda:g} | {same_accuracy:.4f} | {same_seconds:.2f} (best of {seconds_list(same_times)}) | accuracy within {ACCURACY_TOLERANCE} of "
         f"MLPClassifier's ({same_accuracy - sk_accuracy:+.4f}) in <= {TIME_SHARE:.0%} of its time "
         f"({same_seconds / sk_seconds:.0%}) | {verdict(goal_a)} |",
         f"| mbtrain, chosen on validation | {sizes_of(X, pick['hidden'], n_out)} | adam {pick['eta']:g} "

@@ -77,7 +77,7 @@ def bench_lines(results, machine, summary, coverage, provisional, plots) -> list
         })))
         lines.append(
             "\nFLOPs of an epoch: forward 2·n·Σ n_in·n_out, weight gradients the same, hidden deltas "
-            "2·n·Σ_{l≥1} n_in·n_out (element-wise work not counted); bytes: the inputs, read twice. "
+            "2·n·Σ_{l≥1} n_in·n_out (element-wise work not counted); bytes: the inputs, read once. "
             "The GEMM rate is a large square matrix product with numpy's BLAS at the benchmark's thread "
             "count; the FMA probe is the peak of this CPU's vector FMA units as numba compiles for it "
             + _probe_shape(machine) + ", at the same thread count; the compute floor takes the higher of "
