@@ -69,6 +69,8 @@ def test_floats_the_epochs_cannot_read_as_codes_are_kept(tmp_path):
     np.save(path, X32)
     mapped = np.load(path, mmap_mode="r")
     assert backend.epoch_inputs(net32, mapped) is mapped  # no copy of a data set that is not in memory
+    view = np.asarray(mapped)[:30]  # a plain ndarray over the map
+    assert not isinstance(view, np.memmap) and backend.epoch_inputs(net32, view) is view
     assert get_backend("numpy").epoch_inputs(net32, X32) is X32
 
 

@@ -20,6 +20,7 @@ speed; a warning says so once per cost.
 from __future__ import annotations
 
 import contextlib
+import mmap
 import sys
 import threading
 import time
@@ -50,6 +51,15 @@ class ByteCodedRows(NamedTuple):
     codes: np.ndarray  # (n, n_0) uint8
     scale: np.floating  # in the network's dtype
     n_features: int
+
+
+def _memory_mapped(X) -> bool:
+    """Whether ``X`` or an array it views is a memory map (a file mbtrain reads, never copies whole)."""
+    while X is not None:
+        if isinstance(X, (np.memmap, mmap.mmap)):
+            return True
+        X = getattr(X, "base", None)
+    return False
 
 
 def _epoch_rows(X, dtype):
@@ -307,14 +317,16 @@ class NumbaBackend(NumpyBackend):
         thread: reading a 100-row batch 16 ms an epoch from float32 rows, 4 ms
         from bytes (``benchmarks/kernel_profile.py``).
         """
-        if (not _has_kernel(net) or isinstance(X, np.memmap) or X.ndim != 2 or X.dtype != net.dtype
+        if (not _has_kernel(net) or _memory_mapped(X) or X.ndim != 2 or X.dtype != net.dtype
                 or not X.flags.c_contiguous or X.shape[0] == 0):
             return X
-        codes = np.empty(X.shape, dtype=np.uint8)
+        first = np.empty((1, X.shape[1]), dtype=np.uint8)
         for scale in BYTE_SCALES:
             scale = net.dtype.type(scale)
-            if fast_kernels.byte_codes(X[:1], scale, codes[:1]) and fast_kernels.byte_codes(X, scale, codes):
-                return ByteCodedRows(codes, scale, X.shape[1])
+            if fast_kernels.byte_codes(X[:1], scale, first):  # the first row decides before any allocation
+                codes = np.empty(X.shape, dtype=np.uint8)
+                if fast_kernels.byte_codes(X, scale, codes):
+                    return ByteCodedRows(codes, scale, X.shape[1])
         return X
 
     def training_context(self):
