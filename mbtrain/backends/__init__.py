@@ -3,7 +3,7 @@
 :class:`~mbtrain.backends.base.Backend` declares what every caller needs: the
 output layer's ``(z, a)``, the loss and its exact gradient over a batch, an SGD
 epoch, a whole-set evaluation, and the hooks of the training driver
-(``prepare``, ``compile``, ``training_context``). ``loop`` is the per-example
+(``prepare``, ``compile``, ``epoch_inputs``, ``training_context``). ``loop`` is the per-example
 reference (the oracle), ``numpy`` the plain matrix-based version, ``numba`` the
 fast one and the default. A caller gets one with :func:`get_backend` and asks
 it; no module outside this package asks which backend it holds.

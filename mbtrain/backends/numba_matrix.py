@@ -12,6 +12,11 @@ respected); smaller batches run serially, because starting a parallel region
 per mini-batch costs more than it saves (measured in
 ``benchmarks/kernel_profile.py``).
 
+Rows: ``fit`` asks :meth:`NumbaBackend.epoch_inputs` once for the rows its
+epochs read; byte-valued data (pixels / 255) come back as their byte codes,
+which the epochs decode per batch, exactly, at a quarter of float32's memory
+traffic. Every other method reads ``X`` as given.
+
 Costs: the kernels fuse the ``delta`` of the built-in costs (``kernel_id``). A
 cost without a kernel (a user's, see :func:`mbtrain.register_cost`) runs
 through the numpy backend's matrix path instead, the same maths at numpy's
