@@ -35,7 +35,7 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from ._kernel_api import ADAM_KIND, DIVERGED_AT_UNKNOWN_BATCH, FINITE, SOFTMAX, numba_variant
 from .fast_layers import (
@@ -108,9 +108,17 @@ def gather_rows(out, X, codes, scale, rows, r_lo, r_hi):
             copy_row(out[i], X[rows[i]])
 
 
+def prefetch(row, j):
+    """Ask the CPU to bring the cache line of ``row[j]`` (a 1-D array) into cache for reading soon.
+
+    A hint: it never faults and changes no value, so in plain Python (``NUMBA_DISABLE_JIT``) it does
+    nothing; compiled, it is one ``llvm.prefetch`` (see the ``@overload`` below).
+    """
+
+
 @intrinsic
-def prefetch(typingctx, row, j):
-    """Ask the CPU to bring the cache line of ``row[j]`` (a 1-D array) into cache for reading (``llvm.prefetch``)."""
+def _prefetch_line(typingctx, row, j):
+    """``llvm.prefetch`` of the address of ``row[j]``: read (0), keep in every cache level (3), data (1)."""
     if not (isinstance(row, types.Array) and row.ndim == 1 and isinstance(j, types.Integer)):
         return None
 
@@ -121,10 +129,16 @@ def prefetch(typingctx, row, j):
         bytes_pointer, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
         hint = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [bytes_pointer, i32, i32, i32]), "llvm.prefetch.p0")
-        # read (0), keep in every cache level (3), data (1); a hint: it never faults, and changes no value
         builder.call(hint, [builder.bitcast(pointer, bytes_pointer), i32(0), i32(3), i32(1)])
         return context.get_dummy_value()
     return types.void(row, j), codegen
+
+
+@overload(prefetch, inline="always")
+def _prefetch(row, j):
+    def implementation(row, j):
+        _prefetch_line(row, j)
+    return implementation
 
 
 @njit(cache=True)

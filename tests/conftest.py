@@ -1,3 +1,6 @@
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -34,3 +37,14 @@ def random_problem(rng, sizes, rows, cost="quadratic", dtype="float64", seed=0, 
             Y /= Y.sum(axis=1, keepdims=True)
         return net, X, Y
     return net, X, rng.integers(0, sizes[-1], size=rows)
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def benchmark_script(name):
+    """``benchmarks/<name>.py`` imported as a module (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

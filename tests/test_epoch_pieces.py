@@ -1,22 +1,17 @@
 """benchmarks/epoch_pieces.py: a smoke run on digits lists every piece of the epoch (no timing asserted)."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "epoch_pieces.py"
+from conftest import benchmark_script
+
 PIECES = ["gather floats", "gather bytes", "forward 1", "sigmoid 1", "forward 2", "output 2", "output delta",
           "hidden delta", "update 2", "update 1", "sum (bytes)"]
 
 
 @pytest.fixture(scope="module")
 def epoch_pieces():
-    spec = importlib.util.spec_from_file_location("epoch_pieces", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("epoch_pieces")
 
 
 @pytest.mark.parametrize("cost", ["quadratic", "softmax"])

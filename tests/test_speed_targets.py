@@ -2,19 +2,17 @@
 the ratios are worked out as the issue states them, and its plain numpy arm trains what the reference trains."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import benchmark_script
 from mbtrain import Network
 from mbtrain.bench.throughput import update_error
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "speed_targets.py"
 TARGETS_PER_RUN = ["batch 10: numba / one-thread floor", "batch 100: numba / floor", "batch 1000: numba / floor",
                    "batch 1: fastest other arm / numba", "batch 10: fastest other arm / numba",
                    "batch 100: fastest other arm / numba", "batch 1000: fastest other arm / numba",
@@ -23,10 +21,7 @@ TARGETS_PER_RUN = ["batch 10: numba / one-thread floor", "batch 100: numba / flo
 
 @pytest.fixture(scope="module")
 def speed_targets():
-    spec = importlib.util.spec_from_file_location("speed_targets", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("speed_targets")
 
 
 @pytest.fixture(scope="module")
