@@ -326,7 +326,8 @@ def sgd_epoch_online(net, work, X, codes, scale, Y, order, beta, decay):
     end: returns :data:`FINITE` or :data:`DIVERGED_AT_UNKNOWN_BATCH`. The
     example and the next are copied into the two aligned rows of
     ``work.inputs`` (see :func:`gather_rows`; measured: the fused pass at 50
-    against 38 GFLOP/s for [784,30], 81 against 54 for [784,100]).
+    against 38 GFLOP/s for [784,30], 81 against 54 for [784,100]); the one
+    after them is prefetched.
     """
     sizes, n_rows, L = net.sizes, order.shape[0], net.sizes.shape[0] - 1
     W0, b0 = layer_views(net.params, sizes, ZERO)
@@ -340,6 +341,10 @@ def sgd_epoch_online(net, work, X, codes, scale, Y, order, beta, decay):
     for k in range(n_rows):
         rows = order[k:k + 1]
         here = k % 2  # this example's row of work.inputs; the next one's is the other
+        if k + 2 < n_rows and codes.shape[0] > 0:  # the row after the next: in cache when its turn comes
+            prefetch_row(codes[order[k + 2]])
+        elif k + 2 < n_rows:
+            prefetch_row(X[order[k + 2]])
         if L == 1 and net.cost_id == SOFTMAX:  # Z1 holds the first layer's z, from the last fused pass
             softmax_rows(Z1)
         else:
