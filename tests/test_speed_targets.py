@@ -112,3 +112,25 @@ def test_bad_threads_are_refused_naming_the_option(speed_targets, capsys):
     with pytest.raises(SystemExit) as info:
         speed_targets.main(["--quick", "--threads", "0,x"])
     assert info.value.code == 2 and "--threads" in capsys.readouterr().err
+
+
+def test_the_floor_kept_is_the_measurement_with_the_higher_peak(speed_targets):
+    """A neighbour's burst lowers a measured peak: of two floors the stricter (higher rate) one is kept, and an
+    epoch row's ratio is recomputed against it."""
+    from types import SimpleNamespace
+
+    from mbtrain.bench.floor import Floor
+
+    disturbed = Floor({"float32": 2e11}, bandwidth_bytes_per_second=1e12, probe_flops_per_second={"float32": 2.4e11})
+    quiet = Floor({"float32": 2e11}, bandwidth_bytes_per_second=1e12, probe_flops_per_second={"float32": 4.8e11})
+    assert speed_targets.faster_floor(disturbed, quiet) is quiet
+    assert speed_targets.faster_floor(quiet, disturbed) is quiet
+    data = SimpleNamespace(n_features=784, n_classes=10)
+    label, sizes = speed_targets.network_sizes(speed_targets.NETWORKS[0], data)
+    row = dict(network=label, rows=50_000, status="ok", median_seconds=0.05, floor_seconds=1.0, times_floor=0.05)
+    updated = speed_targets.with_floor(row, quiet, data)
+    expected = quiet.epoch_floor(sizes, 50_000, "float32")["floor_seconds"]
+    assert updated["floor_seconds"] == expected and updated["times_floor"] == pytest.approx(0.05 / expected)
+    assert expected < disturbed.epoch_floor(sizes, 50_000, "float32")["floor_seconds"]
+    wrong = dict(row, status="wrong")
+    assert speed_targets.with_floor(wrong, quiet, data) is wrong
