@@ -44,7 +44,7 @@ from .fast_layers import (
 )
 
 #: SHA-256 of fast_layers.py these kernels were last compiled against (see above).
-FAST_LAYERS_SHA256 = "f350b75b3e50417d5cf3067c8c77d74d97e9910fa84affd6777783f5094b093b"
+FAST_LAYERS_SHA256 = "f0fc4ab5d2361d051ed14213007b29237f06f07322b561a7a7ff8f3e2a8409cf"
 
 
 #: Integer and boolean arguments spelled as typed constants, never as literals: numba compiles a
@@ -368,10 +368,11 @@ def gradient_step_units(grad, state, net, work, X, rows, part, n_parts, rule, co
                         checked):
     """The mini-batch gradient and the optimizer's step for share ``part`` of each layer's units.
 
-    Per layer, the share's rows of ``W`` and entries of ``b`` are copied from
-    the parameters into ``grad``, turned into the exact gradient there as
-    :func:`loss_gradient` does (``(lmbda/n) W + (1/m) sum D^T A``), and stepped
-    while they are still in cache; the deltas are already computed from the
+    Per layer, the share's rows of ``W`` and entries of ``b`` in ``grad``
+    receive the batch's mean gradient of the cost (``(1/m) sum D^T A``, from
+    zero: no copy of the parameters first), and are stepped while they are
+    still in cache, the step adding the L2 term ``(lmbda/n) W`` (the exact
+    gradient :func:`loss_gradient` computes); the deltas are already computed from the
     old weights, so stepping layer ``l`` before the gradient of ``l + 1`` is
     safe. ``state`` is ``(first, second)`` (see
     :func:`mbtrain.fast_layers.optimizer_step`), ``corrections`` Adam's
@@ -388,22 +389,20 @@ def gradient_step_units(grad, state, net, work, X, rows, part, n_parts, rule, co
         h_lo, h_hi = share(n_out, part, n_parts, FORWARD_UNITS)
         bias = offset + n_out * n_in
         if h_lo < h_hi:
-            for lo, hi in ((offset + h_lo * n_in, offset + h_hi * n_in), (bias + h_lo, bias + h_hi)):
-                to, source = grad[lo:hi], net.params[lo:hi]  # indices from 0: the copy vectorizes
-                for i in range(to.shape[0]):
-                    to[i] = source[i]
+            zero = net.one - net.one  # the mean gradient of the cost from zero: grad is written, never read
             W, b = layer_views(grad, sizes, l)
             if l == 0:
-                dense_update_rows(W, b, X, rows, work_view(work.deltas, sizes, bs, ONE, m), lmbda_over_n,
-                                  net.one - net.one, inv_m, net.one, h_lo, h_hi, UNCHECKED)
+                dense_update_rows(W, b, X, rows, work_view(work.deltas, sizes, bs, ONE, m), zero, zero, inv_m,
+                                  net.one, h_lo, h_hi, UNCHECKED)
             else:
                 dense_update_rows(W, b, work_view(work.acts, sizes, bs, l, m), work.index[:m],
-                                  work_view(work.deltas, sizes, bs, l + 1, m), lmbda_over_n,
-                                  net.one - net.one, inv_m, net.one, h_lo, h_hi, UNCHECKED)
-            for lo, hi in ((offset + h_lo * n_in, offset + h_hi * n_in), (bias + h_lo, bias + h_hi)):
+                                  work_view(work.deltas, sizes, bs, l + 1, m), zero, zero, inv_m, net.one, h_lo,
+                                  h_hi, UNCHECKED)
+            for lo, hi, decay in ((offset + h_lo * n_in, offset + h_hi * n_in, lmbda_over_n),
+                                  (bias + h_lo, bias + h_hi, zero)):  # the L2 term on the weights only
                 rest = second[lo:hi] if adam else second
                 optimizer_step(net.params[lo:hi], grad[lo:hi], first[lo:hi], rest, rule, corrections[0],
-                               corrections[1])
+                               corrections[1], decay)
                 if checked:
                     finite &= range_finite(net.params[lo:hi], net.one) and range_finite(first[lo:hi], net.one)
                     finite &= not adam or range_finite(second[lo:hi], net.one)

@@ -281,14 +281,23 @@ def dense_update_rows(W, b, A, rows, D, alpha_w, alpha_b, beta, one, h_lo, h_hi,
             for j in range(n_in):
                 W[h, j] = alpha_w * W[h, j]
     s = alpha_w  # the first row block scales W, the others accumulate
+    if alpha_w == one - one and (m < UPDATE_ROWS or m == 0):  # W from zero, never read (it may hold anything)
+        for h in range(h_lo, h_hi):
+            for j in range(n_in):
+                W[h, j] = one - one
+        s = one
     i = 0
     while i < m:
         if m - i >= UPDATE_ROWS:
             x_lo, x_hi = gather4(A, rows, i), gather4(A, rows, i + 4)
             for h in range(h_lo, h_hi):
                 w, c_lo, c_hi = W[h], scaled4(beta, D, i, h), scaled4(beta, D, i + 4, h)
-                for j in range(n_in):
-                    w[j] = s * w[j] + weighted4(c_lo, x_lo, j) + weighted4(c_hi, x_hi, j)
+                if s == one - one:  # the first block of a gradient from zero: W is written, not read
+                    for j in range(n_in):
+                        w[j] = weighted4(c_lo, x_lo, j) + weighted4(c_hi, x_hi, j)
+                else:
+                    for j in range(n_in):
+                        w[j] = s * w[j] + weighted4(c_lo, x_lo, j) + weighted4(c_hi, x_hi, j)
             i += UPDATE_ROWS
         elif m - i >= 4:
             xs = gather4(A, rows, i)
@@ -314,7 +323,7 @@ def dense_update_rows(W, b, A, rows, D, alpha_w, alpha_b, beta, one, h_lo, h_hi,
         s = one
     nan_if_bad = one - one  # a sum of v - v: 0 while every v is finite, NaN after an inf or NaN
     for h in range(h_lo, h_hi):
-        t = alpha_b * b[h]
+        t = alpha_b * b[h] if alpha_b != one - one else one - one  # alpha_b 0: b is never read
         for i in range(m):
             t += beta * D[i, h]
         b[h] = t
@@ -417,37 +426,42 @@ def first_layer_update_forward(W, b, x, c, alpha_w, z_next, x_next, fuse):
 
 
 # -- optimizer steps: one elementwise pass over a range of the flat parameters -----------------------
-# no fastmath: the order of operations is optim.apply_step's, rounding included; error_model="numpy":
+# no fastmath: the order of operations is optim.apply_step's (Adam's sqrt(s) / bias2 as a multiply by its
+# reciprocal: one division per value fewer, the rest rounding for rounding); error_model="numpy":
 # Python's check for division by zero keeps Adam's loop scalar (measured 126 us against 6 us a step, 23,860 values)
 @njit(cache=True, error_model="numpy")
-def optimizer_step(params, grad, first, second, rule, step_size, bias2):
+def optimizer_step(params, grad, first, second, rule, step_size, bias2, decay):
     """One step of ``rule`` (an ``mbtrain._kernel_api.Rule``) on equal-length slices, in place.
 
     ``first`` is the velocity (momentum, Nesterov) or Adam's ``m``, ``second``
     Adam's ``s``; ``step_size = eta / (1 - beta1^t)`` and ``bias2 = sqrt(1 -
     beta2^t)`` are this step's corrections (Adam only), typed like ``params``.
+    The gradient is ``grad + decay * params``: the batch's mean gradient of the
+    cost, and the L2 term (``decay`` is ``lmbda/n`` for weights, 0 for biases),
+    added here so that ``grad`` needs no copy of the parameters first.
     One loop per rule over four separate arrays: LLVM vectorizes each.
     """
     n = params.shape[0]
     if rule.kind == ADAM_KIND:
         b1, c1, b2, c2, eps = rule.beta1, rule.one_minus_beta1, rule.beta2, rule.one_minus_beta2, rule.eps
+        inv_bias2 = (bias2 / bias2) / bias2  # in the dtype of bias2 (> 0); one division per call, not per value
         for i in range(n):
-            g = grad[i]
+            g = grad[i] + decay * params[i]
             m = b1 * first[i] + c1 * g
             s = b2 * second[i] + c2 * (g * g)
             first[i], second[i] = m, s
-            params[i] -= step_size * (m / (np.sqrt(s) / bias2 + eps))
+            params[i] -= step_size * (m / (np.sqrt(s) * inv_bias2 + eps))
     elif rule.kind == NESTEROV_KIND:
         mu, eta = rule.mu, rule.eta
         for i in range(n):
-            g = grad[i]
+            g = grad[i] + decay * params[i]
             v = mu * first[i] + g
             first[i] = v
             params[i] -= eta * (g + mu * v)
     else:
         mu, eta = rule.mu, rule.eta
         for i in range(n):
-            v = mu * first[i] + grad[i]
+            v = mu * first[i] + (grad[i] + decay * params[i])
             first[i] = v
             params[i] -= eta * v
 
