@@ -44,7 +44,7 @@ from .fast_layers import (
 )
 
 #: SHA-256 of fast_layers.py these kernels were last compiled against (see above).
-FAST_LAYERS_SHA256 = "f0fc4ab5d2361d051ed14213007b29237f06f07322b561a7a7ff8f3e2a8409cf"
+FAST_LAYERS_SHA256 = "012d36e82e58d361db3ef320e65291763304a529453e2df88ba41d7b8fc80af1"
 
 
 #: Integer and boolean arguments spelled as typed constants, never as literals: numba compiles a
@@ -96,16 +96,22 @@ def gather_rows(out, X, codes, scale, rows, r_lo, r_hi):
     trip to DRAM the hardware prefetcher cannot foresee: the row
     ``ROWS_AHEAD`` places on is prefetched while this one is copied.
     """
-    if codes.shape[0] > 0:
-        for i in range(r_lo, r_hi):
-            if i + ROWS_AHEAD < r_hi:
-                prefetch_row(codes[rows[i + ROWS_AHEAD]])
+    for i in range(r_lo, r_hi):
+        if i + ROWS_AHEAD < r_hi:
+            prefetch_input(X, codes, rows[i + ROWS_AHEAD])
+        if codes.shape[0] > 0:
             decode_row(out[i], codes[rows[i]], scale)
-    else:
-        for i in range(r_lo, r_hi):
-            if i + ROWS_AHEAD < r_hi:
-                prefetch_row(X[rows[i + ROWS_AHEAD]])
+        else:
             copy_row(out[i], X[rows[i]])
+
+
+@njit(cache=True)
+def prefetch_input(X, codes, r):
+    """Prefetch input row ``r``, from ``codes`` when it has rows (see :func:`gather_rows`), else from ``X``."""
+    if codes.shape[0] > 0:
+        prefetch_row(codes[r])
+    else:
+        prefetch_row(X[r])
 
 
 def prefetch(row, j):
@@ -341,10 +347,8 @@ def sgd_epoch_online(net, work, X, codes, scale, Y, order, beta, decay):
     for k in range(n_rows):
         rows = order[k:k + 1]
         here = k % 2  # this example's row of work.inputs; the next one's is the other
-        if k + 2 < n_rows and codes.shape[0] > 0:  # the row after the next: in cache when its turn comes
-            prefetch_row(codes[order[k + 2]])
-        elif k + 2 < n_rows:
-            prefetch_row(X[order[k + 2]])
+        if k + 2 < n_rows:  # the row after the next: in cache when its turn comes
+            prefetch_input(X, codes, order[k + 2])
         if L == 1 and net.cost_id == SOFTMAX:  # Z1 holds the first layer's z, from the last fused pass
             softmax_rows(Z1)
         else:
@@ -372,9 +376,9 @@ def gradient_step_units(grad, state, net, work, X, rows, part, n_parts, rule, co
     receive the batch's mean gradient of the cost (``(1/m) sum D^T A``, from
     zero: no copy of the parameters first), and are stepped while they are
     still in cache, the step adding the L2 term ``(lmbda/n) W`` (the exact
-    gradient :func:`loss_gradient` computes); the deltas are already computed from the
-    old weights, so stepping layer ``l`` before the gradient of ``l + 1`` is
-    safe. ``state`` is ``(first, second)`` (see
+    gradient :func:`loss_gradient` computes); the deltas are already computed
+    from the old weights, so stepping layer ``l`` before the gradient of
+    ``l + 1`` is safe. ``state`` is ``(first, second)`` (see
     :func:`mbtrain.fast_layers.optimizer_step`), ``corrections`` Adam's
     ``(step_size, bias2)``. Returns whether every stepped value (parameters and
     state) is finite; unchecked, True.

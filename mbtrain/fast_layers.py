@@ -281,7 +281,7 @@ def dense_update_rows(W, b, A, rows, D, alpha_w, alpha_b, beta, one, h_lo, h_hi,
             for j in range(n_in):
                 W[h, j] = alpha_w * W[h, j]
     s = alpha_w  # the first row block scales W, the others accumulate
-    if alpha_w == one - one and (m < UPDATE_ROWS or m == 0):  # W from zero, never read (it may hold anything)
+    if alpha_w == one - one and m < UPDATE_ROWS:  # W from zero, never read (it may hold anything)
         for h in range(h_lo, h_hi):
             for j in range(n_in):
                 W[h, j] = one - one
