@@ -44,7 +44,7 @@ from .fast_layers import (
 )
 
 #: SHA-256 of fast_layers.py these kernels were last compiled against (see above).
-FAST_LAYERS_SHA256 = "012d36e82e58d361db3ef320e65291763304a529453e2df88ba41d7b8fc80af1"
+FAST_LAYERS_SHA256 = "0b77e4026ee4c6612f5e10a4a78663b27f5f4f8940e37e6c1d568396b08fffff"
 
 
 #: Integer and boolean arguments spelled as typed constants, never as literals: numba compiles a

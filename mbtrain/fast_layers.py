@@ -22,11 +22,12 @@ What makes them fast (measured with ``benchmarks/kernel_profile.py``):
   (4 x 4): 16 scalar accumulators, tuples that LLVM keeps in registers and
   turns into 16 vector accumulators over the contiguous ``n_in``; every W load
   serves 4 rows and every row load 4 units;
-- weight update ``W <- s W + beta D^T A`` in blocks of up to ``UPDATE_ROWS``
-  (8) rows as the *outer* loop (8 rows stay in L1 while W streams from L2 once
-  per block; the other order streams the batch from memory once per unit) and
-  a single written row per inner loop (several written rows exceed LLVM's
-  budget of runtime alias checks and the loop is not vectorized);
+- weight update ``W <- s W + beta D^T A``: on AVX-512, register tiles of
+  explicit vectors (:mod:`mbtrain.fast_tiles`) that read and write each tile
+  of W once per batch; elsewhere in blocks of up to ``UPDATE_ROWS`` (8) rows
+  as the *outer* loop (8 rows stay in L1 while W streams from L2 once per
+  block) and a single written row per inner loop (several written rows exceed
+  LLVM's budget of runtime alias checks and the loop is not vectorized);
 - sigmoid as ``1 / (1 + exp(-z))`` over the layer's rows as one flat loop,
   with an ``exp`` written in arithmetic (:func:`vector_exp`), so it vectorizes
   whatever the width; IEEE arithmetic gives exactly 0 for ``exp`` overflow
@@ -46,7 +47,11 @@ from numba import njit, types
 from numba.extending import intrinsic, overload
 
 from ._kernel_api import ADAM_KIND, CROSS_ENTROPY, NESTEROV_KIND, QUADRATIC, SOFTMAX
+from .fast_tiles import WIDE_VECTORS, tiled_update_units
 
+#: SHA-256 of fast_tiles.py, whose intrinsics these kernels compile in (the cache note of
+#: :mod:`mbtrain.fast_kernels`, one file further down).
+FAST_TILES_SHA256 = "ce9e7a37fa93c1a5d70dfd88cdc738e6cb61db02f0b9629f3e92cdd55b3b7c1f"
 #: ``reassoc`` and ``contract`` only: vectorized reductions and fused multiply-adds, inf and NaN kept.
 FASTMATH = {"reassoc", "contract"}
 #: Rows and units of a forward register tile (the tile loops below are written out for 4 x 4).
@@ -270,10 +275,38 @@ def dense_update_rows(W, b, A, rows, D, alpha_w, alpha_b, beta, one, h_lo, h_hi,
     ``W[h] <- alpha_w W[h] + beta sum_i D[i, h] A[rows[i]]``;
     ``b[h] <- alpha_b b[h] + beta sum_i D[i, h]``.
 
+    ``alpha_w == 0`` (a gradient from zero): ``W`` is written, never read. The
+    weights go through the vector tiles of :mod:`mbtrain.fast_tiles` on AVX-512
+    and through :func:`rowwise_update_units` elsewhere. Returns whether every
+    written value is finite; with ``checked=False`` only the biases are looked
+    at, saving a pass over ``W``.
+    """
+    m, n_in = rows.shape[0], W.shape[1]
+    if WIDE_VECTORS:
+        tiled_update_units(W, A, rows, D, alpha_w, beta, h_lo, h_hi)
+    else:
+        rowwise_update_units(W, A, rows, D, alpha_w, beta, one, h_lo, h_hi)
+    nan_if_bad = one - one  # a sum of v - v: 0 while every v is finite, NaN after an inf or NaN
+    for h in range(h_lo, h_hi):
+        t = alpha_b * b[h] if alpha_b != one - one else one - one  # alpha_b 0: b is never read
+        for i in range(m):
+            t += beta * D[i, h]
+        b[h] = t
+        nan_if_bad += t - t
+        if checked:
+            w = W[h]
+            for j in range(n_in):
+                nan_if_bad += w[j] - w[j]
+    return nan_if_bad == one - one
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def rowwise_update_units(W, A, rows, D, alpha_w, beta, one, h_lo, h_hi):
+    """The weights of :func:`dense_update_rows` without vector tiles: one written row per inner loop.
+
     In place on purpose: reading one array and writing another that is the same
     memory makes LLVM's runtime alias check fail and the loop run unvectorized
-    (8x slower). Returns whether every written value is finite; with
-    ``checked=False`` only the biases are looked at, saving a pass over ``W``.
+    (8x slower).
     """
     m, n_in = rows.shape[0], W.shape[1]
     if m == 0:
@@ -321,18 +354,6 @@ def dense_update_rows(W, b, A, rows, D, alpha_w, alpha_b, beta, one, h_lo, h_hi,
                     w[j] = s * w[j] + c0 * x0[j]
             i += 1
         s = one
-    nan_if_bad = one - one  # a sum of v - v: 0 while every v is finite, NaN after an inf or NaN
-    for h in range(h_lo, h_hi):
-        t = alpha_b * b[h] if alpha_b != one - one else one - one  # alpha_b 0: b is never read
-        for i in range(m):
-            t += beta * D[i, h]
-        b[h] = t
-        nan_if_bad += t - t
-        if checked:
-            w = W[h]
-            for j in range(n_in):
-                nan_if_bad += w[j] - w[j]
-    return nan_if_bad == one - one
 
 
 @njit(cache=True, fastmath=FASTMATH)

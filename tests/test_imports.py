@@ -26,7 +26,7 @@ OPTIONAL_PACKAGES = {"torch", "sklearn", "scipy", "dask", "distributed", "joblib
 LAYERS = [
     {"mbtrain._version", "mbtrain._validation", "mbtrain._atomic", "mbtrain.params", "mbtrain.costs",
      "mbtrain.activations", "mbtrain.synthetic", "mbtrain.threads", "mbtrain._kernel_api", "mbtrain.optim", "mbtrain.schedules"},
-    {"mbtrain.kernels", "mbtrain.fast_layers", "mbtrain.fast_kernels"},
+    {"mbtrain.kernels", "mbtrain.fast_tiles", "mbtrain.fast_layers", "mbtrain.fast_kernels"},
     {"mbtrain.backends"},
     {"mbtrain.datasets", "mbtrain.callbacks", "mbtrain.training", "mbtrain.serialization", "mbtrain.optimize",
      "mbtrain.gradcheck", "mbtrain.gradcheck_hints"},

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from mbtrain import Network, _kernel_api as api, fast_kernels as fk, fast_layers as fl, kernels as pk
+from mbtrain import Network, _kernel_api as api, fast_kernels as fk, fast_layers as fl, fast_tiles as ft, kernels as pk
 from mbtrain.activations import sigmoid
 from mbtrain.backends import get_backend
 from mbtrain.backends.numba_matrix import _epoch_rows, loss_gradient_and_output
@@ -452,12 +452,13 @@ def _dispatchers(module):
 
 
 @pytest.mark.skipif(JIT_DISABLED, reason="no dispatchers without the JIT")
-@pytest.mark.parametrize("module, allowed", [(pk, {pk}), (fl, {fl}), (fk, {fk, fl})])
+@pytest.mark.parametrize("module, allowed", [(pk, {pk}), (ft, {ft}), (fl, {fl, ft}), (fk, {fk, fl})])
 def test_cached_kernels_call_only_kernels_of_their_own_chain(module, allowed):
     """numba checks a cached kernel against its own source file only: a callee elsewhere could go stale.
 
-    The plain kernels and fast_layers call only themselves; fast_kernels calls
-    fast_layers, whose source it fingerprints (next test). Nothing fast calls the plain kernels.
+    The plain kernels and fast_tiles call only themselves; fast_layers calls
+    fast_tiles and fast_kernels calls fast_layers, each fingerprinting the
+    source below it (next test). Nothing fast calls the plain kernels.
     """
     import numba.core.registry
 
@@ -471,18 +472,21 @@ def test_cached_kernels_call_only_kernels_of_their_own_chain(module, allowed):
         assert not [v for v in vars(module).values() if getattr(v, "__module__", None) == pk.__name__]
 
 
-def test_fast_kernels_know_the_fast_layers_they_were_compiled_against():
-    """fast_kernels' cached code contains fast_layers' code: a changed fast_layers.py needs a new fingerprint.
+@pytest.mark.parametrize("module, name, callee", [(fk, "FAST_LAYERS_SHA256", fl), (fl, "FAST_TILES_SHA256", ft)])
+def test_fast_kernels_know_the_code_below_them_they_were_compiled_against(module, name, callee):
+    """Cached code contains its callees' code: a changed callee module needs a new fingerprint in its caller.
 
-    Updating ``FAST_LAYERS_SHA256`` changes fast_kernels.py, and numba then
-    discards its cached kernels instead of running the stale ones.
+    Updating ``FAST_TILES_SHA256`` changes fast_layers.py, and with it the
+    ``FAST_LAYERS_SHA256`` that fast_kernels.py must record: numba then
+    discards both modules' cached kernels instead of running stale ones.
     """
     import hashlib
     from pathlib import Path
 
-    digest = hashlib.sha256(Path(fl.__file__).read_bytes()).hexdigest()
-    assert fk.FAST_LAYERS_SHA256 == digest, (
-        f'fast_layers.py changed: set FAST_LAYERS_SHA256 = "{digest}" in mbtrain/fast_kernels.py')
+    digest = hashlib.sha256(Path(callee.__file__).read_bytes()).hexdigest()
+    file = Path(callee.__file__).name
+    assert getattr(module, name) == digest, (
+        f'{file} changed: set {name} = "{digest}" in mbtrain/{Path(module.__file__).name}')
 
 
 def test_kernel_ids_and_status_codes_never_change():

@@ -1,0 +1,458 @@
+"""Register tiles of explicit 512-bit vectors: the dense layer's weight update on AVX-512.
+
+LLVM vectorizes only innermost loops, so the tuple tiles of :mod:`mbtrain.fast_layers`
+hold their accumulators along the loop they vectorize, and the weight update can
+keep only one written row per inner loop (more exceed LLVM's budget of runtime
+alias checks). Here a numba type, :class:`Vec`, is an LLVM vector of 512 bits
+(16 float32 or 8 float64 lanes) and a handful of intrinsics load, store, splat
+and fuse-multiply-add them; a loop-carried tuple of ``Vec`` is a tuple of vector
+registers, so a tile is written as what it is:
+
+the update ``W[h] <- s W[h] + beta sum_i D[i, h] A[rows[i]]`` in tiles of
+``TILE_UNITS`` (6) units x ``TILE_VECTORS`` (4) vectors of ``W``: 24
+accumulators, with the batch's rows as the inner loop. Each tile of ``W`` is
+read and written once per batch (the row-wise kernel streams ``W`` from L2
+once per 8 rows), the four vectors of an input row serve 6 units and each
+splat of ``D[i, h]`` 4 vectors. A partial last vector is read and written
+through a lane mask, so any ``n_in`` works.
+
+Measured alone (one thread, Zen 5, 500 batches of 100 rows; the epoch's share
+is in ``benchmarks/epoch_pieces.py``): the first layer's update of ``[784,100,10]`` at 150-156 ->
+205-210 GFLOP/s, of ``[784,30,10]`` at 143-145 -> 197-207, against an FMA
+peak of 243. The same tiles for the forward pass (6 rows x 4 units, summed
+across lanes at the end) gained at most 5% on the tuple tiles and lost
+ground with a masked tail, so the forward stays in :mod:`mbtrain.fast_layers`. Without AVX-512 (:data:`WIDE_VECTORS` false) the 24
+accumulators would not fit the 16 registers, and :mod:`mbtrain.fast_layers`
+runs its row-wise kernels instead.
+
+Everything here is jitted code or codegen; the intrinsics are inlined into
+their callers, whose cache this file's SHA-256 in :mod:`mbtrain.fast_layers`
+keeps honest (see :mod:`mbtrain.fast_kernels`).
+"""
+from __future__ import annotations
+
+import llvmlite.binding as llvm
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils, config
+from numba.extending import intrinsic, models, overload, register_model
+
+#: Units x vectors of an update tile (written out below).
+TILE_UNITS = 6
+TILE_VECTORS = 4
+
+
+def _wide_vectors() -> bool:
+    """Whether numba compiles for a CPU with AVX-512F (its own ``NUMBA_CPU_FEATURES`` first)."""
+    if config.CPU_FEATURES:
+        return "+avx512f" in config.CPU_FEATURES.split(",")
+    features = llvm.get_host_cpu_features()
+    return bool(features.get("avx512f", False))
+
+
+#: True where the tiled kernels run (512-bit vectors, 32 registers).
+WIDE_VECTORS = _wide_vectors()
+
+
+class Vec(types.Type):
+    """A 512-bit vector of ``dtype`` (float32 or float64) lanes, held in a register."""
+
+    def __init__(self, dtype):
+        self.dtype, self.lanes = dtype, 512 // dtype.bitwidth
+        super().__init__(name=f"Vec({dtype}x{self.lanes})")
+
+
+@register_model(Vec)
+class _VecModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        lane = dmm.lookup(fe_type.dtype).get_value_type()
+        super().__init__(dmm, fe_type, ir.VectorType(lane, fe_type.lanes))
+
+
+def _address(context, builder, array_type, array, i):
+    data = cgutils.create_struct_proxy(array_type)(context, builder, value=array).data
+    return builder.gep(data, [i])
+
+
+def _tail_mask(builder, lanes, n):
+    """Lanes ``< n`` as an ``<lanes x i1>`` mask."""
+    index = ir.Constant(ir.VectorType(ir.IntType(64), lanes), list(range(lanes)))
+    splat = builder.insert_element(ir.Constant(index.type, ir.Undefined), n, ir.Constant(ir.IntType(32), 0))
+    splat = builder.shuffle_vector(splat, ir.Constant(index.type, ir.Undefined),
+                                   ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
+    return builder.icmp_unsigned("<", index, splat)
+
+
+def _vector_name(vector_type):
+    return f"v{vector_type.count}f{64 if isinstance(vector_type.element, ir.DoubleType) else 32}"
+
+
+@intrinsic
+def _vload(typingctx, a, i):
+    """``a[i:i + lanes]`` of a contiguous 1-D array as a :class:`Vec` (no bounds check)."""
+    vec = Vec(a.dtype)
+
+    def codegen(context, builder, sig, args):
+        address = _address(context, builder, sig.args[0], args[0], args[1])
+        pointer = builder.bitcast(address, context.get_value_type(vec).as_pointer())
+        return builder.load(pointer, align=a.dtype.bitwidth // 8)
+    return vec(a, types.intp), codegen
+
+
+@intrinsic
+def _vload_first(typingctx, a, i, n):
+    """``a[i:i + n]`` and zeros in the lanes from ``n`` on: a masked load that reads only ``n`` values."""
+    vec = Vec(a.dtype)
+
+    def codegen(context, builder, sig, args):
+        vector_type = context.get_value_type(vec)
+        address = _address(context, builder, sig.args[0], args[0], args[1])
+        pointer = builder.bitcast(address, vector_type.as_pointer())
+        load = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(vector_type, [vector_type.as_pointer(), ir.IntType(32),
+                                          ir.VectorType(ir.IntType(1), vec.lanes), vector_type]),
+            f"llvm.masked.load.{_vector_name(vector_type)}.p0")
+        mask = _tail_mask(builder, vec.lanes, args[2])
+        return builder.call(load, [pointer, ir.Constant(ir.IntType(32), a.dtype.bitwidth // 8), mask,
+                                   ir.Constant(vector_type, None)])
+    return vec(a, types.intp, types.intp), codegen
+
+
+def _convert(builder, value, to_type):
+    """``value`` (a vector) in the lane type of ``to_type``: widened or narrowed as numpy's astype does."""
+    if value.type == to_type:
+        return value
+    if isinstance(to_type.element, ir.DoubleType):
+        return builder.fpext(value, to_type)
+    return builder.fptrunc(value, to_type)
+
+
+@intrinsic
+def _vload_as(typingctx, a, i, like):
+    """``a[i:i + lanes]`` in the dtype of scalar ``like`` (its lanes): float32 rows for a float64 layer."""
+    vec = Vec(like)
+
+    def codegen(context, builder, sig, args):
+        source_type = ir.VectorType(context.get_value_type(a.dtype), vec.lanes)
+        address = _address(context, builder, sig.args[0], args[0], args[1])
+        value = builder.load(builder.bitcast(address, source_type.as_pointer()), align=a.dtype.bitwidth // 8)
+        return _convert(builder, value, context.get_value_type(vec))
+    return vec(a, types.intp, like), codegen
+
+
+@intrinsic
+def _vload_first_as(typingctx, a, i, n, like):
+    """:func:`vload_first` in the dtype of scalar ``like``."""
+    vec = Vec(like)
+
+    def codegen(context, builder, sig, args):
+        source_type = ir.VectorType(context.get_value_type(a.dtype), vec.lanes)
+        address = _address(context, builder, sig.args[0], args[0], args[1])
+        load = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(source_type, [source_type.as_pointer(), ir.IntType(32),
+                                          ir.VectorType(ir.IntType(1), vec.lanes), source_type]),
+            f"llvm.masked.load.{_vector_name(source_type)}.p0")
+        value = builder.call(load, [builder.bitcast(address, source_type.as_pointer()),
+                                    ir.Constant(ir.IntType(32), a.dtype.bitwidth // 8),
+                                    _tail_mask(builder, vec.lanes, args[2]), ir.Constant(source_type, None)])
+        return _convert(builder, value, context.get_value_type(vec))
+    return vec(a, types.intp, types.intp, like), codegen
+
+
+@intrinsic
+def _vstore(typingctx, a, i, v):
+    """``a[i:i + lanes] = v``."""
+    def codegen(context, builder, sig, args):
+        address = _address(context, builder, sig.args[0], args[0], args[1])
+        pointer = builder.bitcast(address, args[2].type.as_pointer())
+        builder.store(args[2], pointer, align=a.dtype.bitwidth // 8)
+        return context.get_dummy_value()
+    return types.none(a, types.intp, v), codegen
+
+
+@intrinsic
+def _vstore_first(typingctx, a, i, v, n):
+    """``a[i:i + n] = v[:n]``: a masked store that writes only ``n`` values."""
+    def codegen(context, builder, sig, args):
+        vector_type = args[2].type
+        address = _address(context, builder, sig.args[0], args[0], args[1])
+        pointer = builder.bitcast(address, vector_type.as_pointer())
+        store = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(ir.VoidType(), [vector_type, vector_type.as_pointer(), ir.IntType(32),
+                                            ir.VectorType(ir.IntType(1), vector_type.count)]),
+            f"llvm.masked.store.{_vector_name(vector_type)}.p0")
+        mask = _tail_mask(builder, vector_type.count, args[3])
+        builder.call(store, [args[2], pointer, ir.Constant(ir.IntType(32), a.dtype.bitwidth // 8), mask])
+        return context.get_dummy_value()
+    return types.none(a, types.intp, v, types.intp), codegen
+
+
+@intrinsic
+def _vsplat(typingctx, x):
+    """``x`` in every lane."""
+    vec = Vec(x)
+
+    def codegen(context, builder, sig, args):
+        vector_type = context.get_value_type(vec)
+        v = builder.insert_element(ir.Constant(vector_type, ir.Undefined), args[0], ir.Constant(ir.IntType(32), 0))
+        return builder.shuffle_vector(v, ir.Constant(vector_type, ir.Undefined),
+                                      ir.Constant(ir.VectorType(ir.IntType(32), vec.lanes), [0] * vec.lanes))
+    return vec(x), codegen
+
+
+@intrinsic
+def _vzero(typingctx, x):
+    """Zeros, as a vector of the type of scalar ``x``."""
+    vec = Vec(x)
+
+    def codegen(context, builder, sig, args):
+        return ir.Constant(context.get_value_type(vec), None)
+    return vec(x), codegen
+
+
+@intrinsic
+def _vfma(typingctx, a, b, c):
+    """``a * b + c`` in each lane, rounded once."""
+    def codegen(context, builder, sig, args):
+        vector_type = args[0].type
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vector_type, [vector_type] * 3), f"llvm.fma.{_vector_name(vector_type)}")
+        return builder.call(fma, args)
+    return c(a, b, c), codegen
+
+
+@intrinsic
+def _vmul(typingctx, a, b):
+    """``a * b`` in each lane."""
+    def codegen(context, builder, sig, args):
+        return builder.fmul(*args)
+    return a(a, b), codegen
+
+
+# -- the same operations in plain Python (numpy arrays as vectors), for NUMBA_DISABLE_JIT --------------
+def _lanes(dtype):
+    return 64 // np.dtype(dtype).itemsize
+
+
+def vload(a, i):
+    """``a[i:i + lanes]`` of a contiguous 1-D array as a vector (no bounds check when compiled)."""
+    return a[i:i + _lanes(a.dtype)].copy()
+
+
+def vload_first(a, i, n):
+    """``a[i:i + n]``, then zeros: a masked load that reads only ``n`` values."""
+    v = np.zeros(_lanes(a.dtype), a.dtype)
+    v[:n] = a[i:i + n]
+    return v
+
+
+def vload_as(a, i, like):
+    """``a[i:i + lanes]`` in the dtype of scalar ``like``, with its lanes (float32 rows of a float64 layer)."""
+    return a[i:i + _lanes(type(like))].astype(type(like))
+
+
+def vload_first_as(a, i, n, like):
+    """:func:`vload_first` in the dtype of scalar ``like``."""
+    v = np.zeros(_lanes(type(like)), type(like))
+    v[:n] = a[i:i + n]
+    return v
+
+
+def vstore(a, i, v):
+    """``a[i:i + lanes] = v``."""
+    a[i:i + v.shape[0]] = v
+
+
+def vstore_first(a, i, v, n):
+    """``a[i:i + n] = v[:n]``: a masked store that writes only ``n`` values."""
+    a[i:i + n] = v[:n]
+
+
+def vsplat(x):
+    """``x`` in every lane."""
+    return np.full(_lanes(type(x)), x)
+
+
+def vzero(x):
+    """Zeros, as a vector of the type of scalar ``x``."""
+    return np.zeros(_lanes(type(x)), type(x))
+
+
+def vfma(a, b, c):
+    """``a * b + c`` in each lane (rounded once when compiled; twice here)."""
+    return a * b + c
+
+
+def vmul(a, b):
+    """``a * b`` in each lane."""
+    return a * b
+
+
+@overload(vload, inline="always")
+def _ol_vload(a, i):
+    return lambda a, i: _vload(a, i)
+
+
+@overload(vload_first, inline="always")
+def _ol_vload_first(a, i, n):
+    return lambda a, i, n: _vload_first(a, i, n)
+
+
+@overload(vload_as, inline="always")
+def _ol_vload_as(a, i, like):
+    return lambda a, i, like: _vload_as(a, i, like)
+
+
+@overload(vload_first_as, inline="always")
+def _ol_vload_first_as(a, i, n, like):
+    return lambda a, i, n, like: _vload_first_as(a, i, n, like)
+
+
+@overload(vstore, inline="always")
+def _ol_vstore(a, i, v):
+    return lambda a, i, v: _vstore(a, i, v)
+
+
+@overload(vstore_first, inline="always")
+def _ol_vstore_first(a, i, v, n):
+    return lambda a, i, v, n: _vstore_first(a, i, v, n)
+
+
+@overload(vsplat, inline="always")
+def _ol_vsplat(x):
+    return lambda x: _vsplat(x)
+
+
+@overload(vzero, inline="always")
+def _ol_vzero(x):
+    return lambda x: _vzero(x)
+
+
+@overload(vfma, inline="always")
+def _ol_vfma(a, b, c):
+    return lambda a, b, c: _vfma(a, b, c)
+
+
+@overload(vmul, inline="always")
+def _ol_vmul(a, b):
+    return lambda a, b: _vmul(a, b)
+
+
+# -- the update: W <- s W + beta D^T A, in tiles of 6 units x 4 vectors ------------------------------
+@njit(inline="always")
+def _splat_fma4(c, xs, q):
+    return vfma(c, xs[0], q[0]), vfma(c, xs[1], q[1]), vfma(c, xs[2], q[2]), vfma(c, xs[3], q[3])
+
+
+@njit(inline="always")
+def _put4(w, j, lanes, s, beta, q, zero_start):
+    """``w[j + v lanes ...] = s w + beta q[v]`` for the 4 vectors of one unit (``w`` unread from zero)."""
+    for v in range(4):
+        new = vmul(beta, q[v]) if zero_start else vfma(beta, q[v], vmul(s, vload(w, j + v * lanes)))
+        vstore(w, j + v * lanes, new)
+
+
+@njit(inline="always")
+def _put1(w, j, n, s, beta, q, zero_start):
+    """The same for one vector of ``n`` lanes."""
+    new = vmul(beta, q) if zero_start else vfma(beta, q, vmul(s, vload_first(w, j, n)))
+    vstore_first(w, j, new, n)
+
+
+@njit(inline="always")
+def _tile6x4(W, A, rows, D, h, j, lanes, s, sv, bv, zv, zero_start):
+    q0 = q1 = q2 = q3 = q4 = q5 = (zv, zv, zv, zv)
+    for i in range(rows.shape[0]):
+        x, d = A[rows[i]], D[i]
+        xs = vload_as(x, j, s), vload_as(x, j + lanes, s), vload_as(x, j + 2 * lanes, s), vload_as(x, j + 3 * lanes, s)
+        q0, q1 = _splat_fma4(vsplat(d[h]), xs, q0), _splat_fma4(vsplat(d[h + 1]), xs, q1)
+        q2, q3 = _splat_fma4(vsplat(d[h + 2]), xs, q2), _splat_fma4(vsplat(d[h + 3]), xs, q3)
+        q4, q5 = _splat_fma4(vsplat(d[h + 4]), xs, q4), _splat_fma4(vsplat(d[h + 5]), xs, q5)
+    _put4(W[h], j, lanes, sv, bv, q0, zero_start)
+    _put4(W[h + 1], j, lanes, sv, bv, q1, zero_start)
+    _put4(W[h + 2], j, lanes, sv, bv, q2, zero_start)
+    _put4(W[h + 3], j, lanes, sv, bv, q3, zero_start)
+    _put4(W[h + 4], j, lanes, sv, bv, q4, zero_start)
+    _put4(W[h + 5], j, lanes, sv, bv, q5, zero_start)
+
+
+@njit(inline="always")
+def _tile2x4(W, A, rows, D, h, j, lanes, s, sv, bv, zv, zero_start):
+    q0 = q1 = (zv, zv, zv, zv)
+    for i in range(rows.shape[0]):
+        x, d = A[rows[i]], D[i]
+        xs = vload_as(x, j, s), vload_as(x, j + lanes, s), vload_as(x, j + 2 * lanes, s), vload_as(x, j + 3 * lanes, s)
+        q0, q1 = _splat_fma4(vsplat(d[h]), xs, q0), _splat_fma4(vsplat(d[h + 1]), xs, q1)
+    _put4(W[h], j, lanes, sv, bv, q0, zero_start)
+    _put4(W[h + 1], j, lanes, sv, bv, q1, zero_start)
+
+
+@njit(inline="always")
+def _tile1x4(W, A, rows, D, h, j, lanes, s, sv, bv, zv, zero_start):
+    q0 = (zv, zv, zv, zv)
+    for i in range(rows.shape[0]):
+        x = A[rows[i]]
+        xs = vload_as(x, j, s), vload_as(x, j + lanes, s), vload_as(x, j + 2 * lanes, s), vload_as(x, j + 3 * lanes, s)
+        q0 = _splat_fma4(vsplat(D[i, h]), xs, q0)
+    _put4(W[h], j, lanes, sv, bv, q0, zero_start)
+
+
+@njit(inline="always")
+def _tile6x1(W, A, rows, D, h, j, n, s, sv, bv, zv, zero_start):
+    """Six units x one vector of ``n`` lanes (a masked load when ``n`` is short)."""
+    r0 = r1 = r2 = r3 = r4 = r5 = zv
+    for i in range(rows.shape[0]):
+        x, d = vload_first_as(A[rows[i]], j, n, s), D[i]
+        r0, r1, r2 = vfma(vsplat(d[h]), x, r0), vfma(vsplat(d[h + 1]), x, r1), vfma(vsplat(d[h + 2]), x, r2)
+        r3, r4, r5 = vfma(vsplat(d[h + 3]), x, r3), vfma(vsplat(d[h + 4]), x, r4), vfma(vsplat(d[h + 5]), x, r5)
+    _put1(W[h], j, n, sv, bv, r0, zero_start)
+    _put1(W[h + 1], j, n, sv, bv, r1, zero_start)
+    _put1(W[h + 2], j, n, sv, bv, r2, zero_start)
+    _put1(W[h + 3], j, n, sv, bv, r3, zero_start)
+    _put1(W[h + 4], j, n, sv, bv, r4, zero_start)
+    _put1(W[h + 5], j, n, sv, bv, r5, zero_start)
+
+
+@njit(inline="always")
+def _tile1x1(W, A, rows, D, h, j, n, s, sv, bv, zv, zero_start):
+    r0 = zv
+    for i in range(rows.shape[0]):
+        r0 = vfma(vsplat(D[i, h]), vload_first_as(A[rows[i]], j, n, s), r0)
+    _put1(W[h], j, n, sv, bv, r0, zero_start)
+
+
+@njit(cache=True)
+def tiled_update_units(W, A, rows, D, s, beta, h_lo, h_hi):
+    """``W[h] <- s W[h] + beta sum_i D[i, h] A[rows[i]]`` for ``h_lo <= h < h_hi``; ``s == 0``: W unread.
+
+    Tiles of 6 units x 4 vectors, then 2 x 4 and 1 x 4 for the last units; the
+    last columns in tiles of 6 x 1 and 1 x 1 vectors (masked at the end).
+    """
+    n_in = W.shape[1]
+    lanes = 64 // W.itemsize
+    sv, bv, zv, zero_start = vsplat(s), vsplat(beta), vzero(s), s == s - s
+    j = 0
+    while j + 4 * lanes <= n_in:
+        h = h_lo
+        while h + TILE_UNITS <= h_hi:
+            _tile6x4(W, A, rows, D, h, j, lanes, s, sv, bv, zv, zero_start)
+            h += TILE_UNITS
+        while h + 2 <= h_hi:
+            _tile2x4(W, A, rows, D, h, j, lanes, s, sv, bv, zv, zero_start)
+            h += 2
+        if h < h_hi:
+            _tile1x4(W, A, rows, D, h, j, lanes, s, sv, bv, zv, zero_start)
+        j += 4 * lanes
+    while j < n_in:
+        n = min(lanes, n_in - j)
+        h = h_lo
+        while h + TILE_UNITS <= h_hi:
+            _tile6x1(W, A, rows, D, h, j, n, s, sv, bv, zv, zero_start)
+            h += TILE_UNITS
+        for h in range(h, h_hi):
+            _tile1x1(W, A, rows, D, h, j, n, s, sv, bv, zv, zero_start)
+        j += lanes
