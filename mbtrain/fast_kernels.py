@@ -44,7 +44,7 @@ from .fast_layers import (
 )
 
 #: SHA-256 of fast_layers.py these kernels were last compiled against (see above).
-FAST_LAYERS_SHA256 = "0b77e4026ee4c6612f5e10a4a78663b27f5f4f8940e37e6c1d568396b08fffff"
+FAST_LAYERS_SHA256 = "048021472de63e3b6e210b78a9a50786d0b69e1d64cc059f74cc8ce03910985b"
 
 
 #: Integer and boolean arguments spelled as typed constants, never as literals: numba compiles a

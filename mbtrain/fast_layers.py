@@ -18,10 +18,12 @@ What makes them fast (measured with ``benchmarks/kernel_profile.py``):
 
 - no gather copy: a kernel reads the batch rows ``A[rows[i]]`` in place
   (shuffle indices, not data);
-- forward ``Z = A W^T + b`` in register tiles of ``FORWARD_ROWS x FORWARD_UNITS``
-  (4 x 4): 16 scalar accumulators, tuples that LLVM keeps in registers and
-  turns into 16 vector accumulators over the contiguous ``n_in``; every W load
-  serves 4 rows and every row load 4 units;
+- forward ``Z = A W^T + b``: on AVX-512, whole tiles of 6 rows x 4 units of
+  explicit vectors (:mod:`mbtrain.fast_tiles`); the rest, and everything
+  elsewhere, in register tiles of ``FORWARD_ROWS x FORWARD_UNITS`` (4 x 4): 16
+  scalar accumulators, tuples that LLVM keeps in registers and turns into 16
+  vector accumulators over the contiguous ``n_in``; every W load serves 4 rows
+  and every row load 4 units;
 - weight update ``W <- s W + beta D^T A``: on AVX-512, register tiles of
   explicit vectors (:mod:`mbtrain.fast_tiles`) that read and write each tile
   of W once per batch; elsewhere in blocks of up to ``UPDATE_ROWS`` (8) rows
@@ -47,11 +49,11 @@ from numba import njit, types
 from numba.extending import intrinsic, overload
 
 from ._kernel_api import ADAM_KIND, CROSS_ENTROPY, NESTEROV_KIND, QUADRATIC, SOFTMAX
-from .fast_tiles import WIDE_VECTORS, tiled_update_units
+from .fast_tiles import TILE_ROWS, WIDE_VECTORS, tiled_forward_rows, tiled_update_units
 
 #: SHA-256 of fast_tiles.py, whose intrinsics these kernels compile in (the cache note of
 #: :mod:`mbtrain.fast_kernels`, one file further down).
-FAST_TILES_SHA256 = "ce9e7a37fa93c1a5d70dfd88cdc738e6cb61db02f0b9629f3e92cdd55b3b7c1f"
+FAST_TILES_SHA256 = "16c2feedf59c6b4ec329c9ca0c213c5e283b76d6e27843158086f182a0ee3c62"
 #: ``reassoc`` and ``contract`` only: vectorized reductions and fused multiply-adds, inf and NaN kept.
 FASTMATH = {"reassoc", "contract"}
 #: Rows and units of a forward register tile (the tile loops below are written out for 4 x 4).
@@ -212,6 +214,26 @@ def weighted4(cs, xs, j):
 @njit(cache=True, fastmath=FASTMATH)
 def dense_forward_rows(Z, A, rows, W, b, h_lo, h_hi):
     """``Z[i, h] = A[rows[i]] . W[h] + b[h]`` for ``h_lo <= h < h_hi``.
+
+    On AVX-512, with ``n_in`` a whole number of vectors, the tiles of 6 rows x
+    4 units go to :func:`mbtrain.fast_tiles.tiled_forward_rows` and the rows and
+    units left over to :func:`rowwise_forward_rows`; elsewhere all of it.
+    """
+    m, n_in = rows.shape[0], W.shape[1]
+    if WIDE_VECTORS and n_in % (64 // W.itemsize) == 0 and m >= TILE_ROWS and h_hi - h_lo >= 4:
+        m_tiles, h_tiles = m - m % TILE_ROWS, h_hi - (h_hi - h_lo) % 4
+        tiled_forward_rows(Z, A, rows[:m_tiles], W, b, h_lo, h_tiles)
+        if h_tiles < h_hi:
+            rowwise_forward_rows(Z, A, rows[:m_tiles], W, b, h_tiles, h_hi)
+        if m_tiles < m:
+            rowwise_forward_rows(Z[m_tiles:], A, rows[m_tiles:], W, b, h_lo, h_hi)
+    else:
+        rowwise_forward_rows(Z, A, rows, W, b, h_lo, h_hi)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def rowwise_forward_rows(Z, A, rows, W, b, h_lo, h_hi):
+    """:func:`dense_forward_rows` in tuple tiles (vectorized by LLVM along ``n_in``).
 
     Z (m, n_out); A (any, n_in); rows (m,); W (n_out, n_in); b (n_out,).
     Tiles of rows x units: 4 x 4, and 4 x 1 for the last units; 2 x 4 and

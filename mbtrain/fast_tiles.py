@@ -1,33 +1,37 @@
-"""Register tiles of explicit 512-bit vectors: the dense layer's weight update on AVX-512.
+"""Register tiles of explicit 512-bit vectors: the dense layer's update and forward on AVX-512.
 
 LLVM vectorizes only innermost loops, so the tuple tiles of :mod:`mbtrain.fast_layers`
-hold their accumulators along the loop they vectorize, and the weight update can
-keep only one written row per inner loop (more exceed LLVM's budget of runtime
-alias checks). Here a numba type, :class:`Vec`, is an LLVM vector of 512 bits
-(16 float32 or 8 float64 lanes) and a handful of intrinsics load, store, splat
-and fuse-multiply-add them; a loop-carried tuple of ``Vec`` is a tuple of vector
-registers, so a tile is written as what it is:
+hold their accumulators along the loop they vectorize, and their weight update
+can keep only one written row per inner loop (more exceed LLVM's budget of
+runtime alias checks). Here a numba type, :class:`Vec`, is an LLVM vector of
+512 bits (16 float32 or 8 float64 lanes), and a handful of intrinsics load,
+store, splat and fuse-multiply-add them; a loop-carried tuple of ``Vec`` is a
+tuple of vector registers, so a tile is written as what it is:
 
-the update ``W[h] <- s W[h] + beta sum_i D[i, h] A[rows[i]]`` in tiles of
-``TILE_UNITS`` (6) units x ``TILE_VECTORS`` (4) vectors of ``W``: 24
-accumulators, with the batch's rows as the inner loop. Each tile of ``W`` is
-read and written once per batch (the row-wise kernel streams ``W`` from L2
-once per 8 rows), the four vectors of an input row serve 6 units and each
-splat of ``D[i, h]`` 4 vectors. A partial last vector is read and written
-through a lane mask, so any ``n_in`` works.
+- the update ``W[h] <- s W[h] + beta sum_i D[i, h] A[rows[i]]`` in tiles of
+  ``TILE_UNITS`` (6) units x ``TILE_VECTORS`` (4) vectors of ``W``: 24
+  accumulators, with the batch's rows as the inner loop. Each tile of ``W`` is
+  read and written once per batch (the row-wise kernel streams ``W`` from L2
+  once per 8 rows), the four vectors of an input row serve 6 units and each
+  splat of ``D[i, h]`` 4 vectors. A partial last vector is read and written
+  through a lane mask, so any ``n_in`` works;
+- the forward ``Z[i, h] = A[rows[i]] . W[h] + b[h]`` in tiles of
+  ``TILE_ROWS`` (6) rows x 4 units: 24 accumulators along ``n_in``, summed
+  across the lanes at the end. Whole tiles only; :func:`mbtrain.fast_layers.dense_forward_rows`
+  gives the rows and units left over to its tuple tiles.
 
 Measured alone (one thread, Zen 5, 500 batches of 100 rows; the epoch's share
-is in ``benchmarks/epoch_pieces.py``): the first layer's update of ``[784,100,10]`` at 150-156 ->
-205-210 GFLOP/s, of ``[784,30,10]`` at 143-145 -> 197-207, against an FMA
-peak of 243. The same tiles for the forward pass (6 rows x 4 units, summed
-across lanes at the end) gained at most 5% on the tuple tiles and lost
-ground with a masked tail, so the forward stays in :mod:`mbtrain.fast_layers`. Without AVX-512 (:data:`WIDE_VECTORS` false) the 24
-accumulators would not fit the 16 registers, and :mod:`mbtrain.fast_layers`
-runs its row-wise kernels instead.
+is in ``benchmarks/epoch_pieces.py``): the first layer's update of
+``[784,100,10]`` at 150-156 -> 186-210 GFLOP/s and of ``[784,30,10]`` at
+143-145 -> 197-207; the forward of ``[784,100,10]`` at 191-203 -> 208 and of
+``[784,30,10]`` unchanged (182-188: its last 2 units run row-wise); the FMA peak
+is 243. Without AVX-512 (:data:`WIDE_VECTORS` false) 24 accumulators would
+not fit the 16 registers, and :mod:`mbtrain.fast_layers` runs its own kernels.
 
-Everything here is jitted code or codegen; the intrinsics are inlined into
-their callers, whose cache this file's SHA-256 in :mod:`mbtrain.fast_layers`
-keeps honest (see :mod:`mbtrain.fast_kernels`).
+Every operation has a plain-Python twin over numpy arrays (what
+``NUMBA_DISABLE_JIT`` runs), compiled as its intrinsic through ``@overload``.
+The intrinsics are inlined into their callers, whose cache this file's SHA-256
+in :mod:`mbtrain.fast_layers` keeps honest (see :mod:`mbtrain.fast_kernels`).
 """
 from __future__ import annotations
 
@@ -38,9 +42,10 @@ from numba import njit, types
 from numba.core import cgutils, config
 from numba.extending import intrinsic, models, overload, register_model
 
-#: Units x vectors of an update tile (written out below).
+#: Units x vectors of an update tile; rows of a forward tile (of 4 units). Written out below.
 TILE_UNITS = 6
 TILE_VECTORS = 4
+TILE_ROWS = 6
 
 
 def _wide_vectors() -> bool:
@@ -233,6 +238,18 @@ def _vmul(typingctx, a, b):
     return a(a, b), codegen
 
 
+@intrinsic
+def _vsum(typingctx, v):
+    def codegen(context, builder, sig, args):
+        vector_type = args[0].type
+        lane = vector_type.element
+        reduce = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(lane, [lane, vector_type]),
+            f"llvm.vector.reduce.fadd.{_vector_name(vector_type)}")
+        return builder.call(reduce, [ir.Constant(lane, 0.0), args[0]], fastmath=("reassoc",))
+    return v.dtype(v), codegen
+
+
 # -- the same operations in plain Python (numpy arrays as vectors), for NUMBA_DISABLE_JIT --------------
 def _lanes(dtype):
     return 64 // np.dtype(dtype).itemsize
@@ -292,6 +309,11 @@ def vmul(a, b):
     return a * b
 
 
+def vsum(v):
+    """The sum of the lanes, in a tree (not left to right)."""
+    return v.sum()
+
+
 @overload(vload, inline="always")
 def _ol_vload(a, i):
     return lambda a, i: _vload(a, i)
@@ -340,6 +362,11 @@ def _ol_vfma(a, b, c):
 @overload(vmul, inline="always")
 def _ol_vmul(a, b):
     return lambda a, b: _vmul(a, b)
+
+
+@overload(vsum, inline="always")
+def _ol_vsum(v):
+    return lambda v: _vsum(v)
 
 
 # -- the update: W <- s W + beta D^T A, in tiles of 6 units x 4 vectors ------------------------------
@@ -456,3 +483,45 @@ def tiled_update_units(W, A, rows, D, s, beta, h_lo, h_hi):
         for h in range(h, h_hi):
             _tile1x1(W, A, rows, D, h, j, n, s, sv, bv, zv, zero_start)
         j += lanes
+
+
+# -- the forward pass: Z = A W^T + b, in tiles of 6 rows x 4 units --------------------------------------
+@njit(inline="always")
+def _row_fma4(x, ws, q):
+    return vfma(x, ws[0], q[0]), vfma(x, ws[1], q[1]), vfma(x, ws[2], q[2]), vfma(x, ws[3], q[3])
+
+
+@njit(inline="always")
+def _store_sums4(Z, i, h, b, q):
+    Z[i, h], Z[i, h + 1] = vsum(q[0]) + b[h], vsum(q[1]) + b[h + 1]
+    Z[i, h + 2], Z[i, h + 3] = vsum(q[2]) + b[h + 2], vsum(q[3]) + b[h + 3]
+
+
+@njit(cache=True)
+def tiled_forward_rows(Z, A, rows, W, b, h_lo, h_hi):
+    """``Z[i, h] = A[rows[i]] . W[h] + b[h]`` for the whole tiles: ``i < 6 (m // 6)``, ``h_lo <= h < h_hi``.
+
+    ``h_hi - h_lo`` a multiple of 4 and ``n_in`` of the lanes; the caller
+    computes the rows and units left over. The sums run along ``n_in`` in the
+    vector lanes and across them at the end.
+    """
+    m, n_in = rows.shape[0], W.shape[1]
+    lanes = 64 // W.itemsize
+    zv = vzero(W[0, 0])
+    for i in range(0, m - TILE_ROWS + 1, TILE_ROWS):
+        x0, x1, x2, x3, x4, x5 = A[rows[i]], A[rows[i + 1]], A[rows[i + 2]], A[rows[i + 3]], A[rows[i + 4]], A[rows[i + 5]]
+        for h in range(h_lo, h_hi, 4):
+            w0, w1, w2, w3 = W[h], W[h + 1], W[h + 2], W[h + 3]
+            q0 = q1 = q2 = q3 = q4 = q5 = (zv, zv, zv, zv)
+            for j in range(0, n_in, lanes):
+                ws = vload(w0, j), vload(w1, j), vload(w2, j), vload(w3, j)
+                like = w0[0]
+                q0, q1 = _row_fma4(vload_as(x0, j, like), ws, q0), _row_fma4(vload_as(x1, j, like), ws, q1)
+                q2, q3 = _row_fma4(vload_as(x2, j, like), ws, q2), _row_fma4(vload_as(x3, j, like), ws, q3)
+                q4, q5 = _row_fma4(vload_as(x4, j, like), ws, q4), _row_fma4(vload_as(x5, j, like), ws, q5)
+            _store_sums4(Z, i, h, b, q0)
+            _store_sums4(Z, i + 1, h, b, q1)
+            _store_sums4(Z, i + 2, h, b, q2)
+            _store_sums4(Z, i + 3, h, b, q3)
+            _store_sums4(Z, i + 4, h, b, q4)
+            _store_sums4(Z, i + 5, h, b, q5)

@@ -126,3 +126,49 @@ def test_float32_rows_of_a_float64_layer_are_widened_as_astype_would(kernel):
     kernel(W, A, rows, D, s, beta, 0, 13)
     kernel(W_cast, A.astype(w_dtype), rows, D, s, beta, 0, 13)
     np.testing.assert_array_equal(W, W_cast)
+
+
+# -- the forward pass --------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_out, n_in, m, h_lo, h_hi", [
+    (100, 784, 100, 0, 100),   # 16 x 6 rows in tiles, 4 rows and no units left over
+    (30, 784, 10, 0, 30),      # 6 rows and 28 units in tiles; 4 rows and 2 units row-wise
+    (10, 32, 7, 2, 10),        # a unit range: 8 units in tiles
+    (9, 48, 13, 0, 9),         # 12 rows x 8 units in tiles
+    (10, 30, 12, 0, 10),       # n_in not a whole number of vectors: all row-wise
+    (10, 64, 5, 0, 10),        # fewer rows than a tile: all row-wise
+])
+def test_forward_matches_numpy_with_the_tiles_and_without(dtype, n_out, n_in, m, h_lo, h_hi):
+    rng = np.random.default_rng(5)
+    W = rng.standard_normal((n_out, n_in)).astype(dtype)
+    b = rng.standard_normal(n_out).astype(dtype)
+    A = rng.random((m + 3, n_in)).astype(dtype)
+    rows = rng.permutation(m + 3)[:m].astype(np.int64)
+    expected = A[rows].astype(np.float64) @ W[h_lo:h_hi].T.astype(np.float64) + b[h_lo:h_hi]
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for forward in (fl.dense_forward_rows, fl.rowwise_forward_rows):
+        Z = np.full((m, n_out), SENTINEL, dtype=dtype)
+        forward(Z, A, rows, W, b, h_lo, h_hi)
+        np.testing.assert_allclose(Z[:, h_lo:h_hi], expected, rtol=tol, atol=tol * n_in)
+        assert (Z[:, :h_lo] == SENTINEL).all() and (Z[:, h_hi:] == SENTINEL).all()
+
+
+def test_tiled_forward_writes_only_its_whole_tiles():
+    """The tiles cover rows < 6 (m // 6) and the units given; the caller owns the rest (left as it was here)."""
+    rng = np.random.default_rng(6)
+    W, b = rng.standard_normal((12, 64)).astype(np.float32), rng.standard_normal(12).astype(np.float32)
+    A, rows = rng.random((15, 64)).astype(np.float32), np.arange(15)
+    Z = np.full((15, 12), SENTINEL, dtype=np.float32)
+    ft.tiled_forward_rows(Z, A, rows, W, b, 4, 12)
+    np.testing.assert_allclose(Z[:12, 4:], A[:12] @ W[4:].T + b[4:], rtol=1e-5, atol=1e-5)
+    assert (Z[12:] == SENTINEL).all() and (Z[:, :4] == SENTINEL).all()
+
+
+def test_float32_rows_of_a_float64_forward_are_widened_exactly():
+    rng = np.random.default_rng(7)
+    W, b = rng.standard_normal((8, 32)), rng.standard_normal(8)
+    A, rows = rng.random((12, 32)).astype(np.float32), np.arange(12)
+    Z, Z_cast = np.zeros((12, 8)), np.zeros((12, 8))
+    fl.dense_forward_rows(Z, A, rows, W, b, 0, 8)
+    fl.dense_forward_rows(Z_cast, A.astype(np.float64), rows, W, b, 0, 8)
+    np.testing.assert_array_equal(Z, Z_cast)
