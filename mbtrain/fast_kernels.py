@@ -44,7 +44,7 @@ from .fast_layers import (
 )
 
 #: SHA-256 of fast_layers.py these kernels were last compiled against (see above).
-FAST_LAYERS_SHA256 = "048021472de63e3b6e210b78a9a50786d0b69e1d64cc059f74cc8ce03910985b"
+FAST_LAYERS_SHA256 = "6dc90ff2f3c19490977bca25fa9a0555dc7f52b17ddc5259e5fcbc2d032df174"
 
 
 #: Integer and boolean arguments spelled as typed constants, never as literals: numba compiles a

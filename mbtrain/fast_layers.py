@@ -49,11 +49,11 @@ from numba import njit, types
 from numba.extending import intrinsic, overload
 
 from ._kernel_api import ADAM_KIND, CROSS_ENTROPY, NESTEROV_KIND, QUADRATIC, SOFTMAX
-from .fast_tiles import TILE_ROWS, WIDE_VECTORS, tiled_forward_rows, tiled_update_units
+from .fast_tiles import TILE_ROWS, WIDE_VECTORS, tiled_forward_rows, tiled_hidden_delta_rows, tiled_update_units
 
 #: SHA-256 of fast_tiles.py, whose intrinsics these kernels compile in (the cache note of
 #: :mod:`mbtrain.fast_kernels`, one file further down).
-FAST_TILES_SHA256 = "16c2feedf59c6b4ec329c9ca0c213c5e283b76d6e27843158086f182a0ee3c62"
+FAST_TILES_SHA256 = "b898d5ccfff249c78e853d3fb562a03af5cbf45539e94d374d234745a8b9086f"
 #: ``reassoc`` and ``contract`` only: vectorized reductions and fused multiply-adds, inf and NaN kept.
 FASTMATH = {"reassoc", "contract"}
 #: Rows and units of a forward register tile (the tile loops below are written out for 4 x 4).
@@ -380,7 +380,19 @@ def rowwise_update_units(W, A, rows, D, alpha_w, beta, one, h_lo, h_hi):
 
 @njit(cache=True, fastmath=FASTMATH)
 def hidden_delta_rows(D_prev, D, W, A_prev):
-    """BP2, fused: ``D_prev = (D @ W) * A_prev * (1 - A_prev)``, a row of ``D @ W`` as axpys over n_in."""
+    """BP2, fused: ``D_prev = (D @ W) * A_prev * (1 - A_prev)``, a row of ``D @ W`` as axpys over n_in.
+
+    On AVX-512 the row is built in vector registers (:func:`mbtrain.fast_tiles.tiled_hidden_delta_rows`).
+    """
+    if WIDE_VECTORS:
+        tiled_hidden_delta_rows(D_prev, D, W, A_prev)
+    else:
+        rowwise_hidden_delta_rows(D_prev, D, W, A_prev)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def rowwise_hidden_delta_rows(D_prev, D, W, A_prev):
+    """:func:`hidden_delta_rows` in loops that LLVM vectorizes along ``n_in``."""
     m, n_in = A_prev.shape
     for i in range(m):
         for j in range(n_in):

@@ -40,6 +40,7 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils, config
+from numba.np.numpy_support import as_dtype
 from numba.extending import intrinsic, models, overload, register_model
 
 #: Units x vectors of an update tile; rows of a forward tile (of 4 units). Written out below.
@@ -525,3 +526,59 @@ def tiled_forward_rows(Z, A, rows, W, b, h_lo, h_hi):
             _store_sums4(Z, i + 3, h, b, q3)
             _store_sums4(Z, i + 4, h, b, q4)
             _store_sums4(Z, i + 5, h, b, q5)
+
+
+
+def minus_one_like(x):
+    """-1 in the type of scalar ``x`` (a literal ``-1`` would be int64 and widen float32 arithmetic)."""
+    return type(x)(-1)
+
+
+@overload(minus_one_like, inline="always")
+def _ol_minus_one_like(x):
+    constant = as_dtype(x).type(-1)
+    return lambda x: constant
+
+
+# -- BP2: D_prev = (D W) * A_prev * (1 - A_prev), along the units of the layer below ---------------------
+@njit(inline="always")
+def _delta_out4(D_prev, A_prev, i, j, lanes, q, minus_one):
+    """``D_prev[i, j + v lanes...] = q[v] * (a - a a)`` for 4 whole vectors."""
+    a_row, d_row = A_prev[i], D_prev[i]
+    for v in range(4):
+        a = vload(a_row, j + v * lanes)
+        vstore(d_row, j + v * lanes, vmul(q[v], vfma(vmul(a, minus_one), a, a)))
+
+
+@njit(cache=True)
+def tiled_hidden_delta_rows(D_prev, D, W, A_prev):
+    """BP2 for every row: ``D_prev[i] = (D[i] @ W) * A_prev[i] * (1 - A_prev[i])``.
+
+    ``W`` is the layer above, ``(n_out, n_in)``; a row of ``D_prev`` is built in
+    registers, 4 vectors of ``n_in`` at a time (then one, the last masked), as
+    ``n_out`` multiply-adds of the rows of ``W``, and multiplied by sigma' once.
+    """
+    m, n_in, n_out = A_prev.shape[0], A_prev.shape[1], W.shape[0]
+    lanes = 64 // W.itemsize
+    zv = vzero(W[0, 0])
+    minus_one = vsplat(minus_one_like(W[0, 0]))
+    for i in range(m):
+        d = D[i]
+        j = 0
+        while j + 4 * lanes <= n_in:
+            q = (zv, zv, zv, zv)
+            for h in range(n_out):
+                w = W[h]
+                c = vsplat(d[h])
+                q = (vfma(c, vload(w, j), q[0]), vfma(c, vload(w, j + lanes), q[1]),
+                     vfma(c, vload(w, j + 2 * lanes), q[2]), vfma(c, vload(w, j + 3 * lanes), q[3]))
+            _delta_out4(D_prev, A_prev, i, j, lanes, q, minus_one)
+            j += 4 * lanes
+        while j < n_in:
+            n = min(lanes, n_in - j)
+            r = zv
+            for h in range(n_out):
+                r = vfma(vsplat(d[h]), vload_first(W[h], j, n), r)
+            a = vload_first(A_prev[i], j, n)
+            vstore_first(D_prev[i], j, vmul(r, vfma(vmul(a, minus_one), a, a)), n)
+            j += lanes

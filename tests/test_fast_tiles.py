@@ -172,3 +172,22 @@ def test_float32_rows_of_a_float64_forward_are_widened_exactly():
     fl.dense_forward_rows(Z, A, rows, W, b, 0, 8)
     fl.dense_forward_rows(Z_cast, A.astype(np.float64), rows, W, b, 0, 8)
     np.testing.assert_array_equal(Z, Z_cast)
+
+
+# -- BP2 ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_out, n_in, m", [(10, 100, 100), (10, 30, 10), (1, 1, 3), (3, 15, 2), (7, 64, 5),
+                                            (2, 130, 4), (10, 17, 1)])
+def test_hidden_delta_matches_numpy_with_and_without_tiles(dtype, n_out, n_in, m):
+    """Whole 4-vector blocks, single and masked vectors of the layer below; sentinels past n_in stay."""
+    rng = np.random.default_rng(8)
+    W = rng.standard_normal((n_out, n_in)).astype(dtype)
+    D = rng.standard_normal((m, n_out)).astype(dtype)
+    A_prev = rng.random((m, n_in)).astype(dtype)
+    expected = (D.astype(np.float64) @ W.astype(np.float64)) * A_prev * (1 - A_prev)
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    for delta in (ft.tiled_hidden_delta_rows, fl.rowwise_hidden_delta_rows, fl.hidden_delta_rows):
+        wide = np.full((m, n_in + 17), SENTINEL, dtype=dtype)
+        delta(wide[:, :n_in], D, W, A_prev)
+        np.testing.assert_allclose(wide[:, :n_in], expected, rtol=tol, atol=tol)
+        assert (wide[:, n_in:] == SENTINEL).all()
