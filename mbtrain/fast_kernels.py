@@ -44,7 +44,7 @@ from .fast_layers import (
 )
 
 #: SHA-256 of fast_layers.py these kernels were last compiled against (see above).
-FAST_LAYERS_SHA256 = "6dc90ff2f3c19490977bca25fa9a0555dc7f52b17ddc5259e5fcbc2d032df174"
+FAST_LAYERS_SHA256 = "8a57781c2e4570ad977cda8dd9233109f200c47f109615024df776b2b4935835"
 
 
 #: Integer and boolean arguments spelled as typed constants, never as literals: numba compiles a
