@@ -44,7 +44,7 @@ from .fast_layers import (
 )
 
 #: SHA-256 of fast_layers.py these kernels were last compiled against (see above).
-FAST_LAYERS_SHA256 = "8a57781c2e4570ad977cda8dd9233109f200c47f109615024df776b2b4935835"
+FAST_LAYERS_SHA256 = "5cdea4b722a118ad57849e9f66b5c57eaca4e54051e1dac1bfd8eef5c28dd83f"
 
 
 #: Integer and boolean arguments spelled as typed constants, never as literals: numba compiles a
@@ -53,6 +53,12 @@ FAST_LAYERS_SHA256 = "8a57781c2e4570ad977cda8dd9233109f200c47f109615024df776b2b4
 #: functions (measured: 5 s more on a cold cache for bench --quick's three epoch kernels).
 ZERO, ONE = np.int64(0), np.int64(1)
 UNCHECKED = np.bool_(False)
+#: The vector tiles of :mod:`mbtrain.fast_tiles` (on AVX-512) run on one thread only: the batch epochs
+#: pass ``tiles = n_parts == 1``. Measured this session (Zen 5, 2 cores, [784,100,10] batch 100, six
+#: alternations within half an hour): two threads took 99-119 ms an epoch with the tiles and 63-79
+#: without them, while one thread took 92-94 with and 107-112 without. (Earlier in the same session
+#: two threads with the tiles had taken 55 ms; the two cores do not always run alike.)
+TILES = np.bool_(True)
 #: How many rows ahead of the one it copies :func:`gather_rows` prefetches.
 ROWS_AHEAD = 4
 
@@ -205,7 +211,7 @@ def share(n, part, n_parts, align):
 
 # -- one batch: forward, deltas, update --------------------------------------------------------------
 @njit(cache=True)
-def forward_rows(net, work, X, rows, r_lo, r_hi, z_out, first_layer):
+def forward_rows(net, work, X, rows, r_lo, r_hi, z_out, first_layer, tiles):
     """Forward pass of batch rows ``r_lo <= i < r_hi`` (``X[rows[i]]``) into ``work.acts``.
 
     ``z_out`` (``len(rows)`` rows, or none) receives the output layer's weighted
@@ -217,10 +223,10 @@ def forward_rows(net, work, X, rows, r_lo, r_hi, z_out, first_layer):
         W, b = layer_views(net.params, sizes, l)
         Z = work_view(work.acts, sizes, bs, l + 1, m)[r_lo:r_hi]
         if l == 0:
-            dense_forward_rows(Z, X, rows[r_lo:r_hi], W, b, ZERO, W.shape[0])
+            dense_forward_rows(Z, X, rows[r_lo:r_hi], W, b, ZERO, W.shape[0], tiles)
         else:
             A = work_view(work.acts, sizes, bs, l, m)
-            dense_forward_rows(Z, A, work.index[r_lo:r_hi], W, b, ZERO, W.shape[0])
+            dense_forward_rows(Z, A, work.index[r_lo:r_hi], W, b, ZERO, W.shape[0], tiles)
         if l == L - 1 and z_out.shape[0] > 0:  # (a loop: an array assignment compiles numba's shape errors)
             for i in range(r_hi - r_lo):
                 for j in range(Z.shape[1]):
@@ -232,7 +238,7 @@ def forward_rows(net, work, X, rows, r_lo, r_hi, z_out, first_layer):
 
 
 @njit(cache=True)
-def deltas_rows(net, work, Y, rows, r_lo, r_hi):
+def deltas_rows(net, work, Y, rows, r_lo, r_hi, tiles):
     """BP1 and BP2 for batch rows ``r_lo <= i < r_hi``: every layer's delta, from the old weights."""
     sizes, m, L, bs = net.sizes, rows.shape[0], net.sizes.shape[0] - 1, work.index.shape[0]
     D = work_view(work.deltas, sizes, bs, L, m)[r_lo:r_hi]
@@ -240,12 +246,12 @@ def deltas_rows(net, work, Y, rows, r_lo, r_hi):
     for l in range(L - 1, 0, -1):
         D_prev = work_view(work.deltas, sizes, bs, l, m)[r_lo:r_hi]
         A_prev = work_view(work.acts, sizes, bs, l, m)[r_lo:r_hi]
-        hidden_delta_rows(D_prev, D, layer_views(net.params, sizes, l)[0], A_prev)
+        hidden_delta_rows(D_prev, D, layer_views(net.params, sizes, l)[0], A_prev, tiles)
         D = D_prev
 
 
 @njit(cache=True)
-def update_units(out, net, work, X, rows, part, n_parts, alpha_w, alpha_b, beta, checked, first_layer):
+def update_units(out, net, work, X, rows, part, n_parts, alpha_w, alpha_b, beta, checked, first_layer, tiles):
     """``out <- alpha out + beta sum grad`` for share ``part`` of ``n_parts`` of each layer's units.
 
     ``out`` is ``net.params`` (the SGD step) or a copy of it (the gradient), from
@@ -258,7 +264,7 @@ def update_units(out, net, work, X, rows, part, n_parts, alpha_w, alpha_b, beta,
         h_lo, h_hi = share(W.shape[0], part, n_parts, FORWARD_UNITS)
         D = work_view(work.deltas, sizes, bs, l + 1, m)
         if h_lo < h_hi and l == 0:
-            finite &= dense_update_rows(W, b, X, rows, D, alpha_w, alpha_b, beta, net.one, h_lo, h_hi, checked)
+            finite &= dense_update_rows(W, b, X, rows, D, alpha_w, alpha_b, beta, net.one, h_lo, h_hi, checked, tiles)
         elif h_lo < h_hi:
             finite &= dense_update_rows(W, b, work_view(work.acts, sizes, bs, l, m), work.index[:m], D,
                                         alpha_w, alpha_b, beta, net.one, h_lo, h_hi, checked)
@@ -266,15 +272,15 @@ def update_units(out, net, work, X, rows, part, n_parts, alpha_w, alpha_b, beta,
 
 
 @njit(cache=True)
-def backprop_rows(net, work, X, codes, scale, Y, rows, r_lo, r_hi, no_z):
+def backprop_rows(net, work, X, codes, scale, Y, rows, r_lo, r_hi, no_z, tiles):
     """Batch rows ``r_lo <= i < r_hi`` of ``X[rows]``: gathered into ``work.inputs``, forward, every delta.
 
     The share of one thread in the batch epochs; the update that follows reads
     the gathered rows of every share.
     """
     gather_rows(work.inputs, X, codes, scale, rows, r_lo, r_hi)
-    forward_rows(net, work, work.inputs, work.index[:rows.shape[0]], r_lo, r_hi, no_z, ZERO)
-    deltas_rows(net, work, Y, rows, r_lo, r_hi)
+    forward_rows(net, work, work.inputs, work.index[:rows.shape[0]], r_lo, r_hi, no_z, ZERO, tiles)
+    deltas_rows(net, work, Y, rows, r_lo, r_hi, tiles)
 
 
 # -- epochs --------------------------------------------------------------------------------------------
@@ -299,6 +305,7 @@ def _sgd_epoch(net, work, X, codes, scale, Y, order, beta_full, beta_last, decay
     n_rows, batch_size = order.shape[0], work.index.shape[0]
     no_z = np.empty((0, net.sizes[-1]), dtype=net.params.dtype)
     finite = np.empty(n_parts, dtype=np.bool_)
+    tiles = n_parts == 1  # vector tiles on one thread only (see TILES)
     for k in range((n_rows + batch_size - 1) // batch_size):
         rows = order[k * batch_size:min((k + 1) * batch_size, n_rows)]
         m = rows.shape[0]
@@ -306,12 +313,12 @@ def _sgd_epoch(net, work, X, codes, scale, Y, order, beta_full, beta_last, decay
         for p in prange(n_parts):
             r_lo, r_hi = share(m, p, n_parts, FORWARD_ROWS)
             if r_lo < r_hi:
-                backprop_rows(net, work, X, codes, scale, Y, rows, r_lo, r_hi, no_z)
+                backprop_rows(net, work, X, codes, scale, Y, rows, r_lo, r_hi, no_z, tiles)
         beta = beta_full if m == batch_size else beta_last
         for p in prange(n_parts):
             # np.int64: prange's index is unsigned, which would compile update_units once more
             finite[p] = update_units(net.params, net, work, work.inputs, gathered, np.int64(p), n_parts, decay,
-                                     net.one, beta, checked, ZERO)
+                                     net.one, beta, checked, ZERO, tiles)
         if not finite.all():
             return k if checked else DIVERGED_AT_UNKNOWN_BATCH
     if not checked and not range_finite(net.params, net.one):
@@ -343,7 +350,7 @@ def sgd_epoch_online(net, work, X, codes, scale, Y, order, beta, decay):
     gathered = work.index[:1]  # the layers above the first read no input rows
     if n_rows > 0:
         gather_rows(work.inputs, X, codes, scale, order, ZERO, ONE)
-        dense_forward_rows(Z1, work.inputs, gathered, W0, b0, ZERO, W0.shape[0])
+        dense_forward_rows(Z1, work.inputs, gathered, W0, b0, ZERO, W0.shape[0], TILES)
     for k in range(n_rows):
         rows = order[k:k + 1]
         here = k % 2  # this example's row of work.inputs; the next one's is the other
@@ -353,9 +360,10 @@ def sgd_epoch_online(net, work, X, codes, scale, Y, order, beta, decay):
             softmax_rows(Z1)
         else:
             sigmoid_rows(Z1, net.one)
-        forward_rows(net, work, work.inputs, gathered, ZERO, ONE, no_z, ONE)
-        deltas_rows(net, work, Y, rows, ZERO, ONE)
-        update_units(net.params, net, work, work.inputs, gathered, ZERO, ONE, decay, net.one, beta, UNCHECKED, ONE)
+        forward_rows(net, work, work.inputs, gathered, ZERO, ONE, no_z, ONE, TILES)
+        deltas_rows(net, work, Y, rows, ZERO, ONE, TILES)
+        update_units(net.params, net, work, work.inputs, gathered, ZERO, ONE, decay, net.one, beta, UNCHECKED, ONE,
+                     TILES)
         for h in range(coef.shape[0]):
             coef[h] = beta * D1[0, h]
         fuse = k + 1 < n_rows
@@ -397,11 +405,11 @@ def gradient_step_units(grad, state, net, work, X, rows, part, n_parts, rule, co
             W, b = layer_views(grad, sizes, l)
             if l == 0:
                 dense_update_rows(W, b, X, rows, work_view(work.deltas, sizes, bs, ONE, m), zero, zero, inv_m,
-                                  net.one, h_lo, h_hi, UNCHECKED)
+                                  net.one, h_lo, h_hi, UNCHECKED, n_parts == 1)
             else:
                 dense_update_rows(W, b, work_view(work.acts, sizes, bs, l, m), work.index[:m],
                                   work_view(work.deltas, sizes, bs, l + 1, m), zero, zero, inv_m, net.one, h_lo,
-                                  h_hi, UNCHECKED)
+                                  h_hi, UNCHECKED, n_parts == 1)
             for lo, hi, decay in ((offset + h_lo * n_in, offset + h_hi * n_in, lmbda_over_n),
                                   (bias + h_lo, bias + h_hi, zero)):  # the L2 term on the weights only
                 rest = second[lo:hi] if adam else second
@@ -438,7 +446,7 @@ def _optimizer_epoch(net, work, X, codes, scale, Y, order, grad, state, rule, st
         for p in prange(n_parts):
             r_lo, r_hi = share(m, p, n_parts, FORWARD_ROWS)
             if r_lo < r_hi:
-                backprop_rows(net, work, X, codes, scale, Y, rows, r_lo, r_hi, no_z)
+                backprop_rows(net, work, X, codes, scale, Y, rows, r_lo, r_hi, no_z, n_parts == 1)
         if rule.kind == ADAM_KIND:  # as mbtrain.optim.Adam: Python floats, so float64, then the array's dtype
             t = np.float64(step + k + 1)
             corrections[0] = rule.eta64 / (1.0 - rule.beta1_64 ** t)
@@ -471,7 +479,7 @@ def loss_gradient(grad, z_out, net, work, X, Y, lmbda_over_n, inv_m):
     is exact even for saturated outputs.
     """
     rows = work.index
-    forward_rows(net, work, X, rows, ZERO, rows.shape[0], z_out, ZERO)
-    deltas_rows(net, work, Y, rows, ZERO, rows.shape[0])
+    forward_rows(net, work, X, rows, ZERO, rows.shape[0], z_out, ZERO, TILES)
+    deltas_rows(net, work, Y, rows, ZERO, rows.shape[0], TILES)
     grad[:] = net.params  # the update runs in place (see dense_update_rows)
-    update_units(grad, net, work, X, rows, ZERO, ONE, lmbda_over_n, net.one - net.one, inv_m, UNCHECKED, ZERO)
+    update_units(grad, net, work, X, rows, ZERO, ONE, lmbda_over_n, net.one - net.one, inv_m, UNCHECKED, ZERO, TILES)

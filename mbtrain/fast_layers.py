@@ -212,15 +212,16 @@ def weighted4(cs, xs, j):
 
 # -- dense layer kernels -------------------------------------------------------------------------------
 @njit(cache=True, fastmath=FASTMATH)
-def dense_forward_rows(Z, A, rows, W, b, h_lo, h_hi):
+def dense_forward_rows(Z, A, rows, W, b, h_lo, h_hi, tiles=True):
     """``Z[i, h] = A[rows[i]] . W[h] + b[h]`` for ``h_lo <= h < h_hi``.
 
-    On AVX-512, with ``n_in`` a whole number of vectors, the tiles of 6 rows x
-    4 units go to :func:`mbtrain.fast_tiles.tiled_forward_rows` and the rows and
-    units left over to :func:`rowwise_forward_rows`; elsewhere all of it.
+    On AVX-512 (and ``tiles``), with ``n_in`` a whole number of vectors, the
+    tiles of 6 rows x 4 units go to :func:`mbtrain.fast_tiles.tiled_forward_rows`
+    and the rows and units left over to :func:`rowwise_forward_rows`; otherwise
+    all of it (see :data:`mbtrain.fast_kernels` on ``tiles``).
     """
     m, n_in = rows.shape[0], W.shape[1]
-    if WIDE_VECTORS and n_in % (64 // W.itemsize) == 0 and m >= TILE_ROWS and h_hi - h_lo >= 4:
+    if WIDE_VECTORS and tiles and n_in % (64 // W.itemsize) == 0 and m >= TILE_ROWS and h_hi - h_lo >= 4:
         m_tiles, h_tiles = m - m % TILE_ROWS, h_hi - (h_hi - h_lo) % 4
         tiled_forward_rows(Z, A, rows[:m_tiles], W, b, h_lo, h_tiles)
         if h_tiles < h_hi:
@@ -291,7 +292,7 @@ def rowwise_forward_rows(Z, A, rows, W, b, h_lo, h_hi):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def dense_update_rows(W, b, A, rows, D, alpha_w, alpha_b, beta, one, h_lo, h_hi, checked=True):
+def dense_update_rows(W, b, A, rows, D, alpha_w, alpha_b, beta, one, h_lo, h_hi, checked=True, tiles=True):
     """BP3/BP4 and the update, in place, for units ``h_lo <= h < h_hi``:
 
     ``W[h] <- alpha_w W[h] + beta sum_i D[i, h] A[rows[i]]``;
@@ -299,12 +300,12 @@ def dense_update_rows(W, b, A, rows, D, alpha_w, alpha_b, beta, one, h_lo, h_hi,
 
     ``alpha_w == 0`` (a gradient from zero): ``W`` is written, never read. The
     weights go through the vector tiles of :mod:`mbtrain.fast_tiles` on AVX-512
-    and through :func:`rowwise_update_units` elsewhere. Returns whether every
+    (and ``tiles``) and through :func:`rowwise_update_units` otherwise. Returns whether every
     written value is finite; with ``checked=False`` only the biases are looked
     at, saving a pass over ``W``.
     """
     m, n_in = rows.shape[0], W.shape[1]
-    if WIDE_VECTORS:
+    if WIDE_VECTORS and tiles:
         tiled_update_units(W, A, rows, D, alpha_w, beta, h_lo, h_hi)
     else:
         rowwise_update_units(W, A, rows, D, alpha_w, beta, one, h_lo, h_hi)
@@ -379,12 +380,13 @@ def rowwise_update_units(W, A, rows, D, alpha_w, beta, one, h_lo, h_hi):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def hidden_delta_rows(D_prev, D, W, A_prev):
+def hidden_delta_rows(D_prev, D, W, A_prev, tiles=True):
     """BP2, fused: ``D_prev = (D @ W) * A_prev * (1 - A_prev)``, a row of ``D @ W`` as axpys over n_in.
 
-    On AVX-512 the row is built in vector registers (:func:`mbtrain.fast_tiles.tiled_hidden_delta_rows`).
+    On AVX-512 (and ``tiles``) the row is built in vector registers
+    (:func:`mbtrain.fast_tiles.tiled_hidden_delta_rows`).
     """
-    if WIDE_VECTORS:
+    if WIDE_VECTORS and tiles:
         tiled_hidden_delta_rows(D_prev, D, W, A_prev)
     else:
         rowwise_hidden_delta_rows(D_prev, D, W, A_prev)

@@ -325,7 +325,7 @@ def _float32_calls():
         "sigmoid_rows": lambda: fl.sigmoid_rows(Z, f(1)),
         "output_delta_rows": lambda: fl.output_delta_rows(Z[:, :3], Z[:, :3], Y, rows, 0, f(1)),
         "update_units": lambda: fk.update_units(net.params, kernel_net(net), api.new_work(sizes, 5, f), X, rows,
-                                                0, 1, f(1), f(1), f(-0.1), True, 0),
+                                                0, 1, f(1), f(1), f(-0.1), True, 0, True),
         "sgd_epoch_serial": lambda: run_fast_epoch(net, X, Y, np.arange(16), 5, 3.0, 0.5, 1),
         "sgd_epoch_online": lambda: get_backend("numba").sgd_epoch(net, X, Y, np.arange(16), 1, 3.0, 0.5, 16),
         "fast.loss_gradient": lambda: loss_gradient_and_output(net, X, Y, 0.1, 16),
@@ -522,7 +522,25 @@ def test_the_tiles_inner_loops_are_vectorized():
     """
     f = np.float32
     A, W, b, D = np.ones((9, 40), f), np.ones((12, 40), f), np.ones(12, f), np.ones((9, 12), f)
-    forward = _vector_multiplies_per_block(fl.dense_forward_rows, np.empty((9, 12), f), A, np.arange(9), W, b, 0, 12)
-    update = _vector_multiplies_per_block(fl.dense_update_rows, W, b, A, np.arange(9), D, f(1), f(1), f(-0.1), f(1),
-                                          0, 12, False)
+    forward = _vector_multiplies_per_block(fl.rowwise_forward_rows, np.empty((9, 12), f), A, np.arange(9), W, b, 0, 12)
+    update = _vector_multiplies_per_block(fl.rowwise_update_units, W, A, np.arange(9), D, f(1), f(-0.1), f(1), 0, 12)
     assert max(forward) >= 16 and max(update) >= 8, (forward, update)
+
+
+@pytest.mark.skipif(JIT_DISABLED, reason="inspects compiled code")
+def test_the_vector_tiles_hold_24_accumulators():
+    """fast_tiles' update and forward tiles: a loop body of 24 fused multiply-adds of whole vectors."""
+    import numba
+
+    from mbtrain import fast_tiles as ft
+
+    f = np.float32
+    A, W, b, D = np.ones((12, 64), f), np.ones((12, 64), f), np.ones(12, f), np.ones((12, 12), f)
+    for kernel, args in ((ft.tiled_update_units, (W, A, np.arange(12), D, f(1), f(-0.1), 0, 12)),
+                         (ft.tiled_forward_rows, (np.empty((12, 12), f), A, np.arange(12), W, b, 0, 12))):
+        options = {k: v for k, v in kernel.targetoptions.items() if k not in ("cache", "nopython")}
+        fresh = numba.njit(**options)(kernel.py_func)  # cached code cannot be inspected
+        sig = tuple(numba.typeof(a) for a in args)
+        fresh.compile(sig)
+        blocks = fresh.inspect_llvm(sig).split("\n\n")
+        assert max(len(re.findall(r"call <16 x float> @llvm\.fma\.v16f32", block)) for block in blocks) >= 24
