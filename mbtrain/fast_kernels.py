@@ -267,7 +267,7 @@ def update_units(out, net, work, X, rows, part, n_parts, alpha_w, alpha_b, beta,
             finite &= dense_update_rows(W, b, X, rows, D, alpha_w, alpha_b, beta, net.one, h_lo, h_hi, checked, tiles)
         elif h_lo < h_hi:
             finite &= dense_update_rows(W, b, work_view(work.acts, sizes, bs, l, m), work.index[:m], D,
-                                        alpha_w, alpha_b, beta, net.one, h_lo, h_hi, checked)
+                                        alpha_w, alpha_b, beta, net.one, h_lo, h_hi, checked, tiles)
     return finite
 
 

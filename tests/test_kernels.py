@@ -417,7 +417,10 @@ def test_the_epoch_kernels_share_one_compiled_copy_of_each_layer_function():
 
     A literal ``0`` passed to ``forward_rows`` is a type of its own, and so is
     prange's unsigned index; the online, serial, parallel and gradient kernels
-    then each compiled their own copies (5 s of a cold bench --quick). Read
+    then each compiled their own copies (5 s of a cold bench --quick). An
+    omitted default argument is a type of its own too, so every call passes
+    them all (and, omitted, ``tiles`` would also run the vector tiles on two
+    threads). Read
     from the source, because callees of a kernel loaded from numba's cache
     have no signatures to look at.
     """
@@ -439,6 +442,10 @@ def test_the_epoch_kernels_share_one_compiled_copy_of_each_layer_function():
     for node in ast.walk(tree):  # an omitted default is a type of its own too
         if isinstance(node, ast.FunctionDef) and node.name in kernels and node.args.defaults:
             odd.append(f"line {node.lineno}: {node.name} has default arguments")
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) in kernels:  # fast_layers' defaults
+            n_params = vars(fk)[node.func.id].py_func.__code__.co_argcount
+            if len(node.args) + len(node.keywords) < n_params:
+                odd.append(f"line {node.lineno}: {node.func.id} called without all of its {n_params} arguments")
     assert prange_indices and calls > 20
     assert not odd, odd
 
