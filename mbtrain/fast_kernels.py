@@ -44,7 +44,7 @@ from .fast_layers import (
 )
 
 #: SHA-256 of fast_layers.py these kernels were last compiled against (see above).
-FAST_LAYERS_SHA256 = "5cdea4b722a118ad57849e9f66b5c57eaca4e54051e1dac1bfd8eef5c28dd83f"
+FAST_LAYERS_SHA256 = "3bde96abc8c436cff56906d461f7890f0ed18c8a674c2bdbb2c23219ac1f2f2e"
 
 
 #: Integer and boolean arguments spelled as typed constants, never as literals: numba compiles a

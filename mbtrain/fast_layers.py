@@ -53,7 +53,7 @@ from .fast_tiles import TILE_ROWS, WIDE_VECTORS, tiled_forward_rows, tiled_hidde
 
 #: SHA-256 of fast_tiles.py, whose intrinsics these kernels compile in (the cache note of
 #: :mod:`mbtrain.fast_kernels`, one file further down).
-FAST_TILES_SHA256 = "96cb0ef482174c2a118e32b6fad34d44152bc841b934d163416c93cac6e9ff6f"
+FAST_TILES_SHA256 = "d48bfd667deb26a753d0dd13719ab85d30b321f2bda2dc3eeb9eeed46ce77b5a"
 #: ``reassoc`` and ``contract`` only: vectorized reductions and fused multiply-adds, inf and NaN kept.
 FASTMATH = {"reassoc", "contract"}
 #: Rows and units of a forward register tile (the tile loops below are written out for 4 x 4).

@@ -94,36 +94,20 @@ def _vector_name(vector_type):
     return f"v{vector_type.count}f{64 if isinstance(vector_type.element, ir.DoubleType) else 32}"
 
 
-@intrinsic
-def _vload(typingctx, a, i):
-    """``a[i:i + lanes]`` of a contiguous 1-D array as a :class:`Vec` (no bounds check)."""
-    vec = Vec(a.dtype)
-
-    def codegen(context, builder, sig, args):
-        address = _address(context, builder, sig.args[0], args[0], args[1])
-        pointer = builder.bitcast(address, context.get_value_type(vec).as_pointer())
-        return builder.load(pointer, align=a.dtype.bitwidth // 8)
-    return vec(a, types.intp), codegen
-
-
-@intrinsic
-def _vload_first(typingctx, a, i, n):
-    """``a[i:i + n]`` and zeros in the lanes from ``n`` on: a masked load that reads only ``n`` values."""
-    vec = Vec(a.dtype)
-
-    def codegen(context, builder, sig, args):
-        vector_type = context.get_value_type(vec)
-        address = _address(context, builder, sig.args[0], args[0], args[1])
-        pointer = builder.bitcast(address, vector_type.as_pointer())
-        load = cgutils.get_or_insert_function(
-            builder.module,
-            ir.FunctionType(vector_type, [vector_type.as_pointer(), ir.IntType(32),
-                                          ir.VectorType(ir.IntType(1), vec.lanes), vector_type]),
-            f"llvm.masked.load.{_vector_name(vector_type)}.p0")
-        mask = _tail_mask(builder, vec.lanes, args[2])
-        return builder.call(load, [pointer, ir.Constant(ir.IntType(32), a.dtype.bitwidth // 8), mask,
-                                   ir.Constant(vector_type, None)])
-    return vec(a, types.intp, types.intp), codegen
+def _load(context, builder, array_type, array, i, lanes, n=None):
+    """``lanes`` values of ``array`` from ``i``, in its dtype; given ``n``, a masked load: ``n`` values, then zeros."""
+    vector_type = ir.VectorType(context.get_value_type(array_type.dtype), lanes)
+    pointer = builder.bitcast(_address(context, builder, array_type, array, i), vector_type.as_pointer())
+    align = array_type.dtype.bitwidth // 8
+    if n is None:
+        return builder.load(pointer, align=align)
+    load = cgutils.get_or_insert_function(
+        builder.module,
+        ir.FunctionType(vector_type, [vector_type.as_pointer(), ir.IntType(32),
+                                      ir.VectorType(ir.IntType(1), lanes), vector_type]),
+        f"llvm.masked.load.{_vector_name(vector_type)}.p0")
+    return builder.call(load, [pointer, ir.Constant(ir.IntType(32), align), _tail_mask(builder, lanes, n),
+                               ir.Constant(vector_type, None)])
 
 
 def _convert(builder, value, to_type):
@@ -136,14 +120,32 @@ def _convert(builder, value, to_type):
 
 
 @intrinsic
+def _vload(typingctx, a, i):
+    """``a[i:i + lanes]`` of a contiguous 1-D array as a :class:`Vec` (no bounds check)."""
+    vec = Vec(a.dtype)
+
+    def codegen(context, builder, sig, args):
+        return _load(context, builder, sig.args[0], args[0], args[1], vec.lanes)
+    return vec(a, types.intp), codegen
+
+
+@intrinsic
+def _vload_first(typingctx, a, i, n):
+    """``a[i:i + n]`` and zeros in the lanes from ``n`` on: a masked load that reads only ``n`` values."""
+    vec = Vec(a.dtype)
+
+    def codegen(context, builder, sig, args):
+        return _load(context, builder, sig.args[0], args[0], args[1], vec.lanes, args[2])
+    return vec(a, types.intp, types.intp), codegen
+
+
+@intrinsic
 def _vload_as(typingctx, a, i, like):
     """``a[i:i + lanes]`` in the dtype of scalar ``like`` (its lanes): float32 rows for a float64 layer."""
     vec = Vec(like)
 
     def codegen(context, builder, sig, args):
-        source_type = ir.VectorType(context.get_value_type(a.dtype), vec.lanes)
-        address = _address(context, builder, sig.args[0], args[0], args[1])
-        value = builder.load(builder.bitcast(address, source_type.as_pointer()), align=a.dtype.bitwidth // 8)
+        value = _load(context, builder, sig.args[0], args[0], args[1], vec.lanes)
         return _convert(builder, value, context.get_value_type(vec))
     return vec(a, types.intp, like), codegen
 
@@ -154,16 +156,7 @@ def _vload_first_as(typingctx, a, i, n, like):
     vec = Vec(like)
 
     def codegen(context, builder, sig, args):
-        source_type = ir.VectorType(context.get_value_type(a.dtype), vec.lanes)
-        address = _address(context, builder, sig.args[0], args[0], args[1])
-        load = cgutils.get_or_insert_function(
-            builder.module,
-            ir.FunctionType(source_type, [source_type.as_pointer(), ir.IntType(32),
-                                          ir.VectorType(ir.IntType(1), vec.lanes), source_type]),
-            f"llvm.masked.load.{_vector_name(source_type)}.p0")
-        value = builder.call(load, [builder.bitcast(address, source_type.as_pointer()),
-                                    ir.Constant(ir.IntType(32), a.dtype.bitwidth // 8),
-                                    _tail_mask(builder, vec.lanes, args[2]), ir.Constant(source_type, None)])
+        value = _load(context, builder, sig.args[0], args[0], args[1], vec.lanes, args[2])
         return _convert(builder, value, context.get_value_type(vec))
     return vec(a, types.intp, types.intp, like), codegen
 
@@ -315,9 +308,10 @@ def vsum(v):
     return v.sum()
 
 
-# Compiled code calls the intrinsics themselves: through ``@overload`` wrappers, inlined at each of
-# the hundreds of call sites, numba's type inference of tiled_update_units took 3.7 s instead of 0.3
-# (its whole compilation 5.7 s instead of 3.8).
+# Compiled code calls the intrinsics themselves (these names are rebound to them); the plain functions
+# above are what NUMBA_DISABLE_JIT runs. Through ``@overload`` wrappers, inlined at each of the hundreds
+# of call sites, numba's type inference of tiled_update_units took 3.7 s instead of 0.3 (its whole
+# compilation 5.7 s instead of 3.8).
 if not config.DISABLE_JIT:
     vload, vload_first, vload_as, vload_first_as = _vload, _vload_first, _vload_as, _vload_first_as
     vstore, vstore_first, vsplat, vzero, vfma, vmul, vsum = _vstore, _vstore_first, _vsplat, _vzero, _vfma, _vmul, _vsum
@@ -325,8 +319,9 @@ if not config.DISABLE_JIT:
 
 # -- the update: W <- s W + beta D^T A, in tiles of 6 units x 4 vectors ------------------------------
 @njit(inline="always")
-def _splat_fma4(c, xs, q):
-    return vfma(c, xs[0], q[0]), vfma(c, xs[1], q[1]), vfma(c, xs[2], q[2]), vfma(c, xs[3], q[3])
+def _fma4(a, vs, q):
+    """``a * vs[v] + q[v]`` for the 4 vectors of a tile row: a splat times 4 loads, or a load times 4."""
+    return vfma(a, vs[0], q[0]), vfma(a, vs[1], q[1]), vfma(a, vs[2], q[2]), vfma(a, vs[3], q[3])
 
 
 @njit(inline="always")
@@ -357,9 +352,9 @@ def _tile6x4(W, A, rows, D, h, j, lanes, s, sv, bv, zv, zero_start):
     for i in range(rows.shape[0]):
         x, d = A[rows[i]], D[i]
         xs = vload_as(x, j, s), vload_as(x, j + lanes, s), vload_as(x, j + 2 * lanes, s), vload_as(x, j + 3 * lanes, s)
-        q0, q1 = _splat_fma4(vsplat(d[h]), xs, q0), _splat_fma4(vsplat(d[h + 1]), xs, q1)
-        q2, q3 = _splat_fma4(vsplat(d[h + 2]), xs, q2), _splat_fma4(vsplat(d[h + 3]), xs, q3)
-        q4, q5 = _splat_fma4(vsplat(d[h + 4]), xs, q4), _splat_fma4(vsplat(d[h + 5]), xs, q5)
+        q0, q1 = _fma4(vsplat(d[h]), xs, q0), _fma4(vsplat(d[h + 1]), xs, q1)
+        q2, q3 = _fma4(vsplat(d[h + 2]), xs, q2), _fma4(vsplat(d[h + 3]), xs, q3)
+        q4, q5 = _fma4(vsplat(d[h + 4]), xs, q4), _fma4(vsplat(d[h + 5]), xs, q5)
     _put4(W[h], j, lanes, sv, bv, q0, zero_start)
     _put4(W[h + 1], j, lanes, sv, bv, q1, zero_start)
     _put4(W[h + 2], j, lanes, sv, bv, q2, zero_start)
@@ -374,7 +369,7 @@ def _tile2x4(W, A, rows, D, h, j, lanes, s, sv, bv, zv, zero_start):
     for i in range(rows.shape[0]):
         x, d = A[rows[i]], D[i]
         xs = vload_as(x, j, s), vload_as(x, j + lanes, s), vload_as(x, j + 2 * lanes, s), vload_as(x, j + 3 * lanes, s)
-        q0, q1 = _splat_fma4(vsplat(d[h]), xs, q0), _splat_fma4(vsplat(d[h + 1]), xs, q1)
+        q0, q1 = _fma4(vsplat(d[h]), xs, q0), _fma4(vsplat(d[h + 1]), xs, q1)
     _put4(W[h], j, lanes, sv, bv, q0, zero_start)
     _put4(W[h + 1], j, lanes, sv, bv, q1, zero_start)
 
@@ -385,7 +380,7 @@ def _tile1x4(W, A, rows, D, h, j, lanes, s, sv, bv, zv, zero_start):
     for i in range(rows.shape[0]):
         x = A[rows[i]]
         xs = vload_as(x, j, s), vload_as(x, j + lanes, s), vload_as(x, j + 2 * lanes, s), vload_as(x, j + 3 * lanes, s)
-        q0 = _splat_fma4(vsplat(D[i, h]), xs, q0)
+        q0 = _fma4(vsplat(D[i, h]), xs, q0)
     _put4(W[h], j, lanes, sv, bv, q0, zero_start)
 
 
@@ -450,11 +445,6 @@ def tiled_update_units(W, A, rows, D, s, beta, h_lo, h_hi):
 
 # -- the forward pass: Z = A W^T + b, in tiles of 6 rows x 4 units --------------------------------------
 @njit(inline="always")
-def _row_fma4(x, ws, q):
-    return vfma(x, ws[0], q[0]), vfma(x, ws[1], q[1]), vfma(x, ws[2], q[2]), vfma(x, ws[3], q[3])
-
-
-@njit(inline="always")
 def _store_sums4(Z, i, h, b, q):
     Z[i, h], Z[i, h + 1] = vsum(q[0]) + b[h], vsum(q[1]) + b[h + 1]
     Z[i, h + 2], Z[i, h + 3] = vsum(q[2]) + b[h + 2], vsum(q[3]) + b[h + 3]
@@ -472,16 +462,17 @@ def tiled_forward_rows(Z, A, rows, W, b, h_lo, h_hi):
     lanes = 64 // W.itemsize
     zv = vzero(W[0, 0])
     for i in range(0, m - TILE_ROWS + 1, TILE_ROWS):
-        x0, x1, x2, x3, x4, x5 = A[rows[i]], A[rows[i + 1]], A[rows[i + 2]], A[rows[i + 3]], A[rows[i + 4]], A[rows[i + 5]]
+        x0, x1, x2 = A[rows[i]], A[rows[i + 1]], A[rows[i + 2]]
+        x3, x4, x5 = A[rows[i + 3]], A[rows[i + 4]], A[rows[i + 5]]
         for h in range(h_lo, h_hi, 4):
             w0, w1, w2, w3 = W[h], W[h + 1], W[h + 2], W[h + 3]
             q0 = q1 = q2 = q3 = q4 = q5 = (zv, zv, zv, zv)
             for j in range(0, n_in, lanes):
                 ws = vload(w0, j), vload(w1, j), vload(w2, j), vload(w3, j)
                 like = w0[0]
-                q0, q1 = _row_fma4(vload_as(x0, j, like), ws, q0), _row_fma4(vload_as(x1, j, like), ws, q1)
-                q2, q3 = _row_fma4(vload_as(x2, j, like), ws, q2), _row_fma4(vload_as(x3, j, like), ws, q3)
-                q4, q5 = _row_fma4(vload_as(x4, j, like), ws, q4), _row_fma4(vload_as(x5, j, like), ws, q5)
+                q0, q1 = _fma4(vload_as(x0, j, like), ws, q0), _fma4(vload_as(x1, j, like), ws, q1)
+                q2, q3 = _fma4(vload_as(x2, j, like), ws, q2), _fma4(vload_as(x3, j, like), ws, q3)
+                q4, q5 = _fma4(vload_as(x4, j, like), ws, q4), _fma4(vload_as(x5, j, like), ws, q5)
             _store_sums4(Z, i, h, b, q0)
             _store_sums4(Z, i + 1, h, b, q1)
             _store_sums4(Z, i + 2, h, b, q2)
@@ -504,12 +495,17 @@ def _ol_minus_one_like(x):
 
 # -- BP2: D_prev = (D W) * A_prev * (1 - A_prev), along the units of the layer below ---------------------
 @njit(inline="always")
+def _times_sigmoid_prime(q, a, minus_one):
+    """``q * (a - a a)``: the error times sigma' of the layer's activation ``a``."""
+    return vmul(q, vfma(vmul(a, minus_one), a, a))
+
+
+@njit(inline="always")
 def _delta_out4(D_prev, A_prev, i, j, lanes, q, minus_one):
     """``D_prev[i, j + v lanes...] = q[v] * (a - a a)`` for 4 whole vectors."""
     a_row, d_row = A_prev[i], D_prev[i]
     for v in range(4):
-        a = vload(a_row, j + v * lanes)
-        vstore(d_row, j + v * lanes, vmul(q[v], vfma(vmul(a, minus_one), a, a)))
+        vstore(d_row, j + v * lanes, _times_sigmoid_prime(q[v], vload(a_row, j + v * lanes), minus_one))
 
 
 @njit(cache=True)
@@ -531,9 +527,8 @@ def tiled_hidden_delta_rows(D_prev, D, W, A_prev):
             q = (zv, zv, zv, zv)
             for h in range(n_out):
                 w = W[h]
-                c = vsplat(d[h])
-                q = (vfma(c, vload(w, j), q[0]), vfma(c, vload(w, j + lanes), q[1]),
-                     vfma(c, vload(w, j + 2 * lanes), q[2]), vfma(c, vload(w, j + 3 * lanes), q[3]))
+                q = _fma4(vsplat(d[h]), (vload(w, j), vload(w, j + lanes), vload(w, j + 2 * lanes),
+                                         vload(w, j + 3 * lanes)), q)
             _delta_out4(D_prev, A_prev, i, j, lanes, q, minus_one)
             j += 4 * lanes
         while j < n_in:
@@ -541,6 +536,5 @@ def tiled_hidden_delta_rows(D_prev, D, W, A_prev):
             r = zv
             for h in range(n_out):
                 r = vfma(vsplat(d[h]), vload_first(W[h], j, n), r)
-            a = vload_first(A_prev[i], j, n)
-            vstore_first(D_prev[i], j, vmul(r, vfma(vmul(a, minus_one), a, a)), n)
+            vstore_first(D_prev[i], j, _times_sigmoid_prime(r, vload_first(A_prev[i], j, n), minus_one), n)
             j += lanes
