@@ -73,7 +73,7 @@ def main(argv=None) -> int:
                 D1, D2 = (fk.work_view(work.deltas, kn.sizes, bs, layer, bs) for layer in (1, 2))
                 steps = [
                     lambda: fk.gather_rows(work.inputs, X, no_codes, f32(1), rows, 0, bs),
-                    lambda: fk.gather_rows(work.inputs, no_floats, codes, f32(scale), rows, 0, bs),
+                    lambda: (fk.prefetch_targets(y, rows, 0, bs), fk.gather_rows(work.inputs, no_floats, codes, f32(scale), rows, 0, bs)),
                     lambda: fl.dense_forward_rows(A1, work.inputs, g, W0, b0, 0, H),
                     lambda: fl.sigmoid_rows(A1, one),
                     lambda: fl.dense_forward_rows(A2, A1, g, W1, b1, 0, 10),

@@ -204,6 +204,22 @@ def _vsplat(typingctx, x):
 
 
 @intrinsic
+def _vsplat_as(typingctx, x, like):
+    """``x`` in every lane, in the dtype of scalar ``like`` (a float32 input under a float64 layer)."""
+    vec = Vec(like)
+
+    def codegen(context, builder, sig, args):
+        lane = context.get_value_type(like)
+        x = args[0] if args[0].type == lane else (
+            builder.fpext(args[0], lane) if isinstance(lane, ir.DoubleType) else builder.fptrunc(args[0], lane))
+        vector_type = context.get_value_type(vec)
+        v = builder.insert_element(ir.Constant(vector_type, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
+        return builder.shuffle_vector(v, ir.Constant(vector_type, ir.Undefined),
+                                      ir.Constant(ir.VectorType(ir.IntType(32), vec.lanes), [0] * vec.lanes))
+    return vec(x, like), codegen
+
+
+@intrinsic
 def _vzero(typingctx, x):
     """Zeros, as a vector of the type of scalar ``x``."""
     vec = Vec(x)
@@ -288,6 +304,11 @@ def vsplat(x):
     return np.full(_lanes(type(x)), x)
 
 
+def vsplat_as(x, like):
+    """``x`` in every lane, in the dtype of scalar ``like``."""
+    return np.full(_lanes(type(like)), type(like)(x))
+
+
 def vzero(x):
     """Zeros, as a vector of the type of scalar ``x``."""
     return np.zeros(_lanes(type(x)), type(x))
@@ -314,7 +335,8 @@ def vsum(v):
 # compilation 5.7 s instead of 3.8).
 if not config.DISABLE_JIT:
     vload, vload_first, vload_as, vload_first_as = _vload, _vload_first, _vload_as, _vload_first_as
-    vstore, vstore_first, vsplat, vzero, vfma, vmul, vsum = _vstore, _vstore_first, _vsplat, _vzero, _vfma, _vmul, _vsum
+    vstore, vstore_first, vsplat, vsplat_as, vzero = _vstore, _vstore_first, _vsplat, _vsplat_as, _vzero
+    vfma, vmul, vsum = _vfma, _vmul, _vsum
 
 
 # -- the update: W <- s W + beta D^T A, in tiles of 6 units x 4 vectors ------------------------------
@@ -479,6 +501,55 @@ def tiled_forward_rows(Z, A, rows, W, b, h_lo, h_hi):
             _store_sums4(Z, i + 3, h, b, q3)
             _store_sums4(Z, i + 4, h, b, q4)
             _store_sums4(Z, i + 5, h, b, q5)
+
+
+# -- the forward pass of a narrow layer (the output layer): a vector of its units per row ----------------
+NARROW_ROWS = 8
+
+
+@njit(inline="always")
+def _narrow_fma8(WT, xs, j, q):
+    """``q[r] + xs[r][j] * WT[j]`` for the 8 rows of a narrow tile."""
+    w, like = vload(WT[j], 0), WT[0, 0]
+    return (vfma(vsplat_as(xs[0][j], like), w, q[0]), vfma(vsplat_as(xs[1][j], like), w, q[1]),
+            vfma(vsplat_as(xs[2][j], like), w, q[2]), vfma(vsplat_as(xs[3][j], like), w, q[3]),
+            vfma(vsplat_as(xs[4][j], like), w, q[4]), vfma(vsplat_as(xs[5][j], like), w, q[5]),
+            vfma(vsplat_as(xs[6][j], like), w, q[6]), vfma(vsplat_as(xs[7][j], like), w, q[7]))
+
+
+@njit(cache=True)
+def tiled_narrow_forward_rows(Z, A, rows, W, b, h_lo, h_hi):
+    """``Z[i, h] = A[rows[i]] . W[h] + b[h]`` for at most one vector of units (``h_hi - h_lo <= lanes``).
+
+    The output layer's forward: ``Z[i, h_lo:h_hi]`` is one vector, ``b`` plus
+    ``A[rows[i], j]`` times row ``j`` of ``W``'s transpose, summed over ``n_in``
+    (a transposed copy per call: ``n_in x lanes`` values). Tiles of 8 rows keep
+    8 chains of multiply-adds in flight. The sums along ``n_in`` of the tuple
+    tiles run in a vector loop whose last ``n_in % lanes`` steps are scalar: a
+    [784,30,10] epoch's output layer took 1.7 ms that way (``n_in`` 30).
+    """
+    m, n_in, n = rows.shape[0], W.shape[1], h_hi - h_lo
+    lanes = 64 // W.itemsize
+    WT = np.zeros((n_in, lanes), dtype=W.dtype)
+    for h in range(n):
+        for j in range(n_in):
+            WT[j, h] = W[h_lo + h, j]
+    bias = vload_first(b, h_lo, n)
+    i = 0
+    while i + NARROW_ROWS <= m:
+        xs = (A[rows[i]], A[rows[i + 1]], A[rows[i + 2]], A[rows[i + 3]],
+              A[rows[i + 4]], A[rows[i + 5]], A[rows[i + 6]], A[rows[i + 7]])
+        q = (bias, bias, bias, bias, bias, bias, bias, bias)
+        for j in range(n_in):
+            q = _narrow_fma8(WT, xs, j, q)
+        for r in range(NARROW_ROWS):
+            vstore_first(Z[i + r], h_lo, q[r], n)
+        i += NARROW_ROWS
+    for i in range(i, m):
+        x, q = A[rows[i]], bias
+        for j in range(n_in):
+            q = vfma(vsplat_as(x[j], WT[0, 0]), vload(WT[j], 0), q)
+        vstore_first(Z[i], h_lo, q, n)
 
 
 
