@@ -44,7 +44,7 @@ from .fast_layers import (
 )
 
 #: SHA-256 of fast_layers.py these kernels were last compiled against (see above).
-FAST_LAYERS_SHA256 = "c6abf9900c700cb954d8416f192f57a25b5278ce16221fd69f92d0e2dc2c3b06"
+FAST_LAYERS_SHA256 = "c9a286dd9256f18e15ace0118d97d242f47f53991b535f42fc2902a1f36f3979"
 
 
 #: Integer and boolean arguments spelled as typed constants, never as literals: numba compiles a

@@ -54,7 +54,7 @@ from .fast_tiles import (NARROW_ROWS, TILE_ROWS, WIDE_VECTORS, tiled_forward_row
 
 #: SHA-256 of fast_tiles.py, whose intrinsics these kernels compile in (the cache note of
 #: :mod:`mbtrain.fast_kernels`, one file further down).
-FAST_TILES_SHA256 = "bfc3f5ac8592caa534e2728b705ae48553b64323b2545a1f7e1ebb9919d9fb37"
+FAST_TILES_SHA256 = "605c289d35e78f4d20ba8fd6265046d2c30e1516aa571e6a9005f77613e56b61"
 #: ``reassoc`` and ``contract`` only: vectorized reductions and fused multiply-adds, inf and NaN kept.
 FASTMATH = {"reassoc", "contract"}
 #: Rows and units of a forward register tile (the tile loops below are written out for 4 x 4).
@@ -312,13 +312,17 @@ def dense_update_rows(W, b, A, rows, D, alpha_w, alpha_b, beta, one, h_lo, h_hi,
         tiled_update_units(W, A, rows, D, alpha_w, beta, h_lo, h_hi)
     else:
         rowwise_update_units(W, A, rows, D, alpha_w, beta, one, h_lo, h_hi)
+    # the bias sums run along D's rows, units innermost (contiguous): one row's sums per
+    # column were a chain of m dependent adds per unit, 1.5 ms of a [784,30,10] epoch
+    for h in range(h_lo, h_hi):
+        b[h] = alpha_b * b[h] if alpha_b != one - one else one - one  # alpha_b 0: b is never read
+    for i in range(m):
+        d = D[i]
+        for h in range(h_lo, h_hi):
+            b[h] += beta * d[h]
     nan_if_bad = one - one  # a sum of v - v: 0 while every v is finite, NaN after an inf or NaN
     for h in range(h_lo, h_hi):
-        t = alpha_b * b[h] if alpha_b != one - one else one - one  # alpha_b 0: b is never read
-        for i in range(m):
-            t += beta * D[i, h]
-        b[h] = t
-        nan_if_bad += t - t
+        nan_if_bad += b[h] - b[h]
         if checked:
             w = W[h]
             for j in range(n_in):
