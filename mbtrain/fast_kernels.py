@@ -44,7 +44,7 @@ from .fast_layers import (
 )
 
 #: SHA-256 of fast_layers.py these kernels were last compiled against (see above).
-FAST_LAYERS_SHA256 = "c9a286dd9256f18e15ace0118d97d242f47f53991b535f42fc2902a1f36f3979"
+FAST_LAYERS_SHA256 = "5382360d161aa5e32e6e1e3e014cb34f97a75eb7525f8528026e2f1f29e617b2"
 
 
 #: Integer and boolean arguments spelled as typed constants, never as literals: numba compiles a

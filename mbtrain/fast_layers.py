@@ -54,7 +54,7 @@ from .fast_tiles import (NARROW_ROWS, TILE_ROWS, WIDE_VECTORS, tiled_forward_row
 
 #: SHA-256 of fast_tiles.py, whose intrinsics these kernels compile in (the cache note of
 #: :mod:`mbtrain.fast_kernels`, one file further down).
-FAST_TILES_SHA256 = "605c289d35e78f4d20ba8fd6265046d2c30e1516aa571e6a9005f77613e56b61"
+FAST_TILES_SHA256 = "3e353d722385a7072f955e6949bf2213ec0c67a620544deca67cccb5f9c3d8d5"
 #: ``reassoc`` and ``contract`` only: vectorized reductions and fused multiply-adds, inf and NaN kept.
 FASTMATH = {"reassoc", "contract"}
 #: Rows and units of a forward register tile (the tile loops below are written out for 4 x 4).

@@ -18,15 +18,21 @@ tuple of vector registers, so a tile is written as what it is:
 - the forward ``Z[i, h] = A[rows[i]] . W[h] + b[h]`` in tiles of
   ``TILE_ROWS`` (6) rows x 4 units: 24 accumulators along ``n_in``, summed
   across the lanes at the end. Whole tiles only; :func:`mbtrain.fast_layers.dense_forward_rows`
-  gives the rows and units left over to its tuple tiles.
+  gives the rows and units left over to its tuple tiles;
+- the forward of a narrow layer (the output layer: at most one vector of
+  units) as a vector of units per row, in tiles of 8 rows, from a transposed
+  copy of ``W``; and BP2, whose last vectors run for 4 rows at a time.
 
 Measured alone (one thread, Zen 5, 500 batches of 100 rows; the epoch's share
 is in ``benchmarks/epoch_pieces.py``): the first layer's update of
 ``[784,100,10]`` at 150-156 -> 186-210 GFLOP/s and of ``[784,30,10]`` at
 143-145 -> 197-207; the forward of ``[784,100,10]`` at 191-203 -> 208 and of
 ``[784,30,10]`` unchanged (182-188: its last 2 units run row-wise); the FMA peak
-is 243. Without AVX-512 (:data:`WIDE_VECTORS` false) 24 accumulators would
-not fit the 16 registers, and :mod:`mbtrain.fast_layers` runs its own kernels.
+is 243. Later (probe 231-239), for ``[784,30,10]``: the output layer's
+forward 1.5 -> 0.7 ms an epoch, BP2 0.86 -> 0.62 ms and the output layer's
+update 1.43 -> 1.24 ms (old and new kernels alternating in one process).
+Without AVX-512 (:data:`WIDE_VECTORS` false) 24 accumulators would not fit
+the 16 registers, and :mod:`mbtrain.fast_layers` runs its own kernels.
 
 Every operation has a plain-Python twin over numpy arrays, which is what
 ``NUMBA_DISABLE_JIT`` runs; compiled code calls the intrinsic itself.

@@ -1,11 +1,12 @@
 """The vector-tile weight update (mbtrain.fast_tiles) and the row-wise one, against numpy's product.
 
 Both compute ``W[h] <- s W[h] + beta sum_i D[i, h] A[rows[i]]`` for a range of
-units. The shapes reach every tile of both kernels: 6, 2 and 1 units; 4
+units. The shapes reach every tile of both kernels: 6, 4, 2 and 1 units; 4
 vectors, one vector and a masked partial vector of columns; batches of 0, 1,
 odd and many rows in shuffled order. Sentinel columns past ``n_in`` and units
 outside the range must come back untouched (a masked store that wrote a whole
-vector would overwrite them).
+vector would overwrite them). Then the forward tiles (whole tiles, and the
+narrow output layer's vector of units per row) and BP2, against numpy too.
 """
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ def case(n_out, n_in, m, dtype, seed=0):
     (13, 65, 7, 0, 13),         # 6 + 6 + 1 units; 4 vectors and one element (float32) or more
     (9, 17, 1, 2, 9),           # a unit range inside the layer: 6 + 1 units; one vector and one element
     (10, 30, 37, 4, 8),         # 2 x 2 units over a masked second vector
+    (10, 30, 100, 0, 10),       # [784,30,10]'s output layer: 6 + 4 units over one vector and a masked one
+    (11, 20, 9, 0, 11),         # 6 + 4 + 1 units
     (5, 3, 3, 0, 5),            # fewer columns than one vector: masked only
     (8, 64, 0, 0, 8),           # an empty batch: W <- s W
 ])
@@ -174,12 +177,62 @@ def test_float32_rows_of_a_float64_forward_are_widened_exactly():
     np.testing.assert_array_equal(Z, Z_cast)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_out, n_in, m, h_lo, h_hi", [
+    (10, 30, 100, 0, 10),      # [784,30,10]'s output layer: 12 tiles of 8 rows and 4 rows one by one
+    (10, 100, 17, 2, 10),      # a unit range: 8 units (one whole float64 vector) at an offset
+    (16, 3, 8, 0, 16),         # one whole float32 vector of units (two ranges of float64, below)
+    (1, 1, 9, 0, 1),           # one unit, one input
+    (5, 20, 7, 1, 4),          # fewer rows than a tile: one by one
+    (4, 12, 0, 0, 4),          # an empty batch writes nothing
+])
+def test_narrow_forward_matches_numpy(dtype, n_out, n_in, m, h_lo, h_hi):
+    """The output layer's forward, a vector of units per row; the units outside the range stay as they were."""
+    lanes = 64 // np.dtype(dtype).itemsize
+    rng = np.random.default_rng(9)
+    W = rng.standard_normal((n_out, n_in)).astype(dtype)
+    b = rng.standard_normal(n_out).astype(dtype)
+    A = rng.random((m + 3, n_in)).astype(dtype)
+    rows = rng.permutation(m + 3)[:m].astype(np.int64)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for lo in range(h_lo, h_hi, lanes):  # at most one vector of units per call
+        hi = min(lo + lanes, h_hi)
+        Z = np.full((m, n_out + 5), SENTINEL, dtype=dtype)
+        ft.tiled_narrow_forward_rows(Z, A, rows, W, b, lo, hi)
+        expected = A[rows].astype(np.float64) @ W[lo:hi].T.astype(np.float64) + b[lo:hi]
+        np.testing.assert_allclose(Z[:, lo:hi], expected, rtol=tol, atol=tol * n_in)
+        assert (Z[:, :lo] == SENTINEL).all() and (Z[:, hi:] == SENTINEL).all()
+
+
+def test_the_layer_forward_takes_the_narrow_tiles_for_an_output_layer():
+    """dense_forward_rows gives at most a vector of units, on 8 rows or more, to the narrow kernel: bit for bit."""
+    rng = np.random.default_rng(10)
+    W, b = rng.standard_normal((10, 30)).astype(np.float32), rng.standard_normal(10).astype(np.float32)
+    A, rows = rng.random((40, 30)).astype(np.float32), rng.permutation(40)
+    Z, Z_narrow, Z_rowwise = (np.zeros((40, 10), np.float32) for _ in range(3))
+    fl.dense_forward_rows(Z, A, rows, W, b, 0, 10)
+    ft.tiled_narrow_forward_rows(Z_narrow, A, rows, W, b, 0, 10)
+    fl.rowwise_forward_rows(Z_rowwise, A, rows, W, b, 0, 10)
+    np.testing.assert_array_equal(Z, Z_narrow if ft.WIDE_VECTORS else Z_rowwise)
+
+
+def test_float32_rows_of_a_float64_narrow_forward_are_widened_exactly():
+    rng = np.random.default_rng(11)
+    W, b = rng.standard_normal((6, 30)), rng.standard_normal(6)
+    A, rows = rng.random((12, 30)).astype(np.float32), np.arange(12)
+    Z, Z_cast = np.zeros((12, 6)), np.zeros((12, 6))
+    ft.tiled_narrow_forward_rows(Z, A, rows, W, b, 0, 6)
+    ft.tiled_narrow_forward_rows(Z_cast, A.astype(np.float64), rows, W, b, 0, 6)
+    np.testing.assert_array_equal(Z, Z_cast)
+
+
 # -- BP2 ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n_out, n_in, m", [(10, 100, 100), (10, 30, 10), (1, 1, 3), (3, 15, 2), (7, 64, 5),
-                                            (2, 130, 4), (10, 17, 1)])
+                                            (2, 130, 4), (10, 17, 1), (10, 30, 103)])
 def test_hidden_delta_matches_numpy_with_and_without_tiles(dtype, n_out, n_in, m):
-    """Whole 4-vector blocks, single and masked vectors of the layer below; sentinels past n_in stay."""
+    """Whole 4-vector blocks, single and masked vectors of the layer below (4 rows at a time, then the
+    rows left over); sentinels past n_in stay."""
     rng = np.random.default_rng(8)
     W = rng.standard_normal((n_out, n_in)).astype(dtype)
     D = rng.standard_normal((m, n_out)).astype(dtype)

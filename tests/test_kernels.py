@@ -108,6 +108,28 @@ def test_output_delta_rows_matches_plain(dtype, cost_id, labels):
     np.testing.assert_allclose(D, expected, rtol=RTOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cost_id", [0, 1, 2])
+def test_output_delta_of_labels_is_that_of_their_one_hot_matrix_bit_for_bit(dtype, cost_id):
+    """The labels loop writes the one-hot's zeros as no term at all: the same arithmetic, so the same bits."""
+    rng = np.random.default_rng(10 + cost_id)
+    A = rng.random((40, 10)).astype(dtype)
+    y = rng.integers(0, 10, 60)
+    rows = rng.permutation(60)[:40]
+    from_labels, from_matrix = np.empty_like(A), np.empty_like(A)
+    fl.output_delta_rows(from_labels, A, y, rows, cost_id, dtype(1))
+    fl.output_delta_rows(from_matrix, A, np.eye(10, dtype=dtype)[y], rows, cost_id, dtype(1))
+    np.testing.assert_array_equal(from_labels, from_matrix)
+
+
+@pytest.mark.parametrize("Y", [np.arange(50) % 7, np.eye(7)[np.arange(50) % 7]], ids=["labels", "matrix"])
+def test_prefetching_the_targets_of_a_batch_changes_nothing(Y):
+    before = Y.copy()
+    fk.prefetch_targets(Y, np.array([49, 0, 17, 17, 3]), 0, 5)
+    fk.prefetch_targets(Y, np.array([49, 0, 17]), 1, 1)  # an empty share
+    np.testing.assert_array_equal(Y, before)
+
+
 # -- dense layer kernels --------------------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 6, 7, 9, 10])  # every row tile: 4, 2, 1 and their sums
