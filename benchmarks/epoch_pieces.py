@@ -6,7 +6,8 @@ piece's seconds over the epoch (the best of ``--repeats`` epochs per piece):
 
 - ``gather floats`` / ``gather bytes``: the batch's rows copied into the
   aligned work space from float rows, and decoded from their byte codes
-  (what the epochs read for pixels scaled from bytes: ``epoch_inputs``);
+  (what the epochs read for pixels scaled from bytes: ``epoch_inputs``), the
+  bytes after the prefetch of the batch's labels, as the epochs do;
 - ``forward 1``, ``sigmoid 1``, ``forward 2``, ``output 2`` (sigmoid or
   softmax): the forward pass; ``output delta``, ``hidden delta``: BP1 and
   BP2; ``update 2``, ``update 1``: the weight gradients and the SGD step.
@@ -73,7 +74,8 @@ def main(argv=None) -> int:
                 D1, D2 = (fk.work_view(work.deltas, kn.sizes, bs, layer, bs) for layer in (1, 2))
                 steps = [
                     lambda: fk.gather_rows(work.inputs, X, no_codes, f32(1), rows, 0, bs),
-                    lambda: (fk.prefetch_targets(y, rows, 0, bs), fk.gather_rows(work.inputs, no_floats, codes, f32(scale), rows, 0, bs)),
+                    lambda: (fk.prefetch_targets(y, rows, 0, bs),
+                             fk.gather_rows(work.inputs, no_floats, codes, f32(scale), rows, 0, bs)),
                     lambda: fl.dense_forward_rows(A1, work.inputs, g, W0, b0, 0, H),
                     lambda: fl.sigmoid_rows(A1, one),
                     lambda: fl.dense_forward_rows(A2, A1, g, W1, b1, 0, 10),
