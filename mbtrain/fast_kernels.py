@@ -44,7 +44,7 @@ from .fast_layers import (
 )
 
 #: SHA-256 of fast_layers.py these kernels were last compiled against (see above).
-FAST_LAYERS_SHA256 = "5382360d161aa5e32e6e1e3e014cb34f97a75eb7525f8528026e2f1f29e617b2"
+FAST_LAYERS_SHA256 = "8821e37b9ef5446a8fa0ab2c9f369ff86dc8d6c8b6aaf57ace644bf9cb9b767f"
 
 
 #: Integer and boolean arguments spelled as typed constants, never as literals: numba compiles a
@@ -61,6 +61,9 @@ UNCHECKED = np.bool_(False)
 TILES = np.bool_(True)
 #: How many rows ahead of the one it copies :func:`gather_rows` prefetches.
 ROWS_AHEAD = 4
+#: How many of the next batch's rows the batch epochs prefetch before each update, so the next gather
+#: does not start on a cache miss.
+BATCH_AHEAD_ROWS = 16
 
 
 # -- layout helpers ---------------------------------------------------------------------------------
@@ -178,6 +181,14 @@ def prefetch_targets(Y, rows, r_lo, r_hi):
             prefetch(Y, rows[i])
         else:
             prefetch_row(Y[rows[i]])
+
+
+@njit(cache=True)
+def prefetch_batch(X, codes, Y, rows):
+    """Prefetch the input rows and targets of ``rows``: the first rows of the next batch (see :data:`BATCH_AHEAD_ROWS`)."""
+    for i in range(rows.shape[0]):
+        prefetch_input(X, codes, rows[i])
+    prefetch_targets(Y, rows, ZERO, rows.shape[0])
 
 
 @njit(cache=True)
@@ -333,6 +344,8 @@ def _sgd_epoch(net, work, X, codes, scale, Y, order, beta_full, beta_last, decay
             if r_lo < r_hi:
                 backprop_rows(net, work, X, codes, scale, Y, rows, r_lo, r_hi, no_z, tiles)
         beta = beta_full if m == batch_size else beta_last
+        ahead = order[(k + 1) * batch_size:min((k + 1) * batch_size + BATCH_AHEAD_ROWS, n_rows)]
+        prefetch_batch(X, codes, Y, ahead)  # on their way during the update
         for p in prange(n_parts):
             # np.int64: prange's index is unsigned, which would compile update_units once more
             finite[p] = update_units(net.params, net, work, work.inputs, gathered, np.int64(p), n_parts, decay,

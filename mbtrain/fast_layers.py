@@ -54,7 +54,7 @@ from .fast_tiles import (NARROW_ROWS, TILE_ROWS, WIDE_VECTORS, tiled_forward_row
 
 #: SHA-256 of fast_tiles.py, whose intrinsics these kernels compile in (the cache note of
 #: :mod:`mbtrain.fast_kernels`, one file further down).
-FAST_TILES_SHA256 = "3e353d722385a7072f955e6949bf2213ec0c67a620544deca67cccb5f9c3d8d5"
+FAST_TILES_SHA256 = "01393d44f2571ad756b6e6741d15e00693c5b791a76e6c2ce683edbcb14acacb"
 #: ``reassoc`` and ``contract`` only: vectorized reductions and fused multiply-adds, inf and NaN kept.
 FASTMATH = {"reassoc", "contract"}
 #: Rows and units of a forward register tile (the tile loops below are written out for 4 x 4).
@@ -217,18 +217,18 @@ def dense_forward_rows(Z, A, rows, W, b, h_lo, h_hi, tiles=True):
     """``Z[i, h] = A[rows[i]] . W[h] + b[h]`` for ``h_lo <= h < h_hi``.
 
     On AVX-512 (and ``tiles``), with ``n_in`` a whole number of vectors, the
-    tiles of 6 rows x 4 units go to :func:`mbtrain.fast_tiles.tiled_forward_rows`
-    and the rows and units left over to :func:`rowwise_forward_rows`; otherwise
-    all of it (see :data:`mbtrain.fast_kernels` on ``tiles``).
+    tiles of 6 rows go to :func:`mbtrain.fast_tiles.tiled_forward_rows` and the
+    rows left over to :func:`rowwise_forward_rows`; a layer of at most one
+    vector of units (on 8 rows or more) to
+    :func:`mbtrain.fast_tiles.tiled_narrow_forward_rows`; otherwise all of it
+    to :func:`rowwise_forward_rows` (see :data:`mbtrain.fast_kernels` on ``tiles``).
     """
     m, n_in = rows.shape[0], W.shape[1]
     if WIDE_VECTORS and tiles and h_hi - h_lo <= 64 // W.itemsize and m >= NARROW_ROWS:
         tiled_narrow_forward_rows(Z, A, rows, W, b, h_lo, h_hi)
     elif WIDE_VECTORS and tiles and n_in % (64 // W.itemsize) == 0 and m >= TILE_ROWS and h_hi - h_lo >= 4:
-        m_tiles, h_tiles = m - m % TILE_ROWS, h_hi - (h_hi - h_lo) % 4
-        tiled_forward_rows(Z, A, rows[:m_tiles], W, b, h_lo, h_tiles)
-        if h_tiles < h_hi:
-            rowwise_forward_rows(Z, A, rows[:m_tiles], W, b, h_tiles, h_hi)
+        m_tiles = m - m % TILE_ROWS
+        tiled_forward_rows(Z, A, rows[:m_tiles], W, b, h_lo, h_hi)
         if m_tiles < m:
             rowwise_forward_rows(Z[m_tiles:], A, rows[m_tiles:], W, b, h_lo, h_hi)
     else:

@@ -135,7 +135,7 @@ def test_float32_rows_of_a_float64_layer_are_widened_as_astype_would(kernel):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n_out, n_in, m, h_lo, h_hi", [
     (100, 784, 100, 0, 100),   # 16 x 6 rows in tiles, 4 rows and no units left over
-    (30, 784, 10, 0, 30),      # 6 rows and 28 units in tiles; 4 rows and 2 units row-wise
+    (30, 784, 10, 0, 30),      # 6 rows in 4-unit tiles and 2 units one by one; 4 rows row-wise
     (10, 32, 7, 2, 10),        # a unit range: 8 units in tiles
     (9, 48, 13, 0, 9),         # 12 rows x 8 units in tiles
     (10, 30, 12, 0, 10),       # n_in not a whole number of vectors: all row-wise
@@ -156,15 +156,16 @@ def test_forward_matches_numpy_with_the_tiles_and_without(dtype, n_out, n_in, m,
         assert (Z[:, :h_lo] == SENTINEL).all() and (Z[:, h_hi:] == SENTINEL).all()
 
 
-def test_tiled_forward_writes_only_its_whole_tiles():
+@pytest.mark.parametrize("h_lo, h_hi", [(4, 12), (3, 12), (1, 4), (2, 13)])  # 4-unit tiles, then units one by one
+def test_tiled_forward_writes_only_its_whole_row_tiles(h_lo, h_hi):
     """The tiles cover rows < 6 (m // 6) and the units given; the caller owns the rest (left as it was here)."""
     rng = np.random.default_rng(6)
-    W, b = rng.standard_normal((12, 64)).astype(np.float32), rng.standard_normal(12).astype(np.float32)
+    W, b = rng.standard_normal((13, 64)).astype(np.float32), rng.standard_normal(13).astype(np.float32)
     A, rows = rng.random((15, 64)).astype(np.float32), np.arange(15)
-    Z = np.full((15, 12), SENTINEL, dtype=np.float32)
-    ft.tiled_forward_rows(Z, A, rows, W, b, 4, 12)
-    np.testing.assert_allclose(Z[:12, 4:], A[:12] @ W[4:].T + b[4:], rtol=1e-5, atol=1e-5)
-    assert (Z[12:] == SENTINEL).all() and (Z[:, :4] == SENTINEL).all()
+    Z = np.full((15, 14), SENTINEL, dtype=np.float32)
+    ft.tiled_forward_rows(Z, A, rows, W, b, h_lo, h_hi)
+    np.testing.assert_allclose(Z[:12, h_lo:h_hi], A[:12] @ W[h_lo:h_hi].T + b[h_lo:h_hi], rtol=1e-5, atol=1e-5)
+    assert (Z[12:] == SENTINEL).all() and (Z[:, :h_lo] == SENTINEL).all() and (Z[:, h_hi:] == SENTINEL).all()
 
 
 def test_float32_rows_of_a_float64_forward_are_widened_exactly():
