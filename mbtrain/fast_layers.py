@@ -49,12 +49,12 @@ from numba import njit, types
 from numba.extending import intrinsic, overload
 
 from ._kernel_api import ADAM_KIND, CROSS_ENTROPY, NESTEROV_KIND, QUADRATIC, SOFTMAX
-from .fast_tiles import (NARROW_ROWS, TILE_ROWS, WIDE_VECTORS, tiled_forward_rows, tiled_hidden_delta_rows,
-                         tiled_narrow_forward_rows, tiled_update_units)
+from .fast_tiles import (NARROW_ROWS, TILE_ROWS, WIDE_VECTORS, tiled_bias_units, tiled_forward_rows,
+                         tiled_hidden_delta_rows, tiled_narrow_forward_rows, tiled_update_units)
 
 #: SHA-256 of fast_tiles.py, whose intrinsics these kernels compile in (the cache note of
 #: :mod:`mbtrain.fast_kernels`, one file further down).
-FAST_TILES_SHA256 = "01393d44f2571ad756b6e6741d15e00693c5b791a76e6c2ce683edbcb14acacb"
+FAST_TILES_SHA256 = "702daeae4daf43abaaae3cc74d2b56b1bf466e9429f28f3a6dc07987a52c55e0"
 #: ``reassoc`` and ``contract`` only: vectorized reductions and fused multiply-adds, inf and NaN kept.
 FASTMATH = {"reassoc", "contract"}
 #: Rows and units of a forward register tile (the tile loops below are written out for 4 x 4).
@@ -312,14 +312,14 @@ def dense_update_rows(W, b, A, rows, D, alpha_w, alpha_b, beta, one, h_lo, h_hi,
         tiled_update_units(W, A, rows, D, alpha_w, beta, h_lo, h_hi)
     else:
         rowwise_update_units(W, A, rows, D, alpha_w, beta, one, h_lo, h_hi)
-    # the bias sums run along D's rows, units innermost (contiguous): one row's sums per
-    # column were a chain of m dependent adds per unit, 1.5 ms of a [784,30,10] epoch
-    for h in range(h_lo, h_hi):
-        b[h] = alpha_b * b[h] if alpha_b != one - one else one - one  # alpha_b 0: b is never read
-    for i in range(m):
-        d = D[i]
+    if WIDE_VECTORS and tiles:
+        tiled_bias_units(b, D, alpha_b, beta, h_lo, h_hi)
+    else:
         for h in range(h_lo, h_hi):
-            b[h] += beta * d[h]
+            t = alpha_b * b[h] if alpha_b != one - one else one - one  # alpha_b 0: b is never read
+            for i in range(m):
+                t += beta * D[i, h]
+            b[h] = t
     nan_if_bad = one - one  # a sum of v - v: 0 while every v is finite, NaN after an inf or NaN
     for h in range(h_lo, h_hi):
         nan_if_bad += b[h] - b[h]
