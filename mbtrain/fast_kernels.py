@@ -275,10 +275,7 @@ def share(n, part, n_parts, align):
 
 
 # -- one batch: forward, deltas, update --------------------------------------------------------------
-# forward_rows, deltas_rows, update_units and backprop_rows are inlined into each epoch (numba's IR
-# inlining): a [784,30,10] epoch at batch 10 took 5% less (45.5 -> 43.1 ms; 100 CE: 114.9 -> 108.1),
-# for 2 s more compiling on a cold cache (each epoch kernel compiles its own copy).
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def forward_rows(net, work, X, rows, r_lo, r_hi, z_out, first_layer, tiles):
     """Forward pass of batch rows ``r_lo <= i < r_hi`` (``X[rows[i]]``) into ``work.acts``.
 
@@ -305,7 +302,7 @@ def forward_rows(net, work, X, rows, r_lo, r_hi, z_out, first_layer, tiles):
             sigmoid_rows(Z, net.one)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def deltas_rows(net, work, Y, rows, r_lo, r_hi, tiles):
     """BP1 and BP2 for batch rows ``r_lo <= i < r_hi``: every layer's delta, from the old weights."""
     sizes, m, L, bs = net.sizes, rows.shape[0], net.sizes.shape[0] - 1, work.index.shape[0]
@@ -318,7 +315,7 @@ def deltas_rows(net, work, Y, rows, r_lo, r_hi, tiles):
         D = D_prev
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def update_units(out, net, work, X, rows, part, n_parts, alpha_w, alpha_b, beta, checked, first_layer, tiles):
     """``out <- alpha out + beta sum grad`` for share ``part`` of ``n_parts`` of each layer's units.
 
@@ -339,7 +336,7 @@ def update_units(out, net, work, X, rows, part, n_parts, alpha_w, alpha_b, beta,
     return finite
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def backprop_rows(net, work, X, codes, scale, Y, rows, r_lo, r_hi, no_z, tiles):
     """Batch rows ``r_lo <= i < r_hi`` of ``X[rows]``: gathered into ``work.inputs``, forward, every delta.
 
