@@ -46,7 +46,7 @@ from .fast_layers import (
 )
 
 #: SHA-256 of fast_layers.py these kernels were last compiled against (see above).
-FAST_LAYERS_SHA256 = "cf618be8e88372e76aedc2b4f8bcc79ab78a5ae0030771796e35acc0f3b83b60"
+FAST_LAYERS_SHA256 = "e483721cf6269335dbe2a1f1296fa7bd0b448cbd646a8ca57e6eec3cd6c19b61"
 
 
 #: Integer and boolean arguments spelled as typed constants, never as literals: numba compiles a

@@ -296,6 +296,30 @@ def _vsum4(typingctx, a, b, c, d):
     return types.UniTuple(a.dtype, 4)(a, b, c, d), codegen
 
 
+@intrinsic
+def _rolled(typingctx, i):
+    """``i`` through an empty inline-asm call that LLVM may not duplicate: the loop holding it stays rolled.
+
+    A tile's row loop unrolled twice holds two rows' input vectors beside its
+    24 accumulators: more than the 32 registers. Whether LLVM unrolls it
+    depended on the module the kernel was optimized in (numba links and
+    re-optimizes a kernel into each caller), and a caller resolves the kernel
+    to whichever copy was loaded first: a 6 x 4 tile loop with 26 spills and 50
+    reloads ran the [784,30,10] epoch 1.7x slower after the online epoch had
+    been loaded (its copy) than before.
+    """
+    if not isinstance(i, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        value_type = args[0].type
+        identity = ir.InlineAsm(ir.FunctionType(value_type, [value_type]), "", "=r,0", side_effect=False)
+        call = builder.call(identity, [args[0]])
+        set.add(call.attributes, "noduplicate")  # a call-site attribute llvmlite does not list (LLVM knows it)
+        return call
+    return i(i), codegen
+
+
 # -- the same operations in plain Python (numpy arrays as vectors), for NUMBA_DISABLE_JIT --------------
 def _lanes(dtype):
     return 64 // np.dtype(dtype).itemsize
@@ -370,6 +394,11 @@ def vsum4(a, b, c, d):
     return a.sum(), b.sum(), c.sum(), d.sum()
 
 
+def rolled(i):
+    """``i``; compiled, a loop whose body holds it is never unrolled (see :func:`_rolled`)."""
+    return i
+
+
 # Compiled code calls the intrinsics themselves (these names are rebound to them); the plain functions
 # above are what NUMBA_DISABLE_JIT runs. Through ``@overload`` wrappers, inlined at each of the hundreds
 # of call sites, numba's type inference of tiled_update_units took 3.7 s instead of 0.3 (its whole
@@ -377,7 +406,7 @@ def vsum4(a, b, c, d):
 if not config.DISABLE_JIT:
     vload, vload_first, vload_as, vload_first_as = _vload, _vload_first, _vload_as, _vload_first_as
     vstore, vstore_first, vsplat, vsplat_as, vzero = _vstore, _vstore_first, _vsplat, _vsplat_as, _vzero
-    vfma, vmul, vsum, vsum4 = _vfma, _vmul, _vsum, _vsum4
+    vfma, vmul, vsum, vsum4, rolled = _vfma, _vmul, _vsum, _vsum4, _rolled
 
 
 # -- the update: W <- s W + beta D^T A, in tiles of 6 units x 4 vectors ------------------------------
@@ -413,6 +442,7 @@ def _put1(w, j, n, s, beta, q, zero_start):
 def _tile6x4(W, A, rows, D, h, j, lanes, s, sv, bv, zv, zero_start):
     q0 = q1 = q2 = q3 = q4 = q5 = (zv, zv, zv, zv)
     for i in range(rows.shape[0]):
+        i = rolled(i)
         x, d = A[rows[i]], D[i]
         xs = vload_as(x, j, s), vload_as(x, j + lanes, s), vload_as(x, j + 2 * lanes, s), vload_as(x, j + 3 * lanes, s)
         q0, q1 = _fma4(vsplat(d[h]), xs, q0), _fma4(vsplat(d[h + 1]), xs, q1)
@@ -430,6 +460,7 @@ def _tile6x4(W, A, rows, D, h, j, lanes, s, sv, bv, zv, zero_start):
 def _tile2x4(W, A, rows, D, h, j, lanes, s, sv, bv, zv, zero_start):
     q0 = q1 = (zv, zv, zv, zv)
     for i in range(rows.shape[0]):
+        i = rolled(i)
         x, d = A[rows[i]], D[i]
         xs = vload_as(x, j, s), vload_as(x, j + lanes, s), vload_as(x, j + 2 * lanes, s), vload_as(x, j + 3 * lanes, s)
         q0, q1 = _fma4(vsplat(d[h]), xs, q0), _fma4(vsplat(d[h + 1]), xs, q1)
@@ -441,6 +472,7 @@ def _tile2x4(W, A, rows, D, h, j, lanes, s, sv, bv, zv, zero_start):
 def _tile1x4(W, A, rows, D, h, j, lanes, s, sv, bv, zv, zero_start):
     q0 = (zv, zv, zv, zv)
     for i in range(rows.shape[0]):
+        i = rolled(i)
         x = A[rows[i]]
         xs = vload_as(x, j, s), vload_as(x, j + lanes, s), vload_as(x, j + 2 * lanes, s), vload_as(x, j + 3 * lanes, s)
         q0 = _fma4(vsplat(D[i, h]), xs, q0)
@@ -452,6 +484,7 @@ def _tile6x1(W, A, rows, D, h, j, n, s, sv, bv, zv, zero_start):
     """Six units x one vector of ``n`` lanes (a masked load when ``n`` is short)."""
     r0 = r1 = r2 = r3 = r4 = r5 = zv
     for i in range(rows.shape[0]):
+        i = rolled(i)
         x, d = vload_first_as(A[rows[i]], j, n, s), D[i]
         r0, r1, r2 = vfma(vsplat(d[h]), x, r0), vfma(vsplat(d[h + 1]), x, r1), vfma(vsplat(d[h + 2]), x, r2)
         r3, r4, r5 = vfma(vsplat(d[h + 3]), x, r3), vfma(vsplat(d[h + 4]), x, r4), vfma(vsplat(d[h + 5]), x, r5)
