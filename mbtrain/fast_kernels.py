@@ -55,11 +55,12 @@ FAST_LAYERS_SHA256 = "e483721cf6269335dbe2a1f1296fa7bd0b448cbd646a8ca57e6eec3cd6
 #: functions (measured: 5 s more on a cold cache for bench --quick's three epoch kernels).
 ZERO, ONE = np.int64(0), np.int64(1)
 UNCHECKED = np.bool_(False)
-#: The vector tiles of :mod:`mbtrain.fast_tiles` (on AVX-512) run on one thread only: the batch epochs
-#: pass ``tiles = n_parts == 1``. Measured this session (Zen 5, 2 cores, [784,100,10] batch 100, six
-#: alternations within half an hour): two threads took 99-119 ms an epoch with the tiles and 63-79
-#: without them, while one thread took 92-94 with and 107-112 without. (Earlier in the same session
-#: two threads with the tiles had taken 55 ms; the two cores do not always run alike.)
+#: The vector tiles of :mod:`mbtrain.fast_tiles` (on AVX-512) on every thread count. For a session they
+#: ran on one thread only, after two-thread epochs had measured 1.5x slower with them: that was a copy
+#: of the update kernel whose row loop LLVM had unrolled into spills (see ``fast_tiles._rolled``), in
+#: play or not by the order the kernels were loaded. With the loops kept rolled, two threads with the
+#: tiles against without (same process, alternating, Zen 5): [784,30,10] batch 100 18.3 against 23.2
+#: ms an epoch, [784,100,10] CE batch 100 45.2 against 56.0.
 TILES = np.bool_(True)
 #: How many rows ahead of the one it copies :func:`gather_rows` prefetches.
 ROWS_AHEAD = 4
@@ -371,7 +372,6 @@ def _sgd_epoch(net, work, X, codes, scale, Y, order, beta_full, beta_last, decay
     n_rows, batch_size = order.shape[0], work.index.shape[0]
     no_z = np.empty((0, net.sizes[-1]), dtype=net.params.dtype)
     finite = np.empty(n_parts, dtype=np.bool_)
-    tiles = n_parts == 1  # vector tiles on one thread only (see TILES)
     for k in range((n_rows + batch_size - 1) // batch_size):
         rows = order[k * batch_size:min((k + 1) * batch_size, n_rows)]
         m = rows.shape[0]
@@ -379,14 +379,14 @@ def _sgd_epoch(net, work, X, codes, scale, Y, order, beta_full, beta_last, decay
         for p in prange(n_parts):
             r_lo, r_hi = share(m, p, n_parts, FORWARD_ROWS)
             if r_lo < r_hi:
-                backprop_rows(net, work, X, codes, scale, Y, rows, r_lo, r_hi, no_z, tiles)
+                backprop_rows(net, work, X, codes, scale, Y, rows, r_lo, r_hi, no_z, TILES)
         beta = beta_full if m == batch_size else beta_last
         ahead = order[(k + 1) * batch_size:min((k + 1) * batch_size + BATCH_AHEAD_ROWS, n_rows)]
         prefetch_batch(X, codes, Y, ahead)  # on their way during the update
         for p in prange(n_parts):
             # np.int64: prange's index is unsigned, which would compile update_units once more
             finite[p] = update_units(net.params, net, work, work.inputs, gathered, np.int64(p), n_parts, decay,
-                                     net.one, beta, checked, ZERO, tiles)
+                                     net.one, beta, checked, ZERO, TILES)
         if not finite.all():
             return k if checked else DIVERGED_AT_UNKNOWN_BATCH
     if not checked and not range_finite(net.params, net.one):
@@ -490,11 +490,11 @@ def gradient_step_units(grad, state, net, work, X, rows, part, n_parts, rule, co
             W, b = layer_views(grad, sizes, l)
             if l == 0:
                 dense_update_rows(W, b, X, rows, work_view(work.deltas, sizes, bs, ONE, m), zero, zero, inv_m,
-                                  net.one, h_lo, h_hi, UNCHECKED, n_parts == 1)
+                                  net.one, h_lo, h_hi, UNCHECKED, TILES)
             else:
                 dense_update_rows(W, b, work_view(work.acts, sizes, bs, l, m), work.index[:m],
                                   work_view(work.deltas, sizes, bs, l + 1, m), zero, zero, inv_m, net.one, h_lo,
-                                  h_hi, UNCHECKED, n_parts == 1)
+                                  h_hi, UNCHECKED, TILES)
             for lo, hi, decay in ((offset + h_lo * n_in, offset + h_hi * n_in, lmbda_over_n),
                                   (bias + h_lo, bias + h_hi, zero)):  # the L2 term on the weights only
                 rest = second[lo:hi] if adam else second
@@ -531,7 +531,7 @@ def _optimizer_epoch(net, work, X, codes, scale, Y, order, grad, state, rule, st
         for p in prange(n_parts):
             r_lo, r_hi = share(m, p, n_parts, FORWARD_ROWS)
             if r_lo < r_hi:
-                backprop_rows(net, work, X, codes, scale, Y, rows, r_lo, r_hi, no_z, n_parts == 1)
+                backprop_rows(net, work, X, codes, scale, Y, rows, r_lo, r_hi, no_z, TILES)
         if rule.kind == ADAM_KIND:  # as mbtrain.optim.Adam: Python floats, so float64, then the array's dtype
             t = np.float64(step + k + 1)
             corrections[0] = rule.eta64 / (1.0 - rule.beta1_64 ** t)

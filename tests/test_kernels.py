@@ -557,6 +557,30 @@ def test_the_tiles_inner_loops_are_vectorized():
 
 
 @pytest.mark.skipif(JIT_DISABLED, reason="inspects compiled code")
+@pytest.mark.skipif(not ft.WIDE_VECTORS, reason="the tiles compile for AVX-512")
+def test_the_update_tiles_row_loop_stays_rolled_and_in_registers():
+    """One row per trip of the 6 x 4 tile's loop (24 FMAs in its block, not 48) and no vector spilled to the stack.
+
+    Unrolled twice, two rows' input vectors and the 24 accumulators exceed the
+    32 registers: the copy linked into the epoch spilled 26 vectors and reloaded
+    50 in that loop, and ran the epoch 1.7x slower.
+    """
+    import numba
+
+    f = np.float32
+    args = (np.ones((12, 784), f), np.ones((100, 784), f), np.arange(100), np.ones((100, 12), f), f(1), f(-0.1), 0, 12)
+    options = {k: v for k, v in ft.tiled_update_units.targetoptions.items() if k not in ("cache", "nopython")}
+    fresh = numba.njit(**options)(ft.tiled_update_units.py_func)  # cached code cannot be inspected
+    sig = tuple(numba.typeof(a) for a in args)
+    fresh.compile(sig)
+    blocks = re.split(r"\n\.LBB\S+:", fresh.inspect_asm(sig))
+    fmas = [len(re.findall(r"vfmadd\w+[^\n]*zmm", block)) for block in blocks]
+    tile = [block for block, n in zip(blocks, fmas) if n >= 24]
+    assert max(fmas) == 24, fmas
+    assert not any(re.search(r"zmm\d+, -?\d*\(%rsp\)", block) for block in tile)
+
+
+@pytest.mark.skipif(JIT_DISABLED, reason="inspects compiled code")
 def test_the_vector_tiles_hold_24_accumulators():
     """fast_tiles' update and forward tiles: a loop body of 24 fused multiply-adds of whole vectors."""
     import numba
