@@ -22,7 +22,8 @@ except the loop is first checked against the loop reference
 (:func:`mbtrain.bench.throughput.update_error`); a wrong arm is not timed.
 
 The floor (:mod:`mbtrain.bench.floor`) is the epoch's FLOPs at the higher of
-numpy's GEMM rate and the FMA peak probe, or its bytes at the bandwidth,
+numpy's GEMM rate and the FMA peak probe, or its bytes at the bandwidth (the
+higher of a numba read probe on every thread and numpy's one-core sum),
 measured at each thread count before and after its epochs (the measurement
 with the higher compute rate is kept: on a shared machine a neighbour only
 ever lowers a measured peak). The environment is recorded as found
@@ -38,6 +39,7 @@ speed_targets_quick/) and prints the targets.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import statistics
 import sys
@@ -262,13 +264,18 @@ def evaluate(epochs: pd.DataFrame, floors: pd.DataFrame) -> pd.DataFrame:
 
 
 def faster_floor(before, after):
-    """Of the floors measured before and after a thread count's epochs, the one with the higher compute rate.
+    """Of the floors measured before and after a thread count's epochs, the one with the higher compute rate,
+    with the higher bandwidth of the two.
 
     A neighbour's burst on a shared machine only ever lowers a measured peak
     (one run's two-thread probe read 238 GFLOP/s, the others 459-484), and a
     lower peak is a looser floor: the higher of two measurements is the honest one.
     """
-    return after if after.compute_rate(DTYPE)[0] > before.compute_rate(DTYPE)[0] else before
+    faster = after if after.compute_rate(DTYPE)[0] > before.compute_rate(DTYPE)[0] else before
+    wider = after if after.bandwidth_bytes_per_second > before.bandwidth_bytes_per_second else before
+    return dataclasses.replace(faster, bandwidth_bytes_per_second=wider.bandwidth_bytes_per_second,
+                               numpy_bandwidth_bytes_per_second=wider.numpy_bandwidth_bytes_per_second,
+                               probe_bandwidth_bytes_per_second=wider.probe_bandwidth_bytes_per_second)
 
 
 def with_floor(row, floor, data) -> dict:
@@ -287,7 +294,8 @@ def floor_rows(floor, network, data, threads) -> dict:
     return dict(network=label, threads=threads, dtype=DTYPE, **floor.epoch_floor(sizes, n, DTYPE),
                 gemm_gflops=floor.gemm_flops_per_second[DTYPE] / 1e9,
                 probe_gflops=floor.probe_flops_per_second.get(DTYPE, math.nan) / 1e9,
-                compute_rate_source=source, epoch_gflop=epoch_flops(sizes, n) / 1e9,
+                compute_rate_source=source, bandwidth_gbs=floor.bandwidth_bytes_per_second / 1e9,
+                bandwidth_source=floor.bandwidth_source, epoch_gflop=epoch_flops(sizes, n) / 1e9,
                 epoch_mb_read=epoch_bytes(sizes, n, DTYPE) / 1e6)
 
 

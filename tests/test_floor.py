@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mbtrain.bench import machine, peak
+from mbtrain.bench import bandwidth, machine, peak
 from mbtrain.bench.comparison import machine_differences
 from mbtrain.bench.floor import Floor, epoch_flops, measure_floor
 from mbtrain.bench.markdown import header_lines
@@ -109,6 +109,53 @@ def test_measure_floor_measures_both_rates_for_every_dtype():
         assert rate == max(floor.probe_flops_per_second[dtype], floor.gemm_flops_per_second[dtype])
         assert source == ("probe" if rate == floor.probe_flops_per_second[dtype] else "gemm")
     assert floor.threads == numba.get_num_threads() and floor.probe_compile_seconds >= 0
+    assert floor.probe_bandwidth_bytes_per_second > 0 and floor.numpy_bandwidth_bytes_per_second > 0
+    assert floor.bandwidth_bytes_per_second == max(floor.probe_bandwidth_bytes_per_second,
+                                                   floor.numpy_bandwidth_bytes_per_second)
+    assert floor.row("float32")["bandwidth_source"] == floor.bandwidth_source
+    assert floor.describe()["bandwidth_source"] in ("probe", "numpy")
+
+
+def test_a_floor_without_the_probes_reads_at_numpys_rate():
+    floor = measure_floor(("float32",), quick=True, probe=False)
+    assert floor.bandwidth_bytes_per_second == floor.numpy_bandwidth_bytes_per_second > 0
+    assert floor.bandwidth_source == "numpy" and math.isnan(floor.probe_bandwidth_bytes_per_second)
+    assert floor.probe_flops_per_second == {}
+
+
+# -- the read probe --------------------------------------------------------------------------------------------------
+
+
+def test_the_read_probe_sums_every_share_and_returns_a_positive_finite_rate():
+    bandwidth.compile_probe()
+    rate = bandwidth.measure_read_bandwidth(n_bytes=2 ** 20, repeats=2)
+    assert math.isfinite(rate) and rate > 0
+
+
+@pytest.mark.parametrize("n, parts", [(1000, 1), (1000, 2), (1001, 3), (5, 8)])
+def test_the_read_probe_shares_cover_the_array_once(n, parts):
+    a = np.arange(n, dtype=np.float64)
+    sums = np.zeros(parts)
+    bandwidth._read_threads(a, sums)
+    assert sums.sum() == a.sum()  # integers below 2**53: exact in any order
+    lo, hi = min(3, n), min(n, 20)
+    assert bandwidth.share_sum(a, lo, hi) == sum(range(lo, hi)) and bandwidth.share_sum(a, lo, lo) == 0
+
+
+def test_the_read_probe_is_vectorized():
+    """A scalar sum waits on its additions (numpy's one-core sum read 18 GB/s where the vectorized probe read 34):
+    the probe must compile to packed additions at the widest vector width numba targets, or it measures the adder."""
+    uncached = numba.njit(**dict(bandwidth.READ_OPTIONS, cache=False))(bandwidth.share_sum.py_func)
+    uncached(np.ones(64), 0, 64)
+    asm = next(iter(uncached.inspect_asm().values()))
+    register = {64: "zmm", 32: "ymm"}.get(peak.VECTOR_WIDTH_BYTES, "xmm")
+    assert re.search(rf"vaddpd\s+[^\n]*{register}", asm), "the share sum compiled without packed additions"
+
+
+def test_the_read_probe_says_so_when_its_sum_is_wrong(monkeypatch):
+    monkeypatch.setattr(bandwidth, "_read_threads", lambda a, sums: sums.fill(1.0))
+    with pytest.raises(RuntimeError, match="did not read what it counts"):
+        bandwidth.measure_read_bandwidth(n_bytes=2 ** 16, repeats=1)
 
 
 # -- machine.json ----------------------------------------------------------------------------------------------------

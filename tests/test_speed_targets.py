@@ -114,6 +114,20 @@ def test_bad_threads_are_refused_naming_the_option(speed_targets, capsys):
     assert info.value.code == 2 and "--threads" in capsys.readouterr().err
 
 
+def test_the_floor_kept_reads_at_the_higher_bandwidth_of_the_two(speed_targets):
+    """The bandwidth is kept apart from the peak: the faster-computing measurement may be the slower-reading one."""
+    from mbtrain.bench.floor import Floor
+
+    fast_compute = Floor({"float32": 2e11}, bandwidth_bytes_per_second=2e10, probe_flops_per_second={"float32": 4e11},
+                         numpy_bandwidth_bytes_per_second=2e10, probe_bandwidth_bytes_per_second=1e10)
+    fast_read = Floor({"float32": 2e11}, bandwidth_bytes_per_second=4e10, probe_flops_per_second={"float32": 3e11},
+                      numpy_bandwidth_bytes_per_second=2e10, probe_bandwidth_bytes_per_second=4e10)
+    for kept in (speed_targets.faster_floor(fast_compute, fast_read), speed_targets.faster_floor(fast_read, fast_compute)):
+        assert kept.compute_rate("float32") == (4e11, "probe")
+        assert kept.bandwidth_bytes_per_second == 4e10 and kept.bandwidth_source == "probe"
+    assert fast_compute.bandwidth_source == "numpy"  # the inputs are not changed
+
+
 def test_the_floor_kept_is_the_measurement_with_the_higher_peak(speed_targets):
     """A neighbour's burst lowers a measured peak: of two floors the stricter (higher rate) one is kept, and an
     epoch row's ratio is recomputed against it."""
@@ -123,8 +137,8 @@ def test_the_floor_kept_is_the_measurement_with_the_higher_peak(speed_targets):
 
     disturbed = Floor({"float32": 2e11}, bandwidth_bytes_per_second=1e12, probe_flops_per_second={"float32": 2.4e11})
     quiet = Floor({"float32": 2e11}, bandwidth_bytes_per_second=1e12, probe_flops_per_second={"float32": 4.8e11})
-    assert speed_targets.faster_floor(disturbed, quiet) is quiet
-    assert speed_targets.faster_floor(quiet, disturbed) is quiet
+    for kept in (speed_targets.faster_floor(disturbed, quiet), speed_targets.faster_floor(quiet, disturbed)):
+        assert kept.compute_rate("float32") == (4.8e11, "probe")
     data = SimpleNamespace(n_features=784, n_classes=10)
     label, sizes = speed_targets.network_sizes(speed_targets.NETWORKS[0], data)
     row = dict(network=label, rows=50_000, status="ok", median_seconds=0.05, floor_seconds=1.0, times_floor=0.05)

@@ -22,8 +22,10 @@ floor is the higher one anyway.)
 The rates are measured on this machine, in the same run, with the thread
 count the benchmark uses: a large matrix product for the GEMM rate, an
 FMA-throughput probe compiled by numba for this CPU for its peak
-(:mod:`~mbtrain.bench.peak`), a reduction over an array far larger than any
-cache for the bandwidth. The compute floor runs the epoch's FLOPs at the
+(:mod:`~mbtrain.bench.peak`), and for the bandwidth a reduction over an array
+far larger than any cache, on every thread (:mod:`~mbtrain.bench.bandwidth`)
+and numpy's one-core ``sum``: the memory floor takes the higher of the two
+(numpy's sum is bound by its additions, at half or less of what a core reads). The compute floor runs the epoch's FLOPs at the
 higher of the GEMM and probe rates: a GEMM rate alone is only as honest as the
 BLAS kernel numpy runs (an AVX2 kernel on an AVX-512 CPU halves it), and the
 probe alone can be the lower one where LLVM's vectors are narrower than
@@ -38,7 +40,7 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from . import peak
+from . import bandwidth, peak
 
 
 def epoch_flops(sizes, n_rows: int) -> float:
@@ -80,10 +82,12 @@ def measure_gemm_rate(dtype="float32", n: int = 1024, repeats: int = 3) -> float
 
 
 def measure_bandwidth(n_bytes: int = 256 * 2 ** 20, repeats: int = 3) -> float:
-    """Read bandwidth in bytes/s: the sum of a float64 array of ``n_bytes`` (best of ``repeats``).
+    """numpy's read rate in bytes/s: ``sum`` of a float64 array of ``n_bytes`` (best of ``repeats``), on one core.
 
-    A reduction reads each byte once and writes nothing; numpy runs it on one
-    core, which is also how the kernels read their inputs.
+    A reduction reads each byte once and writes nothing, but numpy's pairwise
+    sum is bound by its additions, not by memory: a lower bound of the
+    bandwidth. :func:`mbtrain.bench.bandwidth.measure_read_bandwidth` reads at
+    the memory's rate on every thread.
     """
     a = np.ones(max(1, n_bytes // 8), dtype=np.float64)
     a.sum()  # touch every page before timing
@@ -100,6 +104,8 @@ class Floor:
     gemm_flops_per_second : dict
         ``{"float32": rate, "float64": rate}``, FLOP/s.
     bandwidth_bytes_per_second : float
+        The memory floor's read rate: the higher of ``numpy_bandwidth_bytes_per_second``
+        and ``probe_bandwidth_bytes_per_second``.
     gemm_size : int
         The ``n`` of the timed ``(n, n) @ (n, n)`` product.
     bandwidth_array_bytes : int
@@ -110,6 +116,8 @@ class Floor:
         Compiling (or loading from numba's cache) the probe, apart from its timing.
     threads : int or None
         numba's thread count the probe ran with.
+    numpy_bandwidth_bytes_per_second, probe_bandwidth_bytes_per_second : float
+        numpy's one-core ``sum`` and the read probe on every thread (NaN: not measured).
     """
 
     gemm_flops_per_second: dict
@@ -119,6 +127,15 @@ class Floor:
     probe_flops_per_second: dict = field(default_factory=dict)
     probe_compile_seconds: float = math.nan
     threads: int | None = None
+    numpy_bandwidth_bytes_per_second: float = math.nan
+    probe_bandwidth_bytes_per_second: float = math.nan
+
+    @property
+    def bandwidth_source(self) -> str:
+        """Where :attr:`bandwidth_bytes_per_second` comes from: ``"probe"``, ``"numpy"`` or ``"given"``."""
+        if self.bandwidth_bytes_per_second == self.probe_bandwidth_bytes_per_second:
+            return "probe"
+        return "numpy" if self.bandwidth_bytes_per_second == self.numpy_bandwidth_bytes_per_second else "given"
 
     def compute_rate(self, dtype) -> tuple:
         """``(FLOP/s, source)`` of the compute floor in ``dtype``: the higher of the ``"probe"`` and ``"gemm"`` rates."""
@@ -133,10 +150,13 @@ class Floor:
                 "probe_flops_per_second": self.probe_flops_per_second.get(dtype),
                 "compute_rate_source": self.compute_rate(dtype)[1],
                 "bandwidth_bytes_per_second": self.bandwidth_bytes_per_second,
+                "bandwidth_source": self.bandwidth_source,
                 "compile_seconds": self.probe_compile_seconds,
                 "note": f"GEMM {self.gemm_size}x{self.gemm_size}; FMA probe {peak.ACCUMULATORS} x "
                         f"{peak.VECTOR_WIDTH_BYTES * 8}-bit accumulators per thread; "
-                        f"bandwidth: sum of {self.bandwidth_array_bytes // 2 ** 20} MiB"}
+                        f"bandwidth: sum of {self.bandwidth_array_bytes // 2 ** 20} MiB "
+                        f"(read probe {_gb(self.probe_bandwidth_bytes_per_second)} GB/s on every thread, "
+                        f"numpy {_gb(self.numpy_bandwidth_bytes_per_second)} GB/s on one)"}
 
     def describe(self) -> dict:
         """machine.json's ``floor``: every rate, where each dtype's compute floor comes from, the probe's shape."""
@@ -144,6 +164,9 @@ class Floor:
                 "probe_flops_per_second": self.probe_flops_per_second,
                 "compute_rate_source": {d: self.compute_rate(d)[1] for d in self.gemm_flops_per_second},
                 "bandwidth_bytes_per_second": self.bandwidth_bytes_per_second,
+                "bandwidth_source": self.bandwidth_source,
+                "numpy_bandwidth_bytes_per_second": self.numpy_bandwidth_bytes_per_second,
+                "probe_bandwidth_bytes_per_second": self.probe_bandwidth_bytes_per_second,
                 "gemm_size": self.gemm_size,
                 "probe": {"vector_bits": peak.VECTOR_WIDTH_BYTES * 8, "accumulators": peak.ACCUMULATORS,
                           "threads": self.threads, "compile_seconds": self.probe_compile_seconds}}
@@ -164,22 +187,30 @@ class Floor:
 def measure_floor(dtypes=("float32", "float64"), quick: bool = False, probe: bool = True) -> Floor:
     """Measure the GEMM rate and the FMA probe's (``probe``) for each dtype and the bandwidth, now, on this machine.
 
-    The probe is compiled first (reported apart) and timed on numba's thread
-    count in force; it takes under a second for both dtypes
-    (about 0.1 s with ``quick``).
+    The probes (FMA and read) are compiled first (reported apart) and timed on
+    numba's thread count in force; they take under a second for both dtypes
+    (about 0.1 s with ``quick``). Without ``probe``, the bandwidth is numpy's alone.
     """
     dtypes = [np.dtype(d).name for d in dtypes]
     n = 512 if quick else 1024
     repeats = 5 if quick else 7
     rates = {d: measure_gemm_rate(d, n=n, repeats=repeats) for d in dtypes}
     n_bytes = (128 if quick else 256) * 2 ** 20
-    bandwidth = measure_bandwidth(n_bytes=n_bytes, repeats=repeats)
-    probe_rates, compile_seconds = {}, math.nan
+    numpy_bandwidth = measure_bandwidth(n_bytes=n_bytes, repeats=repeats)
+    probe_rates, compile_seconds, read_bandwidth = {}, math.nan, math.nan
     if probe:
-        compile_seconds = peak.compile_probe(dtypes)
+        compile_seconds = peak.compile_probe(dtypes) + bandwidth.compile_probe()
+        read_bandwidth = bandwidth.measure_read_bandwidth(n_bytes=n_bytes, repeats=repeats)
         # best of 15: on a shared machine a neighbour's burst lowered the best of 5 on two threads from 474
         # to 373 GFLOP/s in one of two runs, which loosens every two-thread floor by a quarter
         probe_rates = {d: peak.measure_peak_rate(d, seconds=0.01 if quick else 0.02, repeats=3 if quick else 15)
                        for d in dtypes}
-    return Floor(rates, bandwidth, gemm_size=n, bandwidth_array_bytes=n_bytes, probe_flops_per_second=probe_rates,
-                 probe_compile_seconds=compile_seconds, threads=numba.get_num_threads())
+    best_bandwidth = numpy_bandwidth if not read_bandwidth > numpy_bandwidth else read_bandwidth  # NaN: numpy's
+    return Floor(rates, best_bandwidth, gemm_size=n, bandwidth_array_bytes=n_bytes,
+                 probe_flops_per_second=probe_rates, probe_compile_seconds=compile_seconds,
+                 threads=numba.get_num_threads(), numpy_bandwidth_bytes_per_second=numpy_bandwidth,
+                 probe_bandwidth_bytes_per_second=read_bandwidth)
+
+
+def _gb(rate) -> str:
+    return "-" if not rate == rate else f"{rate / 1e9:.1f}"  # NaN: not measured

@@ -59,7 +59,7 @@ COLUMNS = [
     # floor
     "floor_seconds", "floor_bound", "compute_floor_seconds", "memory_floor_seconds",
     "epoch_flops", "epoch_bytes", "gemm_flops_per_second", "probe_flops_per_second", "compute_rate_source",
-    "bandwidth_bytes_per_second",
+    "bandwidth_bytes_per_second", "bandwidth_source",
     # curve
     "epoch", "steps", "seconds", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
     # sweep

@@ -68,6 +68,8 @@ def bench_lines(results, machine, summary, coverage, provisional, plots) -> list
             "FMA probe GFLOP/s": pd.to_numeric(floor["probe_flops_per_second"], errors="coerce") / 1e9,
             "compute rate from": source,
             "bandwidth GB/s": floor["bandwidth_bytes_per_second"].astype(float) / 1e9,
+            # a folder from before the read probe: numpy's one-core sum
+            "bandwidth from": floor["bandwidth_source"].fillna("numpy") if "bandwidth_source" in floor else "numpy",
             "epoch GFLOP": floor["epoch_flops"].astype(float) / 1e9,
             "epoch MB read": floor["epoch_bytes"].astype(float) / 1e6,
             "compute floor s": floor["compute_floor_seconds"].astype(float),
@@ -81,8 +83,9 @@ def bench_lines(results, machine, summary, coverage, provisional, plots) -> list
             "The GEMM rate is a large square matrix product with numpy's BLAS at the benchmark's thread "
             "count; the FMA probe is the peak of this CPU's vector FMA units as numba compiles for it "
             + _probe_shape(machine) + ", at the same thread count; the compute floor takes the higher of "
-            "the two (a GEMM rate is only as fast as the BLAS kernel numpy runs). The bandwidth is a "
-            "single-threaded reduction over an array far larger than the caches.\n")
+            "the two (a GEMM rate is only as fast as the BLAS kernel numpy runs). The bandwidth is the "
+            "higher of a reduction over an array far larger than the caches on every thread (numba) and "
+            "numpy's one-core sum.\n")
         for r, rate_from in zip(floor.itertuples(), source):
             rate = "the FMA probe's rate" if rate_from == "probe" else "the GEMM rate"
             lines.append(f"- **{r.dtype}: {r.floor_bound}-bound** — the epoch's FLOPs at {rate} take "
