@@ -46,7 +46,7 @@ from .fast_layers import (
 )
 
 #: SHA-256 of fast_layers.py these kernels were last compiled against (see above).
-FAST_LAYERS_SHA256 = "e483721cf6269335dbe2a1f1296fa7bd0b448cbd646a8ca57e6eec3cd6c19b61"
+FAST_LAYERS_SHA256 = "a21c92807926de24bbc7edfe59911334390dfbc3041eaa5953def7c00e94b51e"
 
 
 #: Integer and boolean arguments spelled as typed constants, never as literals: numba compiles a

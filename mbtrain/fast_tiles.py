@@ -87,13 +87,17 @@ def _address(context, builder, array_type, array, i):
     return builder.gep(data, [i])
 
 
+def _splat(builder, value, vector_type):
+    """Scalar ``value`` (of ``vector_type``'s lane type) in every lane of a ``vector_type``."""
+    v = builder.insert_element(ir.Constant(vector_type, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(v, ir.Constant(vector_type, ir.Undefined),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), vector_type.count), [0] * vector_type.count))
+
+
 def _tail_mask(builder, lanes, n):
     """Lanes ``< n`` as an ``<lanes x i1>`` mask."""
     index = ir.Constant(ir.VectorType(ir.IntType(64), lanes), list(range(lanes)))
-    splat = builder.insert_element(ir.Constant(index.type, ir.Undefined), n, ir.Constant(ir.IntType(32), 0))
-    splat = builder.shuffle_vector(splat, ir.Constant(index.type, ir.Undefined),
-                                   ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
-    return builder.icmp_unsigned("<", index, splat)
+    return builder.icmp_unsigned("<", index, _splat(builder, n, index.type))
 
 
 def _vector_name(vector_type):
@@ -117,10 +121,11 @@ def _load(context, builder, array_type, array, i, lanes, n=None):
 
 
 def _convert(builder, value, to_type):
-    """``value`` (a vector) in the lane type of ``to_type``: widened or narrowed as numpy's astype does."""
+    """``value`` (a vector or a scalar) as ``to_type``: widened or narrowed as numpy's astype does."""
     if value.type == to_type:
         return value
-    if isinstance(to_type.element, ir.DoubleType):
+    lane = to_type.element if isinstance(to_type, ir.VectorType) else to_type
+    if isinstance(lane, ir.DoubleType):
         return builder.fpext(value, to_type)
     return builder.fptrunc(value, to_type)
 
@@ -202,10 +207,7 @@ def _vsplat(typingctx, x):
     vec = Vec(x)
 
     def codegen(context, builder, sig, args):
-        vector_type = context.get_value_type(vec)
-        v = builder.insert_element(ir.Constant(vector_type, ir.Undefined), args[0], ir.Constant(ir.IntType(32), 0))
-        return builder.shuffle_vector(v, ir.Constant(vector_type, ir.Undefined),
-                                      ir.Constant(ir.VectorType(ir.IntType(32), vec.lanes), [0] * vec.lanes))
+        return _splat(builder, args[0], context.get_value_type(vec))
     return vec(x), codegen
 
 
@@ -215,13 +217,7 @@ def _vsplat_as(typingctx, x, like):
     vec = Vec(like)
 
     def codegen(context, builder, sig, args):
-        lane = context.get_value_type(like)
-        x = args[0] if args[0].type == lane else (
-            builder.fpext(args[0], lane) if isinstance(lane, ir.DoubleType) else builder.fptrunc(args[0], lane))
-        vector_type = context.get_value_type(vec)
-        v = builder.insert_element(ir.Constant(vector_type, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
-        return builder.shuffle_vector(v, ir.Constant(vector_type, ir.Undefined),
-                                      ir.Constant(ir.VectorType(ir.IntType(32), vec.lanes), [0] * vec.lanes))
+        return _splat(builder, _convert(builder, args[0], context.get_value_type(like)), context.get_value_type(vec))
     return vec(x, like), codegen
 
 
