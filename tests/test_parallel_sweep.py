@@ -11,6 +11,7 @@ import io
 import json
 import os
 import signal
+import time
 
 import pandas as pd
 import pytest
@@ -271,11 +272,20 @@ def test_a_run_dask_gives_up_on_is_a_clear_error_and_keeps_what_finished(tmp_pat
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
             distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                      dashboard_address=None) as cluster, distributed.Client(cluster) as client:
-        pids = list(client.run(os.getpid).values())
+        pids = client.run(os.getpid)  # {worker address: pid}
+        killed = []
 
         def kill_a_worker(row):
-            if row["kind"] == "sweep" and len(pids) == 2:  # both are busy: more runs wait than there are workers
-                os.kill(pids.pop(), signal.SIGKILL)
+            # kill a worker the scheduler has a run on: the worker that just sent this row may be between runs
+            # (killing it then loses nothing, and the sweep rightly finishes)
+            deadline = time.monotonic() + 10
+            while row["kind"] == "sweep" and not killed and time.monotonic() < deadline:
+                busy = [address for address, keys in client.processing().items() if keys and address in pids]
+                if busy:
+                    os.kill(pids[busy[0]], signal.SIGKILL)
+                    killed.append(busy[0])
+                else:
+                    time.sleep(0.01)
 
         lost = r"scheduler: Dask gave up on the run at batch size \d+, eta .*: continue with --resume"
         with pytest.raises(ValueError, match=lost):
