@@ -33,8 +33,9 @@ def quick_run(speed_targets, tmp_path_factory):
 
 def test_the_quick_run_has_every_target_row_with_its_ratio(quick_run):
     targets = pd.read_csv(quick_run / "targets.csv")
-    assert list(targets.columns) == ["network", "threads", "target", "batch_size", "measured", "threshold", "met",
-                                     "against"]
+    assert list(targets.columns) == ["network", "threads", "target", "batch_size", "measured", "fastest_epochs",
+                                     "threshold", "met", "against"]
+    assert (targets["fastest_epochs"].notna() == targets["measured"].notna()).all()
     assert sorted(targets["network"].unique()) == ["[64,100,10] cross-entropy", "[64,30,10] quadratic"]
     for (network, threads), rows in targets.groupby(["network", "threads"]):
         assert list(rows["target"]) == TARGETS_PER_RUN, (network, threads)
@@ -87,6 +88,23 @@ def test_the_ratios_are_those_the_issue_states(speed_targets):
     assert rows.loc["batch 1000: fastest other arm / numba", "met"] == "not met"
     assert rows.loc["batch 1: loop / numba", "measured"] == pytest.approx(24.0)
     assert rows.loc["batch 1: loop / numba", "met"] == "not met"
+
+
+def test_the_fastest_epochs_give_the_same_ratios_beside_the_medians(speed_targets):
+    """Met or not is the medians'; ``fastest_epochs`` takes each arm's fastest epoch (a quiet phase of the machine)."""
+    net = "[784,30,10] quadratic"
+    floors = pd.DataFrame({"network": [net], "threads": [1], "floor_seconds": [0.02]})
+    epochs = pd.DataFrame([dict(network=net, threads=1, arm="numba", batch_size=b, status="ok",
+                                median_seconds=0.035, min_seconds=0.03) for b in (1, 10, 100, 1000)]
+                          + [dict(network=net, threads=1, arm="numpy", batch_size=b, status="ok",
+                                  median_seconds=0.05, min_seconds=0.03) for b in (1, 10, 100, 1000)])
+    rows = speed_targets.evaluate(epochs, floors).set_index("target")
+    large = rows.loc["batch 100: numba / floor"]
+    assert large["measured"] == pytest.approx(1.75) and large["met"] == "not met"
+    assert large["fastest_epochs"] == pytest.approx(1.5)  # shown, not deciding
+    lead = rows.loc["batch 10: fastest other arm / numba"]
+    assert lead["measured"] == pytest.approx(0.05 / 0.035) and lead["fastest_epochs"] == pytest.approx(1.0)
+    assert "fastest_epochs" not in speed_targets.evaluate(epochs.drop(columns="min_seconds"), floors)
 
 
 def test_a_missing_arm_is_not_measured_not_met(speed_targets):
