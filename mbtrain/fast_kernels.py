@@ -46,7 +46,7 @@ from .fast_layers import (
 )
 
 #: SHA-256 of fast_layers.py these kernels were last compiled against (see above).
-FAST_LAYERS_SHA256 = "a21c92807926de24bbc7edfe59911334390dfbc3041eaa5953def7c00e94b51e"
+FAST_LAYERS_SHA256 = "ded48a80316e74d11c788542a4f6c81abf8115ab8dfd587f637a74e80af0cbae"
 
 
 #: Integer and boolean arguments spelled as typed constants, never as literals: numba compiles a

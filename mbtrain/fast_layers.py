@@ -54,7 +54,7 @@ from .fast_tiles import (NARROW_ROWS, TILE_ROWS, WIDE_VECTORS, tiled_bias_units,
 
 #: SHA-256 of fast_tiles.py, whose intrinsics these kernels compile in (the cache note of
 #: :mod:`mbtrain.fast_kernels`, one file further down).
-FAST_TILES_SHA256 = "8caf15e4e9ad75f5fe0a85c762c50cd60764cf4e253d5b633c3cebb57aa0a13b"
+FAST_TILES_SHA256 = "ff1c9a4101fa2eeba62d84e3e21a386825570acd843dcba1dc8a4ef5776df501"
 #: ``reassoc`` and ``contract`` only: vectorized reductions and fused multiply-adds, inf and NaN kept.
 FASTMATH = {"reassoc", "contract"}
 #: Rows and units of a forward register tile (the tile loops below are written out for 4 x 4).

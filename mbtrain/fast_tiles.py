@@ -89,9 +89,10 @@ def _address(context, builder, array_type, array, i):
 
 def _splat(builder, value, vector_type):
     """Scalar ``value`` (of ``vector_type``'s lane type) in every lane of a ``vector_type``."""
+    lanes = vector_type.count
     v = builder.insert_element(ir.Constant(vector_type, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
     return builder.shuffle_vector(v, ir.Constant(vector_type, ir.Undefined),
-                                  ir.Constant(ir.VectorType(ir.IntType(32), vector_type.count), [0] * vector_type.count))
+                                  ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
 
 
 def _tail_mask(builder, lanes, n):

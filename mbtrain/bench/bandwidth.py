@@ -24,6 +24,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from ..fast_kernels import share
+
 #: The decorator options of the share sum (reassociation: the sum vectorizes; it is a sum of ones, exact in any order)
 READ_OPTIONS = dict(fastmath={"reassoc", "contract"}, cache=True)
 
@@ -41,10 +43,9 @@ def share_sum(a, lo, hi):
 @njit(parallel=True, **READ_OPTIONS)
 def _read_threads(a, sums):
     """``sums[p]``: the sum of share ``p`` of ``len(sums)`` contiguous shares of ``a``, one share per thread."""
-    n_parts = sums.shape[0]
-    step = (a.shape[0] + n_parts - 1) // n_parts
-    for p in prange(n_parts):
-        sums[p] = share_sum(a, min(p * step, a.shape[0]), min((p + 1) * step, a.shape[0]))
+    for p in prange(sums.shape[0]):
+        lo, hi = share(a.shape[0], p, sums.shape[0], 1)
+        sums[p] = share_sum(a, lo, hi)
 
 
 def compile_probe() -> float:

@@ -25,7 +25,8 @@ FMA-throughput probe compiled by numba for this CPU for its peak
 (:mod:`~mbtrain.bench.peak`), and for the bandwidth a reduction over an array
 far larger than any cache, on every thread (:mod:`~mbtrain.bench.bandwidth`)
 and numpy's one-core ``sum``: the memory floor takes the higher of the two
-(numpy's sum is bound by its additions, at half or less of what a core reads). The compute floor runs the epoch's FLOPs at the
+(numpy's sum is bound by its additions, at half or less of what a core
+reads). The compute floor runs the epoch's FLOPs at the
 higher of the GEMM and probe rates: a GEMM rate alone is only as honest as the
 BLAS kernel numpy runs (an AVX2 kernel on an AVX-512 CPU halves it), and the
 probe alone can be the lower one where LLVM's vectors are narrower than
@@ -205,7 +206,7 @@ def measure_floor(dtypes=("float32", "float64"), quick: bool = False, probe: boo
         # to 373 GFLOP/s in one of two runs, which loosens every two-thread floor by a quarter
         probe_rates = {d: peak.measure_peak_rate(d, seconds=0.01 if quick else 0.02, repeats=3 if quick else 15)
                        for d in dtypes}
-    best_bandwidth = numpy_bandwidth if not read_bandwidth > numpy_bandwidth else read_bandwidth  # NaN: numpy's
+    best_bandwidth = read_bandwidth if read_bandwidth > numpy_bandwidth else numpy_bandwidth  # not measured: numpy's
     return Floor(rates, best_bandwidth, gemm_size=n, bandwidth_array_bytes=n_bytes,
                  probe_flops_per_second=probe_rates, probe_compile_seconds=compile_seconds,
                  threads=numba.get_num_threads(), numpy_bandwidth_bytes_per_second=numpy_bandwidth,
@@ -213,4 +214,4 @@ def measure_floor(dtypes=("float32", "float64"), quick: bool = False, probe: boo
 
 
 def _gb(rate) -> str:
-    return "-" if not rate == rate else f"{rate / 1e9:.1f}"  # NaN: not measured
+    return "-" if math.isnan(rate) else f"{rate / 1e9:.1f}"  # NaN: not measured
