@@ -41,12 +41,12 @@ from numba.np.arrayobj import populate_array
 
 from ._kernel_api import ADAM_KIND, DIVERGED_AT_UNKNOWN_BATCH, FINITE, SOFTMAX, numba_variant
 from .fast_layers import (
-    FORWARD_ROWS, FORWARD_UNITS, dense_forward_rows, dense_update_rows, first_layer_update_forward,
+    FORWARD_ROWS, FORWARD_UNITS, add_partials, dense_forward_rows, dense_update_rows, first_layer_update_forward,
     hidden_delta_rows, optimizer_step, output_delta_rows, range_finite, sigmoid_rows, softmax_rows,
 )
 
 #: SHA-256 of fast_layers.py these kernels were last compiled against (see above).
-FAST_LAYERS_SHA256 = "ded48a80316e74d11c788542a4f6c81abf8115ab8dfd587f637a74e80af0cbae"
+FAST_LAYERS_SHA256 = "4ec2e32abc9545ce7468e5a62013d46381245d907bb8efaf216f7dd9c94c46aa"
 
 
 #: Integer and boolean arguments spelled as typed constants, never as literals: numba compiles a
@@ -54,7 +54,7 @@ FAST_LAYERS_SHA256 = "ded48a80316e74d11c788542a4f6c81abf8115ab8dfd587f637a74e80a
 #: serial, parallel and gradient kernels would each bring their own copies of the shared layer
 #: functions (measured: 5 s more on a cold cache for bench --quick's three epoch kernels).
 ZERO, ONE = np.int64(0), np.int64(1)
-UNCHECKED = np.bool_(False)
+UNCHECKED, CHECKED = np.bool_(False), np.bool_(True)
 #: The vector tiles of :mod:`mbtrain.fast_tiles` (on AVX-512) on every thread count. For a session they
 #: ran on one thread only, after two-thread epochs had measured 1.5x slower with them: that was a copy
 #: of the update kernel whose row loop LLVM had unrolled into spills (see ``fast_tiles._rolled``), in
@@ -396,6 +396,101 @@ def _sgd_epoch(net, work, X, codes, scale, Y, order, beta_full, beta_last, decay
 
 sgd_epoch_serial = njit(cache=True)(numba_variant(_sgd_epoch, "sgd_epoch_serial"))
 sgd_epoch_parallel = njit(cache=True, parallel=True)(numba_variant(_sgd_epoch, "sgd_epoch_parallel"))
+
+
+# -- the row-split epoch: every thread its own rows, partial gradients summed ------------------------------
+#: Values per share of a layer in :func:`reduce_partials`: 64 bytes of float32, so the threads' writes
+#: meet in no cache line inside a layer.
+REDUCE_ALIGN = 16
+
+
+@njit(cache=True)
+def gradient_rows(out, net, work, X, codes, scale, Y, rows, part, n_parts, beta, no_z, tiles):
+    """Share ``part`` of the batch rows: :func:`backprop_rows`, then ``out <- beta sum grad`` over them alone.
+
+    ``out`` (a row of the epoch's ``partials``, in the layout of ``net.params``)
+    is written from zero, every layer, all units: the thread reads only the
+    input rows it gathered itself. A share without rows leaves ``out`` as it
+    was (:func:`reduce_partials` does not read it).
+    """
+    sizes, m, bs = net.sizes, rows.shape[0], work.index.shape[0]
+    r_lo, r_hi = share(m, part, n_parts, FORWARD_ROWS)
+    if r_lo >= r_hi:
+        return
+    backprop_rows(net, work, X, codes, scale, Y, rows, r_lo, r_hi, no_z, tiles)
+    mine, zero = work.index[r_lo:r_hi], net.one - net.one
+    for l in range(sizes.shape[0] - 1):
+        W, b = layer_views(out, sizes, l)
+        D = work_view(work.deltas, sizes, bs, l + 1, m)[r_lo:r_hi]
+        if l == 0:
+            dense_update_rows(W, b, work.inputs, mine, D, zero, zero, beta, net.one, ZERO, W.shape[0], UNCHECKED,
+                              tiles)
+        else:
+            dense_update_rows(W, b, work_view(work.acts, sizes, bs, l, m), mine, D, zero, zero, beta, net.one, ZERO,
+                              W.shape[0], UNCHECKED, tiles)
+
+
+@njit(cache=True)
+def reduce_partials(params, partials, sizes, m, part, n_parts, decay, one, checked):
+    """The SGD step from the threads' partial sums, for share ``part`` of each layer's weights and biases.
+
+    ``W <- decay W + sum_k partials[k]`` and ``b <- b + sum_k partials[k]``
+    over the shares ``k`` of the batch's ``m`` rows that had rows. Returns
+    whether the values written are finite: ``checked``, all of them; else
+    the biases only (as :func:`update_units`).
+    """
+    active = 0
+    for k in range(n_parts):
+        r_lo, r_hi = share(m, k, n_parts, FORWARD_ROWS)
+        active += r_lo < r_hi
+    finite, offset = True, 0
+    for l in range(sizes.shape[0] - 1):
+        n_w, n_b = sizes[l + 1] * sizes[l], sizes[l + 1]
+        lo, hi = share(n_w, part, n_parts, REDUCE_ALIGN)
+        finite &= add_partials(params, partials, active, offset + lo, offset + hi, decay, checked)
+        lo, hi = share(n_b, part, n_parts, REDUCE_ALIGN)
+        finite &= add_partials(params, partials, active, offset + n_w + lo, offset + n_w + hi, one, CHECKED)
+        offset += n_w + n_b
+    return finite
+
+
+def _sgd_epoch_rows(net, work, partials, X, codes, scale, Y, order, beta_full, beta_last, decay, n_parts, checked):
+    """:func:`_sgd_epoch` on ``n_parts`` threads with each batch's rows split for everything, the update too.
+
+    Each thread gathers, runs forward and back, and sums ``beta grad`` over its
+    own rows into its row of ``partials`` (``(n_parts, n_params)``, see
+    :func:`gradient_rows`); then each steps its share of every layer's values
+    from the sum of the partials (:func:`reduce_partials`). The unit split of
+    :func:`_sgd_epoch` has each thread's update read the input rows the other
+    gathered: at 1,000 rows a batch, half of 3 MB crossing between cores per
+    batch (``[784,30,10]``, two threads: 35 against 29.5 ms an epoch, Zen 4).
+    Here only the partial gradients and the weights cross, which costs more
+    than it saves when the batch has few rows per unit (see
+    ``mbtrain.backends.numba_matrix.ROW_SPLIT_ROWS_PER_UNIT``). Same returns
+    as :func:`_sgd_epoch`; the sums run in another order (rounding apart).
+    """
+    n_rows, batch_size = order.shape[0], work.index.shape[0]
+    no_z = np.empty((0, net.sizes[-1]), dtype=net.params.dtype)
+    finite = np.empty(n_parts, dtype=np.bool_)
+    for k in range((n_rows + batch_size - 1) // batch_size):
+        rows = order[k * batch_size:min((k + 1) * batch_size, n_rows)]
+        m = rows.shape[0]
+        beta = beta_full if m == batch_size else beta_last
+        for p in prange(n_parts):
+            gradient_rows(partials[p], net, work, X, codes, scale, Y, rows, np.int64(p), n_parts, beta, no_z, TILES)
+        ahead = order[(k + 1) * batch_size:min((k + 1) * batch_size + BATCH_AHEAD_ROWS, n_rows)]
+        prefetch_batch(X, codes, Y, ahead)
+        for p in prange(n_parts):
+            finite[p] = reduce_partials(net.params, partials, net.sizes, m, np.int64(p), n_parts, decay, net.one,
+                                        checked)
+        if not finite.all():
+            return k if checked else DIVERGED_AT_UNKNOWN_BATCH
+    if not checked and not range_finite(net.params, net.one):
+        return DIVERGED_AT_UNKNOWN_BATCH
+    return FINITE
+
+
+sgd_epoch_rows = njit(cache=True, parallel=True)(numba_variant(_sgd_epoch_rows, "sgd_epoch_rows"))
 
 
 @njit(cache=True)

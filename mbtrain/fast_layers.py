@@ -532,6 +532,29 @@ def optimizer_step(params, grad, first, second, rule, step_size, bias2, decay):
             params[i] -= eta * v
 
 
+@njit(cache=True, fastmath=FASTMATH)
+def add_partials(out, partials, n, lo, hi, s, checked):
+    """``out[q] <- s out[q] + partials[0, q] + ... + partials[n - 1, q]`` for ``lo <= q < hi``.
+
+    The step of the row-split epoch (:func:`mbtrain.fast_kernels.reduce_partials`):
+    each of ``n`` threads left ``beta sum grad`` over its rows of the batch in a
+    row of ``partials``. Returns whether the values written are finite
+    (``checked``; otherwise True, unlooked).
+    """
+    first = partials[0]
+    for q in range(lo, hi):
+        out[q] = s * out[q] + first[q]
+    for k in range(1, n):
+        row = partials[k]
+        for q in range(lo, hi):
+            out[q] += row[q]
+    nan_if_bad = s - s
+    if checked:
+        for q in range(lo, hi):
+            nan_if_bad += out[q] - out[q]
+    return nan_if_bad == s - s
+
+
 @njit(cache=True)
 def range_finite(v, one):
     """Whether every value of ``v`` is finite (a sum of ``x - x``, as the update kernels check)."""

@@ -203,27 +203,36 @@ def kernel_net(net):
     return api.Net(net.params, np.asarray(net.sizes, np.int64), net.cost.kernel_id, net.dtype.type(1))
 
 
-def run_fast_epoch(net, X, Y, order, batch_size, eta, lmbda, n_parts, checked=True):
+def run_fast_epoch(net, X, Y, order, batch_size, eta, lmbda, n_parts, checked=True, split="units"):
+    """One fast epoch: serial (``n_parts`` 1), or parallel with the update split by ``units`` or by ``rows``."""
     dt = net.dtype.type
     n = order.shape[0]
     last = n - (n - 1) // batch_size * batch_size
-    epoch = fk.sgd_epoch_parallel if n_parts > 1 else fk.sgd_epoch_serial
-    return int(epoch(kernel_net(net), api.new_work(net.sizes, batch_size, net.dtype), *_epoch_rows(X, net.dtype), Y,
-                     order,
-                     beta_full=dt(-eta / batch_size), beta_last=dt(-eta / last),
-                     decay=dt(1 - eta * lmbda / X.shape[0]), n_parts=n_parts, checked=checked))
+    args = dict(beta_full=dt(-eta / batch_size), beta_last=dt(-eta / last), decay=dt(1 - eta * lmbda / X.shape[0]),
+                n_parts=n_parts, checked=checked)
+    X, codes, scale = _epoch_rows(X, net.dtype)
+    rows = dict(X=X, codes=codes, scale=scale, Y=Y, order=order)
+    if split == "rows":
+        epoch = fk.sgd_epoch_rows
+        args["partials"] = np.full((n_parts, net.params.size), np.nan, dtype=net.dtype)  # read only where written
+    else:
+        epoch = fk.sgd_epoch_parallel if n_parts > 1 else fk.sgd_epoch_serial
+    return int(epoch(kernel_net(net), api.new_work(net.sizes, batch_size, net.dtype), **rows, **args))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("sizes", SIZES)
 @pytest.mark.parametrize("cost_id", [0, 1, 2])
-@pytest.mark.parametrize("batch_size, n_parts", [(1, 1), (5, 1), (9, 1), (9, 2), (10, 3)])
-def test_sgd_epoch_matches_plain_kernel_and_numpy(dtype, sizes, cost_id, batch_size, n_parts):
+@pytest.mark.parametrize("batch_size, n_parts, split", [
+    (1, 1, "units"), (5, 1, "units"), (9, 1, "units"), (9, 2, "units"), (10, 3, "units"),
+    (9, 2, "rows"), (10, 3, "rows"), (5, 3, "rows"),  # 5 rows in 3 shares of 4: the third has none
+])
+def test_sgd_epoch_matches_plain_kernel_and_numpy(dtype, sizes, cost_id, batch_size, n_parts, split):
     X, Y = sparse_data(23, sizes, dtype)  # 23 rows: a short last batch for every batch size > 1
     order = np.random.default_rng(1).permutation(23)
     nets = {name: Network(sizes, cost=COSTS[cost_id], dtype=dtype, seed=0) for name in ("plain", "fast", "numpy")}
     assert run_plain_epoch(nets["plain"], X, Y, order, batch_size, 3.0, 0.5) == -1
-    assert run_fast_epoch(nets["fast"], X, Y, order, batch_size, 3.0, 0.5, n_parts) == api.FINITE == -1
+    assert run_fast_epoch(nets["fast"], X, Y, order, batch_size, 3.0, 0.5, n_parts, split=split) == api.FINITE == -1
     assert get_backend("numpy").sgd_epoch(nets["numpy"], X, Y, order, batch_size, 3.0, 0.5, 23) == -1
     assert nets["fast"].params.dtype == dtype
     assert rel_err(nets["fast"].params, nets["plain"].params) < RTOL[dtype]
@@ -278,33 +287,34 @@ def test_loss_gradient_leaves_the_output_z_and_a(dtype, cost):
 
 # -- divergence -----------------------------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n_parts", [1, 2])
-def test_sgd_epoch_returns_first_diverged_batch(dtype, n_parts):
+@pytest.mark.parametrize("n_parts, split", [(1, "units"), (2, "units"), (2, "rows")])
+def test_sgd_epoch_returns_first_diverged_batch(dtype, n_parts, split):
     sizes = [6, 5, 3]
     X, Y = sparse_data(40, sizes, dtype)
     X[17, 2] = np.inf  # row 17 sits in batch 3 of the identity order with batch size 5
     order = np.arange(40)
     fast = Network(sizes, dtype=dtype, seed=0)
     plain = Network(sizes, dtype=dtype, seed=0)
-    assert run_fast_epoch(fast, X, Y, order, 5, 3.0, 0.0, n_parts) == 3
+    assert run_fast_epoch(fast, X, Y, order, 5, 3.0, 0.0, n_parts, split=split) == 3
     assert run_plain_epoch(plain, X, Y, order, 5, 3.0, 0.0) == 3
     assert not np.all(np.isfinite(fast.params))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n_parts", [1, 2])
-def test_unchecked_epoch_checks_once_at_the_end(dtype, n_parts):
+@pytest.mark.parametrize("n_parts, split", [(1, "units"), (2, "units"), (2, "rows")])
+def test_unchecked_epoch_checks_once_at_the_end(dtype, n_parts, split):
     """The fast path: same arithmetic as the checked one; divergence reported as n_batches."""
     sizes = [6, 5, 3]
     X, Y = sparse_data(40, sizes, dtype)
     order = np.arange(40)
     checked, unchecked = Network(sizes, dtype=dtype, seed=0), Network(sizes, dtype=dtype, seed=0)
-    assert run_fast_epoch(checked, X, Y, order, 5, 3.0, 0.5, n_parts, checked=True) == api.FINITE
-    assert run_fast_epoch(unchecked, X, Y, order, 5, 3.0, 0.5, n_parts, checked=False) == api.FINITE
+    assert run_fast_epoch(checked, X, Y, order, 5, 3.0, 0.5, n_parts, checked=True, split=split) == api.FINITE
+    assert run_fast_epoch(unchecked, X, Y, order, 5, 3.0, 0.5, n_parts, checked=False, split=split) == api.FINITE
     np.testing.assert_array_equal(checked.params, unchecked.params)
     X[17, 2] = np.inf
     diverged = Network(sizes, dtype=dtype, seed=0)
-    assert run_fast_epoch(diverged, X, Y, order, 5, 3.0, 0.0, n_parts, checked=False) == api.DIVERGED_AT_UNKNOWN_BATCH
+    status = run_fast_epoch(diverged, X, Y, order, 5, 3.0, 0.0, n_parts, checked=False, split=split)
+    assert status == api.DIVERGED_AT_UNKNOWN_BATCH
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -429,8 +439,9 @@ def test_online_epoch_divergence_names_the_example(dtype):
 @pytest.mark.skipif(JIT_DISABLED, reason="no dispatchers, no cache without the JIT")
 def test_serial_and_parallel_epochs_have_their_own_cache_files():
     """numba's cache key ignores ``parallel``: shared files would serve one variant for both."""
-    names = {d._cache._cache_file._index_name for d in (fk.sgd_epoch_serial, fk.sgd_epoch_parallel)}
-    assert len(names) == 2
+    names = {d._cache._cache_file._index_name for d in (fk.sgd_epoch_serial, fk.sgd_epoch_parallel,
+                                                          fk.sgd_epoch_rows)}
+    assert len(names) == 3
 
 
 @pytest.mark.skipif(JIT_DISABLED, reason="finds the kernels by their dispatchers")

@@ -18,7 +18,8 @@ import pytest
 import mbtrain
 from mbtrain import _kernel_api as api, fast_kernels as fk
 from mbtrain.backends import FINITE, get_backend
-from mbtrain.backends.numba_matrix import PARALLEL_MIN_BATCH, loss_gradient_and_output
+from mbtrain.backends import numba_matrix
+from mbtrain.backends.numba_matrix import PARALLEL_MIN_BATCH, ROW_SPLIT_ROWS_PER_UNIT, loss_gradient_and_output
 from mbtrain.optim import Adam, Momentum
 
 DTYPES = [np.float32, np.float64]
@@ -28,7 +29,7 @@ DTYPES = [np.float32, np.float64]
 def kernel_calls(monkeypatch):
     """Replace the epoch and gradient kernels by spies: ``calls`` gets ``(name, arguments by name)``."""
     calls = []
-    for name in ("sgd_epoch_serial", "sgd_epoch_parallel", "sgd_epoch_online", "optimizer_epoch_serial",
+    for name in ("sgd_epoch_serial", "sgd_epoch_parallel", "sgd_epoch_rows", "sgd_epoch_online", "optimizer_epoch_serial",
                  "optimizer_epoch_parallel", "loss_gradient"):
         real = getattr(fk, name)
         signature = inspect.signature(real.py_func)
@@ -95,18 +96,38 @@ def test_online_epoch_scalars(kernel_calls, dtype):
 
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two numba threads")
-@pytest.mark.parametrize("threads, batch_size, kernel, parts", [
-    (2, PARALLEL_MIN_BATCH, "sgd_epoch_parallel", 2), (2, PARALLEL_MIN_BATCH - 1, "sgd_epoch_serial", 1),
-    (1, PARALLEL_MIN_BATCH, "sgd_epoch_serial", 1),
+@pytest.mark.parametrize("threads, batch_size, hidden, kernel, parts", [
+    (2, PARALLEL_MIN_BATCH, 40, "sgd_epoch_parallel", 2), (2, PARALLEL_MIN_BATCH - 1, 40, "sgd_epoch_serial", 1),
+    (1, PARALLEL_MIN_BATCH, 40, "sgd_epoch_serial", 1),
+    # ROW_SPLIT_ROWS_PER_UNIT rows a thread per unit of the widest layer: the update split by rows too
+    (2, 2 * ROW_SPLIT_ROWS_PER_UNIT * 11, 11, "sgd_epoch_rows", 2),
+    (2, 2 * ROW_SPLIT_ROWS_PER_UNIT * 11 - 2, 11, "sgd_epoch_parallel", 2),
 ])
-def test_parallel_epoch_is_chosen_by_threads_and_batch_size(kernel_calls, threads, batch_size, kernel, parts):
-    net, X, y, order = problem(150, np.float64)
+def test_parallel_epoch_is_chosen_by_threads_and_batch_size(kernel_calls, threads, batch_size, hidden, kernel, parts):
+    net, X, y, order = problem(2 * batch_size + 22, np.float64, sizes=(6, hidden, 3))
     with mbtrain.threads.limit(threads):
         numba.set_num_threads(threads)
-        assert get_backend("numba").sgd_epoch(net, X, y, order, batch_size, 1.0, 0.0, 150) == FINITE
+        assert get_backend("numba").sgd_epoch(net, X, y, order, batch_size, 1.0, 0.0, len(X)) == FINITE
     [(name, args)] = kernel_calls
     assert (name, args["n_parts"]) == (kernel, parts)
-    assert args["beta_last"] == -1.0 / (150 - 2 * batch_size)
+    assert args["beta_last"] == -1.0 / 22
+    if kernel == "sgd_epoch_rows":
+        assert args["partials"].shape == (2, net.params.size) and args["partials"].dtype == net.dtype
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two numba threads")
+def test_row_split_epoch_agrees_with_the_unit_split(monkeypatch):
+    """The same epoch through both two-thread kernels, by the backend: the same parameters, rounding apart."""
+    net, X, y, order = problem(500, np.float64, sizes=(6, 11, 3))
+    nets = {}
+    for split, per_unit in (("units", 10 ** 9), ("rows", 1)):
+        monkeypatch.setattr(numba_matrix, "ROW_SPLIT_ROWS_PER_UNIT", per_unit)
+        nets[split] = net.copy()
+        with mbtrain.threads.limit(2):
+            numba.set_num_threads(2)
+            assert get_backend("numba").sgd_epoch(nets[split], X, y, order, 100, 1.0, 0.5, 500) == FINITE
+    np.testing.assert_allclose(nets["rows"].params, nets["units"].params, rtol=1e-12, atol=1e-12)
+    assert not np.array_equal(nets["rows"].params, net.params)
 
 
 def test_an_unchecked_divergence_reruns_checked_from_the_start(monkeypatch):

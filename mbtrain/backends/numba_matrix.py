@@ -10,7 +10,11 @@ Serial or parallel: an epoch whose mini-batches have at least
 ``numba.get_num_threads()`` threads (so ``numba.set_num_threads`` is
 respected); smaller batches run serially, because starting a parallel region
 per mini-batch costs more than it saves (measured in
-``benchmarks/kernel_profile.py``).
+``benchmarks/kernel_profile.py``). Several threads split each batch's rows
+for the forward pass and the deltas, and the units for the update; from
+``ROW_SPLIT_ROWS_PER_UNIT`` rows a thread per unit of the widest layer, the
+rows for the update too, each thread summing its own rows' gradient
+(``fast_kernels.sgd_epoch_rows``).
 
 Rows: ``fit`` asks :meth:`NumbaBackend.epoch_inputs` once for the rows its
 epochs read; byte-valued data (pixels / 255) come back as their byte codes,
@@ -46,6 +50,14 @@ from .numpy_matrix import NumpyBackend
 
 #: Smallest mini-batch run on several threads (below it the per-batch fork/join dominates).
 PARALLEL_MIN_BATCH = 64
+#: Rows per thread, per unit of the widest layer, from which several threads split each batch by rows for
+#: the update too (``fast_kernels.sgd_epoch_rows``: partial gradients summed) instead of by units. Two
+#: threads, Zen 4, ``net.fit`` epochs, the two alternating in one process (a noisy host: compare within
+#: a line): [784,30,10] batch 1000 (16.7 rows a unit) 29.1-29.7 against 34.7-35.0 ms, batch 500 35.0-36.3
+#: against 42.9-44.0, batch 200 (3.3) 35.6-41.4 against 45.0-48.1; at batch 100 (1.7) even (39-48 against
+#: 42-49); [784,100,10] batch 1000 (5) 83-95 against 87-102, batch 100 (0.5) 112 against 99: the partial
+#: sums cost more than the rows they keep apart.
+ROW_SPLIT_ROWS_PER_UNIT = 3
 #: The scales of byte-valued data the epochs read as bytes (``epoch_inputs``): pixels / 255, the 8x8 digits / 16.
 BYTE_SCALES = (255.0, 16.0)
 
@@ -183,6 +195,11 @@ def loss_gradient_and_output(net, X, Y, lmbda, n):
     return grad, z, _output_rows(work.acts, net.sizes, m)
 
 
+def row_split(sizes, batch_size: int, n_parts: int) -> bool:
+    """Whether ``n_parts`` threads split a batch by rows for the update too (see :data:`ROW_SPLIT_ROWS_PER_UNIT`)."""
+    return batch_size // n_parts >= ROW_SPLIT_ROWS_PER_UNIT * max(sizes[1:])
+
+
 class NumbaBackend(NumpyBackend):
     """The fast backend: one jitted call per epoch, and per gradient.
 
@@ -233,6 +250,9 @@ class NumbaBackend(NumpyBackend):
         epoch = fast_kernels.sgd_epoch_parallel if n_parts > 1 else fast_kernels.sgd_epoch_serial
         last = n_rows - (n_rows - 1) // batch_size * batch_size  # rows of the last, maybe short, batch
         batched = dict(common, beta_full=dt(-eta / batch_size), beta_last=dt(-eta / last), n_parts=n_parts)
+        if n_parts > 1 and row_split(net.sizes, batch_size, n_parts):
+            epoch = fast_kernels.sgd_epoch_rows
+            batched["partials"] = np.empty((n_parts, net.params.size), dtype=net.dtype)
         start = net.params.copy()  # one copy per epoch: the fast path checks divergence once, at the end
         if batch_size == 1:
             status = fast_kernels.sgd_epoch_online(**common, beta=dt(-eta))
