@@ -46,7 +46,7 @@ from .fast_layers import (
 )
 
 #: SHA-256 of fast_layers.py these kernels were last compiled against (see above).
-FAST_LAYERS_SHA256 = "4ec2e32abc9545ce7468e5a62013d46381245d907bb8efaf216f7dd9c94c46aa"
+FAST_LAYERS_SHA256 = "af4731ce11103a875160b704d3bc1b0cbadee9fb924da2b11a4dca9b791f4393"
 
 
 #: Integer and boolean arguments spelled as typed constants, never as literals: numba compiles a
@@ -67,6 +67,8 @@ ROWS_AHEAD = 4
 #: How many of the next batch's rows the batch epochs prefetch before each update, so the next gather
 #: does not start on a cache miss.
 BATCH_AHEAD_ROWS = 16
+#: Rows of a thread's share of a batch: a multiple of this.
+ROWS_ALIGN = 4
 
 
 # -- layout helpers ---------------------------------------------------------------------------------
@@ -377,7 +379,7 @@ def _sgd_epoch(net, work, X, codes, scale, Y, order, beta_full, beta_last, decay
         m = rows.shape[0]
         gathered = work.index[:m]  # the rows of work.inputs, where backprop_rows copies this batch's rows of X
         for p in prange(n_parts):
-            r_lo, r_hi = share(m, p, n_parts, FORWARD_ROWS)
+            r_lo, r_hi = share(m, p, n_parts, ROWS_ALIGN)
             if r_lo < r_hi:
                 backprop_rows(net, work, X, codes, scale, Y, rows, r_lo, r_hi, no_z, TILES)
         beta = beta_full if m == batch_size else beta_last
@@ -414,7 +416,7 @@ def gradient_rows(out, net, work, X, codes, scale, Y, rows, part, n_parts, beta,
     was (:func:`reduce_partials` does not read it).
     """
     sizes, m, bs = net.sizes, rows.shape[0], work.index.shape[0]
-    r_lo, r_hi = share(m, part, n_parts, FORWARD_ROWS)
+    r_lo, r_hi = share(m, part, n_parts, ROWS_ALIGN)
     if r_lo >= r_hi:
         return
     backprop_rows(net, work, X, codes, scale, Y, rows, r_lo, r_hi, no_z, tiles)
@@ -441,7 +443,7 @@ def reduce_partials(params, partials, sizes, m, part, n_parts, decay, one, check
     """
     active = 0
     for k in range(n_parts):
-        r_lo, r_hi = share(m, k, n_parts, FORWARD_ROWS)
+        r_lo, r_hi = share(m, k, n_parts, ROWS_ALIGN)
         active += r_lo < r_hi
     finite, offset = True, 0
     for l in range(sizes.shape[0] - 1):
@@ -624,7 +626,7 @@ def _optimizer_epoch(net, work, X, codes, scale, Y, order, grad, state, rule, st
         m = rows.shape[0]
         gathered = work.index[:m]  # the rows of work.inputs, where backprop_rows copies this batch's rows of X
         for p in prange(n_parts):
-            r_lo, r_hi = share(m, p, n_parts, FORWARD_ROWS)
+            r_lo, r_hi = share(m, p, n_parts, ROWS_ALIGN)
             if r_lo < r_hi:
                 backprop_rows(net, work, X, codes, scale, Y, rows, r_lo, r_hi, no_z, TILES)
         if rule.kind == ADAM_KIND:  # as mbtrain.optim.Adam: Python floats, so float64, then the array's dtype

@@ -542,12 +542,17 @@ def add_partials(out, partials, n, lo, hi, s, checked):
     (``checked``; otherwise True, unlooked).
     """
     first = partials[0]
-    for q in range(lo, hi):
-        out[q] = s * out[q] + first[q]
-    for k in range(1, n):
-        row = partials[k]
+    if n == 2:  # two threads: one pass over out
+        second = partials[1]
         for q in range(lo, hi):
-            out[q] += row[q]
+            out[q] = s * out[q] + first[q] + second[q]
+    else:
+        for q in range(lo, hi):
+            out[q] = s * out[q] + first[q]
+        for k in range(1, n):
+            row = partials[k]
+            for q in range(lo, hi):
+                out[q] += row[q]
     nan_if_bad = s - s
     if checked:
         for q in range(lo, hi):
