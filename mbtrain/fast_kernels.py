@@ -46,7 +46,7 @@ from .fast_layers import (
 )
 
 #: SHA-256 of fast_layers.py these kernels were last compiled against (see above).
-FAST_LAYERS_SHA256 = "af4731ce11103a875160b704d3bc1b0cbadee9fb924da2b11a4dca9b791f4393"
+FAST_LAYERS_SHA256 = "fe74b605f898e7d8a9a7a2d6e566199023f46e466a726807e85895fd4e073cdf"
 
 
 #: Integer and boolean arguments spelled as typed constants, never as literals: numba compiles a
@@ -67,8 +67,8 @@ ROWS_AHEAD = 4
 #: How many of the next batch's rows the batch epochs prefetch before each update, so the next gather
 #: does not start on a cache miss.
 BATCH_AHEAD_ROWS = 16
-#: Rows of a thread's share of a batch: a multiple of this.
-ROWS_ALIGN = 4
+#: Rows of a thread's share of a batch: a multiple of this (the rows of the forward's tuple tiles).
+ROWS_ALIGN = FORWARD_ROWS
 
 
 # -- layout helpers ---------------------------------------------------------------------------------
@@ -648,6 +648,80 @@ def _optimizer_epoch(net, work, X, codes, scale, Y, order, grad, state, rule, st
 
 optimizer_epoch_serial = njit(cache=True)(numba_variant(_optimizer_epoch, "optimizer_epoch_serial"))
 optimizer_epoch_parallel = njit(cache=True, parallel=True)(numba_variant(_optimizer_epoch, "optimizer_epoch_parallel"))
+
+
+@njit(cache=True)
+def step_partials(grad, state, params, partials, sizes, m, part, n_parts, rule, corrections, lmbda_over_n, checked):
+    """The optimizer's step from the threads' partial mean gradients, for share ``part`` of each layer's values.
+
+    ``grad`` receives the sum of the partials of the shares that had rows of
+    the batch's ``m`` (see :func:`gradient_rows`, with ``beta = 1/m``), and
+    the share is stepped as :func:`gradient_step_units` steps its units (the
+    L2 term on the weights only). Returns whether every stepped value
+    (parameters and state) is finite; unchecked, True.
+    """
+    first, second = state
+    adam = rule.kind == ADAM_KIND
+    active = 0
+    for k in range(n_parts):
+        r_lo, r_hi = share(m, k, n_parts, ROWS_ALIGN)
+        active += r_lo < r_hi
+    zero, one = lmbda_over_n - lmbda_over_n, lmbda_over_n - lmbda_over_n + 1
+    finite, offset = True, 0
+    for l in range(sizes.shape[0] - 1):
+        n_w, n_b = sizes[l + 1] * sizes[l], sizes[l + 1]
+        w_lo, w_hi = share(n_w, part, n_parts, REDUCE_ALIGN)
+        b_lo, b_hi = share(n_b, part, n_parts, REDUCE_ALIGN)
+        for lo, hi, decay in ((offset + w_lo, offset + w_hi, lmbda_over_n), (offset + n_w + b_lo, offset + n_w + b_hi,
+                                                                              zero)):
+            add_partials(grad, partials, active, lo, hi, zero, UNCHECKED)
+            rest = second[lo:hi] if adam else second
+            optimizer_step(params[lo:hi], grad[lo:hi], first[lo:hi], rest, rule, corrections[0], corrections[1],
+                           decay)
+            if checked:
+                finite &= range_finite(params[lo:hi], one) and range_finite(first[lo:hi], one)
+                finite &= not adam or range_finite(second[lo:hi], one)
+        offset += n_w + n_b
+    return finite
+
+
+def _optimizer_epoch_rows(net, work, partials, X, codes, scale, Y, order, grad, state, rule, step, lmbda_over_n,
+                          inv_full, inv_last, n_parts, checked):
+    """:func:`_optimizer_epoch` with each batch's rows split for everything, as :func:`_sgd_epoch_rows` splits them.
+
+    Each thread sums ``(1/m) grad`` over its own rows into its row of
+    ``partials``; then each steps its share of every layer's values
+    (:func:`step_partials`). Same arguments besides ``partials``, same returns.
+    """
+    n_rows, batch_size = order.shape[0], work.index.shape[0]
+    no_z = np.empty((0, net.sizes[-1]), dtype=net.params.dtype)
+    finite = np.empty(n_parts, dtype=np.bool_)
+    corrections = np.ones(2, dtype=net.params.dtype)  # float64 corrections rounded to the parameters' dtype
+    for k in range((n_rows + batch_size - 1) // batch_size):
+        rows = order[k * batch_size:min((k + 1) * batch_size, n_rows)]
+        m = rows.shape[0]
+        inv_m = inv_full if m == batch_size else inv_last
+        for p in prange(n_parts):
+            gradient_rows(partials[p], net, work, X, codes, scale, Y, rows, np.int64(p), n_parts, inv_m, no_z, TILES)
+        if rule.kind == ADAM_KIND:  # as mbtrain.optim.Adam: Python floats, so float64, then the array's dtype
+            t = np.float64(step + k + 1)
+            corrections[0] = rule.eta64 / (1.0 - rule.beta1_64 ** t)
+            corrections[1] = math.sqrt(1.0 - rule.beta2_64 ** t)
+        ahead = order[(k + 1) * batch_size:min((k + 1) * batch_size + BATCH_AHEAD_ROWS, n_rows)]
+        prefetch_batch(X, codes, Y, ahead)
+        for p in prange(n_parts):
+            finite[p] = step_partials(grad, state, net.params, partials, net.sizes, m, np.int64(p), n_parts, rule,
+                                      corrections, lmbda_over_n, checked)
+        if checked and not finite.all():
+            return k
+    if not checked:
+        first, second = state
+        if not (range_finite(net.params, net.one) and range_finite(first, net.one) and range_finite(second, net.one)):
+            return DIVERGED_AT_UNKNOWN_BATCH
+    return FINITE
+
+
+optimizer_epoch_rows = njit(cache=True, parallel=True)(numba_variant(_optimizer_epoch_rows, "optimizer_epoch_rows"))
 
 
 # -- a whole batch at once: the exact gradient (scipy, gradcheck, monitoring) ---------------------------------

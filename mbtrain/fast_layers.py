@@ -534,15 +534,23 @@ def optimizer_step(params, grad, first, second, rule, step_size, bias2, decay):
 
 @njit(cache=True, fastmath=FASTMATH)
 def add_partials(out, partials, n, lo, hi, s, checked):
-    """``out[q] <- s out[q] + partials[0, q] + ... + partials[n - 1, q]`` for ``lo <= q < hi``.
+    """``out[q] <- s out[q] + partials[0, q] + ... + partials[n - 1, q]`` for ``lo <= q < hi``; ``s == 0``: out unread.
 
-    The step of the row-split epoch (:func:`mbtrain.fast_kernels.reduce_partials`):
-    each of ``n`` threads left ``beta sum grad`` over its rows of the batch in a
-    row of ``partials``. Returns whether the values written are finite
+    The steps of the row-split epochs (:func:`mbtrain.fast_kernels.reduce_partials`,
+    and the gradient of :func:`mbtrain.fast_kernels.step_partials`): each of
+    ``n`` threads left ``beta sum grad`` over its rows of the batch in a row
+    of ``partials``. Returns whether the values written are finite
     (``checked``; otherwise True, unlooked).
     """
     first = partials[0]
-    if n == 2:  # two threads: one pass over out
+    if s == s - s:  # a sum from zero: out is written, never read (it may hold anything)
+        for q in range(lo, hi):
+            out[q] = first[q]
+        for k in range(1, n):
+            row = partials[k]
+            for q in range(lo, hi):
+                out[q] += row[q]
+    elif n == 2:  # two threads: one pass over out
         second = partials[1]
         for q in range(lo, hi):
             out[q] = s * out[q] + first[q] + second[q]

@@ -4,8 +4,10 @@ Each epoch is one jitted call (``mbtrain.fast_kernels.optimizer_epoch_serial``
 or ``_parallel``); the numpy backend steps :func:`mbtrain.optim.apply_step` per
 mini-batch from Python. They must agree after an epoch: parameters, state and
 step count, at batch sizes that exercise every tile of the kernels (1, 7, 10)
-and, on two threads, the parallel variant (64, 100), with widths above the
-4-unit tiles and not a multiple of them.
+and, on two threads, the parallel variants (64, 100), with widths above the
+4-unit tiles and not a multiple of them: the update split by units
+(``[6, 17, 3]`` at 64 rows: 32 rows a thread, under ``ROW_SPLIT_ROWS_PER_UNIT``
+x 17) and by rows (``[6, 9, 3]``: partial gradients summed).
 """
 import numba
 import numpy as np
@@ -112,19 +114,21 @@ def test_non_default_hyperparameters_are_used():
 def test_kind_ids_are_the_kernels():
     assert (optim.SGD_KIND, optim.MOMENTUM_KIND, optim.NESTEROV_KIND, optim.ADAM_KIND) == (0, 1, 2, 3)
     assert (api.SGD_KIND, api.MOMENTUM_KIND, api.NESTEROV_KIND, api.ADAM_KIND) == (0, 1, 2, 3)
-    assert fk.optimizer_epoch_serial.py_func.__qualname__ != fk.optimizer_epoch_parallel.py_func.__qualname__
+    names = {k.py_func.__qualname__ for k in (fk.optimizer_epoch_serial, fk.optimizer_epoch_parallel,
+                                              fk.optimizer_epoch_rows)}
+    assert len(names) == 3
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("optimizer", OPTIMIZER_NAMES)
-@pytest.mark.parametrize("threads, batch_size", [(1, 5), (2, 64)])
-def test_divergence_names_the_same_batch_as_numpy(optimizer, dtype, threads, batch_size):
+@pytest.mark.parametrize("threads, batch_size, hidden", [(1, 5, 9), (2, 64, 9), (2, 64, 40)])  # 2: rows, units split
+def test_divergence_names_the_same_batch_as_numpy(optimizer, dtype, threads, batch_size, hidden):
     eta = 1e38 if dtype == "float32" else 1e307  # Adam's steps are about eta: near the largest finite value
-    reference = _epoch("numpy", [6, 9, 3], "cross_entropy", dtype, optimizer, batch_size, n_rows=400,
-                       eta=eta, epochs=1)
+    sizes = [6, hidden, 3]
+    reference = _epoch("numpy", sizes, "cross_entropy", dtype, optimizer, batch_size, n_rows=400, eta=eta, epochs=1)
     with mbtrain.threads.limit(threads):
-        fused = _epoch("numba", [6, 9, 3], "cross_entropy", dtype, optimizer, batch_size, n_rows=400,
-                       eta=eta, epochs=1)
+        numba.set_num_threads(threads)
+        fused = _epoch("numba", sizes, "cross_entropy", dtype, optimizer, batch_size, n_rows=400, eta=eta, epochs=1)
     assert reference[0] >= 0
     assert fused[0] == reference[0]
     assert fused[2].step == reference[2].step == reference[0] + 1

@@ -30,7 +30,7 @@ def kernel_calls(monkeypatch):
     """Replace the epoch and gradient kernels by spies: ``calls`` gets ``(name, arguments by name)``."""
     calls = []
     for name in ("sgd_epoch_serial", "sgd_epoch_parallel", "sgd_epoch_rows", "sgd_epoch_online", "optimizer_epoch_serial",
-                 "optimizer_epoch_parallel", "loss_gradient"):
+                 "optimizer_epoch_parallel", "optimizer_epoch_rows", "loss_gradient"):
         real = getattr(fk, name)
         signature = inspect.signature(real.py_func)
 
@@ -181,6 +181,26 @@ def test_optimizer_epoch_scalars_and_rule(kernel_calls, dtype, optimizer):
     first, second = args["state"]
     assert first.dtype == dtype and second.dtype == dtype
     assert second.size == (net.layout.size if isinstance(optimizer, Adam) else 0)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two numba threads")
+@pytest.mark.parametrize("batch_size, hidden, kernel", [
+    (2 * ROW_SPLIT_ROWS_PER_UNIT * 11, 11, "optimizer_epoch_rows"),
+    (2 * ROW_SPLIT_ROWS_PER_UNIT * 11 - 2, 11, "optimizer_epoch_parallel"),
+])
+def test_optimizer_epoch_split_is_chosen_as_sgd_s(kernel_calls, batch_size, hidden, kernel):
+    net, X, y, order = problem(2 * batch_size + 22, np.float64, sizes=(6, hidden, 3))
+    optimizer = Adam()
+    state = optimizer.new_state(net.layout.size, net.dtype)
+    with mbtrain.threads.limit(2):
+        numba.set_num_threads(2)
+        assert get_backend("numba").optimizer_epoch(net, X, y, order, batch_size, 0.01, 0.0, len(X), optimizer,
+                                                    state) == FINITE
+    [(name, args)] = kernel_calls
+    assert (name, args["n_parts"]) == (kernel, 2)
+    if kernel == "optimizer_epoch_rows":
+        assert args["partials"].shape == (2, net.params.size) and args["partials"].dtype == net.dtype
+    assert state.step == 3
 
 
 def test_optimizer_step_count_after_a_divergence(monkeypatch):

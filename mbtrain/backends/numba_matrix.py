@@ -291,6 +291,9 @@ class NumbaBackend(NumpyBackend):
                     order=np.ascontiguousarray(order, dtype=np.int64), grad=empty_aligned(net.params.shape, net.dtype),
                     state=(first, second), rule=_rule(optimizer, eta, net.dtype), step=int(state.step),
                     lmbda_over_n=dt(lmbda / n), inv_full=dt(1 / batch_size), inv_last=dt(1 / last), n_parts=n_parts)
+        if n_parts > 1 and row_split(net.sizes, batch_size, n_parts):
+            epoch = fast_kernels.optimizer_epoch_rows
+            args["partials"] = np.empty((n_parts, net.params.size), dtype=net.dtype)
         start = net.params.copy(), first.copy(), second.copy()
         status = epoch(**args, checked=False)
         if status == DIVERGED_AT_UNKNOWN_BATCH:  # rerun from the start, checking every batch, to say where
