@@ -466,10 +466,11 @@ def _sgd_epoch_rows(net, work, partials, X, codes, scale, Y, order, beta_full, b
     :func:`_sgd_epoch` has each thread's update read the input rows the other
     gathered: at 1,000 rows a batch, half of 3 MB crossing between cores per
     batch (``[784,30,10]``, two threads: 35 against 29.5 ms an epoch, Zen 4).
-    Here only the partial gradients and the weights cross, which costs more
-    than it saves when the batch has few rows per unit (see
-    ``mbtrain.backends.numba_matrix.ROW_SPLIT_ROWS_PER_UNIT``). Same returns
-    as :func:`_sgd_epoch`; the sums run in another order (rounding apart).
+    Here only the partial gradients and the weights cross; the step's pass
+    over every thread's partials grows with the parameters, not the rows (the
+    backend's choice: ``mbtrain.backends.numba_matrix.ROW_SPLIT_ROWS_PER_UNIT``).
+    Same returns as :func:`_sgd_epoch`; the sums run in another order
+    (rounding apart).
     """
     n_rows, batch_size = order.shape[0], work.index.shape[0]
     no_z = np.empty((0, net.sizes[-1]), dtype=net.params.dtype)

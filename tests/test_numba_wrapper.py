@@ -10,6 +10,7 @@ arguments and then runs the real kernel.
 from __future__ import annotations
 
 import inspect
+import math
 
 import numba
 import numpy as np
@@ -95,15 +96,21 @@ def test_online_epoch_scalars(kernel_calls, dtype):
     assert_typed(args["decay"], dtype, 1 - 2.0 * 0.5 / 40)
 
 
+#: A hidden width whose row-split threshold on two threads lies above PARALLEL_MIN_BATCH, and that batch size.
+WIDE = math.ceil(PARALLEL_MIN_BATCH * 1.1 / (2 * ROW_SPLIT_ROWS_PER_UNIT))
+ROWS_BATCH = 2 * math.ceil(ROW_SPLIT_ROWS_PER_UNIT * WIDE)
+
+
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two numba threads")
 @pytest.mark.parametrize("threads, batch_size, hidden, kernel, parts", [
-    (2, PARALLEL_MIN_BATCH, 40, "sgd_epoch_parallel", 2), (2, PARALLEL_MIN_BATCH - 1, 40, "sgd_epoch_serial", 1),
-    (1, PARALLEL_MIN_BATCH, 40, "sgd_epoch_serial", 1),
+    (2, PARALLEL_MIN_BATCH, WIDE, "sgd_epoch_parallel", 2), (2, PARALLEL_MIN_BATCH - 1, WIDE, "sgd_epoch_serial", 1),
+    (1, PARALLEL_MIN_BATCH, WIDE, "sgd_epoch_serial", 1),
     # ROW_SPLIT_ROWS_PER_UNIT rows a thread per unit of the widest layer: the update split by rows too
-    (2, 2 * ROW_SPLIT_ROWS_PER_UNIT * 11, 11, "sgd_epoch_rows", 2),
-    (2, 2 * ROW_SPLIT_ROWS_PER_UNIT * 11 - 2, 11, "sgd_epoch_parallel", 2),
+    (2, ROWS_BATCH, WIDE, "sgd_epoch_rows", 2), (2, ROWS_BATCH - 2, WIDE, "sgd_epoch_parallel", 2),
+    (2, PARALLEL_MIN_BATCH, 9, "sgd_epoch_rows", 2),
 ])
 def test_parallel_epoch_is_chosen_by_threads_and_batch_size(kernel_calls, threads, batch_size, hidden, kernel, parts):
+    assert PARALLEL_MIN_BATCH < ROWS_BATCH - 2
     net, X, y, order = problem(2 * batch_size + 22, np.float64, sizes=(6, hidden, 3))
     with mbtrain.threads.limit(threads):
         numba.set_num_threads(threads)
@@ -115,7 +122,6 @@ def test_parallel_epoch_is_chosen_by_threads_and_batch_size(kernel_calls, thread
         assert args["partials"].shape == (2, net.params.size) and args["partials"].dtype == net.dtype
 
 
-@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two numba threads")
 def test_row_split_epoch_agrees_with_the_unit_split(monkeypatch):
     """The same epoch through both two-thread kernels, by the backend: the same parameters, rounding apart."""
     net, X, y, order = problem(500, np.float64, sizes=(6, 11, 3))
@@ -185,8 +191,7 @@ def test_optimizer_epoch_scalars_and_rule(kernel_calls, dtype, optimizer):
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two numba threads")
 @pytest.mark.parametrize("batch_size, hidden, kernel", [
-    (2 * ROW_SPLIT_ROWS_PER_UNIT * 11, 11, "optimizer_epoch_rows"),
-    (2 * ROW_SPLIT_ROWS_PER_UNIT * 11 - 2, 11, "optimizer_epoch_parallel"),
+    (ROWS_BATCH, WIDE, "optimizer_epoch_rows"), (ROWS_BATCH - 2, WIDE, "optimizer_epoch_parallel"),
 ])
 def test_optimizer_epoch_split_is_chosen_as_sgd_s(kernel_calls, batch_size, hidden, kernel):
     net, X, y, order = problem(2 * batch_size + 22, np.float64, sizes=(6, hidden, 3))

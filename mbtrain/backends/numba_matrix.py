@@ -51,13 +51,16 @@ from .numpy_matrix import NumpyBackend
 #: Smallest mini-batch run on several threads (below it the per-batch fork/join dominates).
 PARALLEL_MIN_BATCH = 64
 #: Rows per thread, per unit of the widest layer, from which several threads split each batch by rows for
-#: the update too (``fast_kernels.sgd_epoch_rows``: partial gradients summed) instead of by units. Two
-#: threads, Zen 4, ``net.fit`` epochs, the two alternating in one process (a noisy host: compare within
-#: a line): [784,30,10] batch 1000 (16.7 rows a unit) 29.1-29.7 against 34.7-35.0 ms, batch 500 35.0-36.3
-#: against 42.9-44.0, batch 200 (3.3) 35.6-41.4 against 45.0-48.1; at batch 100 (1.7) even (39-48 against
-#: 42-49); [784,100,10] batch 1000 (5) 83-95 against 87-102, batch 100 (0.5) 112 against 99: the partial
-#: sums cost more than the rows they keep apart.
-ROW_SPLIT_ROWS_PER_UNIT = 3
+#: the update too (``fast_kernels.sgd_epoch_rows``, ``optimizer_epoch_rows``: partial gradients summed)
+#: instead of by units. Two threads, Zen 4, ``net.fit`` epochs, the two alternating in one process (a
+#: noisy host: compare within a line), rows against units: [784,30,10] batch 1000 (16.7 rows a unit)
+#: 29.1-29.7 against 34.7-35.0 ms, batch 500 35.0-36.3 against 42.9-44.0, batch 200 (3.3) 35.6-41.4
+#: against 45.0-48.1, batch 100 (1.7) 36.3-46.6 against 41.8-45.8; [784,100,10] batch 200 (1) 89.5-98.2
+#: against 101.0-101.9, batch 100 (0.5) 102.8-109.2 against 110.3-116.2; [784,400,10] batch 100
+#: (0.125) even (345.7 and 342.5 against 347.2 and 339.5). Adam, [784,30,10] batch 1000: 34.8-35.9
+#: against 42.8-44.0. Below the lowest ratio measured to gain, the units: the step's extra pass reads
+#: every thread's partials, which grows with the parameters, not the rows.
+ROW_SPLIT_ROWS_PER_UNIT = 0.5
 #: The scales of byte-valued data the epochs read as bytes (``epoch_inputs``): pixels / 255, the 8x8 digits / 16.
 BYTE_SCALES = (255.0, 16.0)
 
