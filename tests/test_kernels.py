@@ -225,7 +225,7 @@ def run_fast_epoch(net, X, Y, order, batch_size, eta, lmbda, n_parts, checked=Tr
 @pytest.mark.parametrize("cost_id", [0, 1, 2])
 @pytest.mark.parametrize("batch_size, n_parts, split", [
     (1, 1, "units"), (5, 1, "units"), (9, 1, "units"), (9, 2, "units"), (10, 3, "units"),
-    (9, 2, "rows"), (10, 3, "rows"), (5, 3, "rows"),  # 5 rows in 3 shares of 4: the third has none
+    (9, 2, "rows"), (10, 3, "rows"), (5, 3, "rows"),  # the last batch's 3 rows leave a share empty
 ])
 def test_sgd_epoch_matches_plain_kernel_and_numpy(dtype, sizes, cost_id, batch_size, n_parts, split):
     X, Y = sparse_data(23, sizes, dtype)  # 23 rows: a short last batch for every batch size > 1
