@@ -608,3 +608,32 @@ def test_the_vector_tiles_hold_24_accumulators():
         fresh.compile(sig)
         blocks = fresh.inspect_llvm(sig).split("\n\n")
         assert max(len(re.findall(r"call <16 x float> @llvm\.fma\.v16f32", block)) for block in blocks) >= 24
+
+
+# -- the row-split step ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_add_partials_sums_the_threads_rows_into_out(dtype, n):
+    """``out[lo:hi] = s out + sum of n partials`` (numpy's sum the oracle); ``s == 0``: out is never read."""
+    rng = np.random.default_rng(n)
+    partials = rng.normal(size=(4, 37)).astype(dtype)  # a row more than is summed: it must not count
+    out = rng.normal(size=37).astype(dtype)
+    expected = out.copy()
+    expected[5:30] = dtype(0.5) * out[5:30] + partials[:n, 5:30].sum(axis=0)
+    got = out.copy()
+    assert fl.add_partials(got, partials, n, 5, 30, dtype(0.5), True)
+    np.testing.assert_allclose(got, expected, rtol=RTOL[dtype], atol=RTOL[dtype])
+    assert np.array_equal(got[:5], out[:5]) and np.array_equal(got[30:], out[30:])  # outside the range: untouched
+    unread = np.full(37, np.nan, dtype=dtype)
+    assert fl.add_partials(unread, partials, n, 5, 30, dtype(0), True)
+    np.testing.assert_allclose(unread[5:30], partials[:n, 5:30].sum(axis=0), rtol=RTOL[dtype], atol=RTOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_add_partials_reports_a_non_finite_sum_only_when_checked(dtype):
+    partials = np.ones((2, 8), dtype=dtype)
+    partials[1, 3] = np.inf
+    out = np.zeros(8, dtype=dtype)
+    assert not fl.add_partials(out.copy(), partials, 2, 0, 8, dtype(1), True)
+    assert fl.add_partials(out, partials, 2, 0, 8, dtype(1), False)  # unchecked: not looked at
+    assert np.isinf(out[3])
