@@ -607,6 +607,24 @@ def gradient_step_units(grad, state, net, work, X, rows, part, n_parts, rule, co
     return finite
 
 
+@njit(cache=True)
+def adam_corrections(corrections, rule, t):
+    """Adam's ``eta / (1 - beta1^t)`` and ``sqrt(1 - beta2^t)`` of step ``t`` into ``corrections``.
+
+    As :class:`mbtrain.optim.Adam` computes them: from Python floats, so in
+    float64, then rounded to the dtype of ``corrections`` (the parameters').
+    """
+    corrections[0] = rule.eta64 / (1.0 - rule.beta1_64 ** t)
+    corrections[1] = math.sqrt(1.0 - rule.beta2_64 ** t)
+
+
+@njit(cache=True)
+def optimizer_finite(params, state, one):
+    """Whether the parameters and the optimizer's ``state`` ``(first, second)`` are all finite."""
+    first, second = state
+    return range_finite(params, one) and range_finite(first, one) and range_finite(second, one)
+
+
 def _optimizer_epoch(net, work, X, codes, scale, Y, order, grad, state, rule, step, lmbda_over_n, inv_full,
                      inv_last, n_parts, checked):
     """One epoch of momentum, Nesterov or Adam over ``X[order]`` in batches of the work space's rows.
@@ -632,20 +650,16 @@ def _optimizer_epoch(net, work, X, codes, scale, Y, order, grad, state, rule, st
             r_lo, r_hi = share(m, p, n_parts, ROWS_ALIGN)
             if r_lo < r_hi:
                 backprop_rows(net, work, X, codes, scale, Y, rows, r_lo, r_hi, no_z, TILES)
-        if rule.kind == ADAM_KIND:  # as mbtrain.optim.Adam: Python floats, so float64, then the array's dtype
-            t = np.float64(step + k + 1)
-            corrections[0] = rule.eta64 / (1.0 - rule.beta1_64 ** t)
-            corrections[1] = math.sqrt(1.0 - rule.beta2_64 ** t)
+        if rule.kind == ADAM_KIND:
+            adam_corrections(corrections, rule, np.float64(step + k + 1))
         inv_m = inv_full if m == batch_size else inv_last
         for p in prange(n_parts):
             finite[p] = gradient_step_units(grad, state, net, work, work.inputs, gathered, np.int64(p), n_parts, rule,
                                             corrections, lmbda_over_n, inv_m, checked)
         if checked and not finite.all():
             return k
-    if not checked:
-        first, second = state
-        if not (range_finite(net.params, net.one) and range_finite(first, net.one) and range_finite(second, net.one)):
-            return DIVERGED_AT_UNKNOWN_BATCH
+    if not checked and not optimizer_finite(net.params, state, net.one):
+        return DIVERGED_AT_UNKNOWN_BATCH
     return FINITE
 
 
@@ -706,10 +720,8 @@ def _optimizer_epoch_rows(net, work, partials, X, codes, scale, Y, order, grad, 
         inv_m = inv_full if m == batch_size else inv_last
         for p in prange(n_parts):
             gradient_rows(partials[p], net, work, X, codes, scale, Y, rows, np.int64(p), n_parts, inv_m, no_z, TILES)
-        if rule.kind == ADAM_KIND:  # as mbtrain.optim.Adam: Python floats, so float64, then the array's dtype
-            t = np.float64(step + k + 1)
-            corrections[0] = rule.eta64 / (1.0 - rule.beta1_64 ** t)
-            corrections[1] = math.sqrt(1.0 - rule.beta2_64 ** t)
+        if rule.kind == ADAM_KIND:
+            adam_corrections(corrections, rule, np.float64(step + k + 1))
         ahead = order[(k + 1) * batch_size:min((k + 1) * batch_size + BATCH_AHEAD_ROWS, n_rows)]
         prefetch_batch(X, codes, Y, ahead)
         for p in prange(n_parts):
@@ -717,10 +729,8 @@ def _optimizer_epoch_rows(net, work, partials, X, codes, scale, Y, order, grad, 
                                       corrections, lmbda_over_n, checked)
         if checked and not finite.all():
             return k
-    if not checked:
-        first, second = state
-        if not (range_finite(net.params, net.one) and range_finite(first, net.one) and range_finite(second, net.one)):
-            return DIVERGED_AT_UNKNOWN_BATCH
+    if not checked and not optimizer_finite(net.params, state, net.one):
+        return DIVERGED_AT_UNKNOWN_BATCH
     return FINITE
 
 
