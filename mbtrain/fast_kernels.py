@@ -12,11 +12,15 @@ Shape legend::
     net    Net (mbtrain._kernel_api): flat params, int64 sizes [n_0, ..., n_L], cost id, one
     work   Work (mbtrain._kernel_api): batch_size * sizes[l] activations and deltas per layer l >= 1
 
-One jitted call per epoch, and a parallel variant (``parallel=True``, compiled
-from the same plain function) for large batches: rows split across threads for
-the forward pass and the deltas, weight rows split across threads for the
-update, so no two threads ever write the same value and there is no reduction
-buffer. Scalars arrive typed in the dtype of the parameters (see
+One jitted call per epoch, and two parallel variants (``parallel=True``) for
+large batches. The unit split (compiled from the same plain function as the
+serial epoch): rows split across threads for the forward pass and the deltas,
+weight rows split across threads for the update, so no two threads ever write
+the same value and there is no reduction buffer. The row split
+(:func:`_sgd_epoch_rows`): every thread keeps to its own rows throughout and
+sums their gradient into a buffer of its own, and the threads then step their
+shares of the parameters from the sum; no thread reads the input rows another
+gathered. Scalars arrive typed in the dtype of the parameters (see
 :mod:`mbtrain.fast_layers`).
 
 numba checks a kernel's on-disk cache against the kernel's own source file
