@@ -50,7 +50,7 @@ from .fast_layers import (
 )
 
 #: SHA-256 of fast_layers.py these kernels were last compiled against (see above).
-FAST_LAYERS_SHA256 = "fe74b605f898e7d8a9a7a2d6e566199023f46e466a726807e85895fd4e073cdf"
+FAST_LAYERS_SHA256 = "e90b0826def146722d4043f87beeea10820f424baec9958d9c5b9d9a19401ec6"
 
 
 #: Integer and boolean arguments spelled as typed constants, never as literals: numba compiles a
@@ -439,6 +439,16 @@ def gradient_rows(out, net, work, X, codes, scale, Y, rows, part, n_parts, beta,
 
 
 @njit(cache=True)
+def shares_with_rows(m, n_parts):
+    """How many of the ``n_parts`` row shares of a batch of ``m`` rows have rows (the first ones do)."""
+    active = 0
+    for k in range(n_parts):
+        r_lo, r_hi = share(m, k, n_parts, ROWS_ALIGN)
+        active += r_lo < r_hi
+    return active
+
+
+@njit(cache=True)
 def reduce_partials(params, partials, sizes, m, part, n_parts, decay, one, checked):
     """The SGD step from the threads' partial sums, for share ``part`` of each layer's weights and biases.
 
@@ -447,10 +457,7 @@ def reduce_partials(params, partials, sizes, m, part, n_parts, decay, one, check
     whether the values written are finite: ``checked``, all of them; else
     the biases only (as :func:`update_units`).
     """
-    active = 0
-    for k in range(n_parts):
-        r_lo, r_hi = share(m, k, n_parts, ROWS_ALIGN)
-        active += r_lo < r_hi
+    active = shares_with_rows(m, n_parts)
     finite, offset = True, 0
     for l in range(sizes.shape[0] - 1):
         n_w, n_b = sizes[l + 1] * sizes[l], sizes[l + 1]
@@ -683,10 +690,7 @@ def step_partials(grad, state, params, partials, sizes, m, part, n_parts, rule, 
     """
     first, second = state
     adam = rule.kind == ADAM_KIND
-    active = 0
-    for k in range(n_parts):
-        r_lo, r_hi = share(m, k, n_parts, ROWS_ALIGN)
-        active += r_lo < r_hi
+    active = shares_with_rows(m, n_parts)
     zero, one = lmbda_over_n - lmbda_over_n, lmbda_over_n - lmbda_over_n + 1
     finite, offset = True, 0
     for l in range(sizes.shape[0] - 1):

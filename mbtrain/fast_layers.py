@@ -534,7 +534,7 @@ def optimizer_step(params, grad, first, second, rule, step_size, bias2, decay):
 
 @njit(cache=True, fastmath=FASTMATH)
 def add_partials(out, partials, n, lo, hi, s, checked):
-    """``out[q] <- s out[q] + partials[0, q] + ... + partials[n - 1, q]`` for ``lo <= q < hi``; ``s == 0``: out unread.
+    """``out[q] <- s out[q] + partials[0, q] + ... + partials[n - 1, q]`` for ``lo <= q < hi``; ``s == 0``: from zero.
 
     The steps of the row-split epochs (:func:`mbtrain.fast_kernels.reduce_partials`,
     and the gradient of :func:`mbtrain.fast_kernels.step_partials`): each of
@@ -542,29 +542,23 @@ def add_partials(out, partials, n, lo, hi, s, checked):
     of ``partials``. Returns whether the values written are finite
     (``checked``; otherwise True, unlooked).
     """
-    first = partials[0]
-    if s == s - s:  # a sum from zero: out is written, never read (it may hold anything)
-        for q in range(lo, hi):
-            out[q] = first[q]
-        for k in range(1, n):
-            row = partials[k]
-            for q in range(lo, hi):
-                out[q] += row[q]
-    elif n == 2:  # two threads: one pass over out
-        second = partials[1]
-        for q in range(lo, hi):
-            out[q] = s * out[q] + first[q] + second[q]
+    # views from lo: indices from 0 let LLVM load whole vectors (from lo it gathered and scattered lanes)
+    o, first, zero_start = out[lo:hi], partials[0, lo:hi], s == s - s  # a sum from zero: out's values unused
+    if n == 2:  # two threads: one pass over out
+        second = partials[1, lo:hi]
+        for q in range(o.shape[0]):
+            o[q] = (first[q] if zero_start else s * o[q] + first[q]) + second[q]
     else:
-        for q in range(lo, hi):
-            out[q] = s * out[q] + first[q]
+        for q in range(o.shape[0]):
+            o[q] = first[q] if zero_start else s * o[q] + first[q]
         for k in range(1, n):
-            row = partials[k]
-            for q in range(lo, hi):
-                out[q] += row[q]
+            row = partials[k, lo:hi]
+            for q in range(o.shape[0]):
+                o[q] += row[q]
     nan_if_bad = s - s
     if checked:
-        for q in range(lo, hi):
-            nan_if_bad += out[q] - out[q]
+        for q in range(o.shape[0]):
+            nan_if_bad += o[q] - o[q]
     return nan_if_bad == s - s
 
 
