@@ -13,11 +13,12 @@ vector registers' worth of numbers and runs ``acc = acc * a + b`` over it
 ``iterations`` times (one multiply-add, 2 FLOPs, per number per iteration):
 
 - the block's length, :data:`BLOCK_BYTES` over the item size, is a constant
-  when numba compiles the loop (:func:`block_numbers`), so LLVM unrolls the loop over the block
-  completely, vectorises it at the widest width of the target
-  (``zmm``: 16 float32 or 8 float64 per instruction with AVX-512) and keeps
-  the whole block in registers across the iterations: the hot loop is
-  :data:`ACCUMULATORS` ``vfmadd`` instructions and no load or store;
+  when numba compiles the loop (:func:`block_numbers`), so LLVM unrolls the
+  loop over the block completely, vectorises it and keeps the whole block in
+  registers across the iterations: the hot loop is :data:`ACCUMULATORS`
+  ``vfmadd`` instructions and no load or store. With AVX-512 the block is
+  written in explicit 512-bit vectors instead (``zmm``: 16 float32 or 8
+  float64 per instruction; see below);
 - ``fastmath={"contract"}`` lets LLVM fuse the multiply and the add into one
   FMA (it keeps them apart otherwise); nothing else of fastmath is needed;
 - the accumulators are independent chains: an FMA waits 4-5 cycles for its
@@ -33,10 +34,17 @@ chosen from the features numba compiles for (see
 of numba's on-disk cache, so a cached probe was always compiled with the block
 this import computes.
 
-A target where LLVM prefers narrower vectors than the CPU has (on Intel's
-Skylake-X it uses 256-bit ones by default) gives a probe at that width: the
-rate numba's kernels can reach there, and the floor then comes from the GEMM
-rate if BLAS does better.
+The width is the register's, not what LLVM's loop vectorizer prefers. On
+Intel cores LLVM tunes for 256-bit vectors when it vectorizes a loop
+(``prefer-vector-width=256``: Skylake-X, Ice Lake, Rocket Lake, Sapphire
+Rapids), so a probe written as a loop ran at half the width of the registers;
+mbtrain's tiles (:mod:`mbtrain.fast_tiles`) are written in explicit 512-bit
+vectors, which LLVM keeps whole. Where numba compiles for AVX-512 the block is
+therefore :data:`ACCUMULATORS` explicit 512-bit vectors (:func:`_fma_vectors`),
+elsewhere the loop above. Measured on an Intel Xeon (LLVM: ``rocketlake``, 2
+cores, AVX-512), one thread, float32: the loop 75 GFLOP/s (``ymm``), the
+explicit vectors 135 (``zmm``), numpy's GEMM 84: a floor from the loop and
+GEMM was 1.6x too low.
 """
 from __future__ import annotations
 
@@ -47,6 +55,7 @@ import numpy as np
 from numba import njit, prange
 from numba.extending import overload
 
+from ..fast_tiles import WIDE_VECTORS, vfma, vload, vsplat, vstore
 from .machine import VECTOR_BYTES, numba_target
 
 _TARGET = numba_target()
@@ -81,7 +90,37 @@ def _fma_block(acc, a, b, iterations):
             acc[j] = acc[j] * a + b
 
 
-fma_block = njit(**PROBE_OPTIONS)(_fma_block)
+def vector_lanes(acc) -> int:
+    """Numbers of ``acc``'s dtype in one 512-bit vector; a constant of the compiled code under numba."""
+    return 64 // acc.itemsize
+
+
+@overload(vector_lanes)
+def _vector_lanes_constant(acc):
+    lanes = 512 // acc.dtype.bitwidth
+    return lambda acc: lanes
+
+
+def _fma_vectors(acc, a, b, iterations):
+    """:func:`_fma_block` with the block as 16 explicit 512-bit vectors (``acc`` holds 16 of them)."""
+    n = vector_lanes(acc)
+    av, bv = vsplat(a), vsplat(b)
+    v0, v1, v2, v3 = vload(acc, 0), vload(acc, n), vload(acc, 2 * n), vload(acc, 3 * n)
+    v4, v5, v6, v7 = vload(acc, 4 * n), vload(acc, 5 * n), vload(acc, 6 * n), vload(acc, 7 * n)
+    v8, v9, v10, v11 = vload(acc, 8 * n), vload(acc, 9 * n), vload(acc, 10 * n), vload(acc, 11 * n)
+    v12, v13, v14, v15 = vload(acc, 12 * n), vload(acc, 13 * n), vload(acc, 14 * n), vload(acc, 15 * n)
+    for _ in range(iterations):
+        v0, v1, v2, v3 = vfma(v0, av, bv), vfma(v1, av, bv), vfma(v2, av, bv), vfma(v3, av, bv)
+        v4, v5, v6, v7 = vfma(v4, av, bv), vfma(v5, av, bv), vfma(v6, av, bv), vfma(v7, av, bv)
+        v8, v9, v10, v11 = vfma(v8, av, bv), vfma(v9, av, bv), vfma(v10, av, bv), vfma(v11, av, bv)
+        v12, v13, v14, v15 = vfma(v12, av, bv), vfma(v13, av, bv), vfma(v14, av, bv), vfma(v15, av, bv)
+    for k, v in enumerate((v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15)):
+        vstore(acc, k * n, v)
+
+
+#: The block the probe runs: explicit 512-bit vectors where numba compiles for AVX-512, else the loop.
+PROBE_BLOCK = _fma_vectors if _TARGET["isa"] == "AVX-512" and WIDE_VECTORS else _fma_block
+fma_block = njit(**PROBE_OPTIONS)(PROBE_BLOCK)
 
 
 @njit(parallel=True, **PROBE_OPTIONS)
