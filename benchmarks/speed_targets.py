@@ -29,9 +29,11 @@ with the higher compute rate is kept: on a shared machine a neighbour only
 ever lowers a measured peak). The environment is recorded as found
 (``OPENBLAS_*``, ``MKL_*``, ``OMP_*``, ``BLIS_*``): this script sets and
 unsets nothing in it; the report warns when BLAS runs a kernel narrower than
-the CPU supports. Writes epochs.csv, floors.csv, targets.csv, machine.json
-and report.md to benchmarks/results/speed_targets/ (``--quick``:
-speed_targets_quick/) and prints the targets.
+the CPU supports. Each timing and floor records the share of CPU time the
+hypervisor took while it ran (``steal_share``, :mod:`mbtrain.bench.steal`),
+and the report warns when it was over 5%. Writes epochs.csv, floors.csv,
+targets.csv, machine.json and report.md to benchmarks/results/speed_targets/
+(``--quick``: speed_targets_quick/) and prints the targets.
 
     .venv/bin/python benchmarks/speed_targets.py                 # the measurement (a few minutes)
     .venv/bin/python benchmarks/speed_targets.py --quick         # a smoke run on digits
@@ -55,6 +57,7 @@ from mbtrain.bench.data import load_data
 from mbtrain.bench.floor import epoch_bytes, epoch_flops, measure_floor
 from mbtrain.bench.machine import machine_info, narrower_blas_warnings, write_machine
 from mbtrain.bench.markdown import fmt, markdown_table
+from mbtrain.bench.steal import StealMeter, steal_warning
 from mbtrain.bench.throughput import check_tolerance, update_error
 from mbtrain.optim import SGD
 
@@ -205,12 +208,13 @@ def measure_network(network, data, threads, floor, epochs, max_epoch_seconds) ->
             for batch_size in (1,) if name == "loop" else BATCH_SIZES:
                 batch_size = min(batch_size, len(X))
                 try:
-                    if name in FIT_ARMS:
-                        seconds, timed, compile_seconds = fit_epochs(name, net, X, y, batch_size, network, epochs,
-                                                                     max_epoch_seconds)
-                    else:
-                        seconds, timed, compile_seconds = runner_epochs(arm, net, X, Y, batch_size, network,
-                                                                        epochs, max_epoch_seconds)
+                    with StealMeter() as steal:
+                        if name in FIT_ARMS:
+                            seconds, timed, compile_seconds = fit_epochs(name, net, X, y, batch_size, network,
+                                                                         epochs, max_epoch_seconds)
+                        else:
+                            seconds, timed, compile_seconds = runner_epochs(arm, net, X, Y, batch_size, network,
+                                                                            epochs, max_epoch_seconds)
                 except (mbtrain.TrainingDiverged, FloatingPointError) as exc:
                     rows.append(dict(base, status="diverged", batch_size=batch_size, check_error=error,
                                      note=f"{type(exc).__name__}: {exc}"))
@@ -219,7 +223,7 @@ def measure_network(network, data, threads, floor, epochs, max_epoch_seconds) ->
                 rows.append(dict(base, status="ok", batch_size=batch_size, rows_timed=timed, epochs=len(seconds),
                                  median_seconds=median, min_seconds=min(seconds), max_seconds=max(seconds),
                                  compile_seconds=compile_seconds, check_error=error, floor_seconds=floor_seconds,
-                                 times_floor=median / floor_seconds))
+                                 times_floor=median / floor_seconds, steal_share=steal.share))
         finally:
             restore()
     return rows
@@ -301,16 +305,36 @@ def with_floor(row, floor, data) -> dict:
     return dict(row, floor_seconds=floor_seconds, times_floor=row["median_seconds"] / floor_seconds)
 
 
-def floor_rows(floor, network, data, threads) -> dict:
+def measured_floor(quick):
+    """``(floor, steal share)``: :func:`measure_floor` in float32, and the hypervisor's steal while it ran."""
+    with StealMeter() as steal:
+        floor = measure_floor((DTYPE,), quick=quick)
+    return floor, steal.share
+
+
+def floor_rows(floor, network, data, threads, steal_share=math.nan) -> dict:
     label, sizes = network_sizes(network, data)
     n = len(data.X_train)
     rate, source = floor.compute_rate(DTYPE)
-    return dict(network=label, threads=threads, dtype=DTYPE, **floor.epoch_floor(sizes, n, DTYPE),
+    return dict(network=label, threads=threads, dtype=DTYPE, steal_share=steal_share,
+                **floor.epoch_floor(sizes, n, DTYPE),
                 gemm_gflops=floor.gemm_flops_per_second[DTYPE] / 1e9,
                 probe_gflops=floor.probe_flops_per_second.get(DTYPE, math.nan) / 1e9,
                 compute_rate_source=source, bandwidth_gbs=floor.bandwidth_bytes_per_second / 1e9,
                 bandwidth_source=floor.bandwidth_source, epoch_gflop=epoch_flops(sizes, n) / 1e9,
                 epoch_mb_read=epoch_bytes(sizes, n, DTYPE) / 1e6)
+
+
+def steal_lines(epochs: pd.DataFrame, floors: pd.DataFrame) -> list[str]:
+    """The hypervisor's steal during the timings (:mod:`mbtrain.bench.steal`), and a warning when it was high."""
+    shares = [s for frame in (epochs, floors) for s in frame.get("steal_share", pd.Series(dtype=float))]
+    measured = [s for s in shares if s == s]
+    if not measured:
+        return ["- Hypervisor steal (`/proc/stat`): not measured on this system"]
+    lines = [f"- Hypervisor steal (`/proc/stat`) during the timings: median {statistics.median(measured):.1%}, "
+             f"highest {max(measured):.1%} (per measurement in the `steal_share` columns)"]
+    warning = steal_warning(measured, " during this run's timings")
+    return lines + ([f"- **Warning: {warning}**"] if warning else [])
 
 
 def machine_lines(info) -> list[str]:
@@ -332,7 +356,8 @@ def report(data, info, epochs, floors, targets, settings) -> str:
              f"Data: {data.note}. float32; seconds per epoch are medians of {settings['epochs']} epochs after a "
              "warm-up (mbtrain's backends: the history's `seconds` of `net.fit(monitor=False)`; plain numpy and "
              "PyTorch: their runner's epoch); compile time apart. Command: "
-             f"`{info['command']}`.", "", "## Machine", "", *machine_lines(info), "", "## Targets", "",
+             f"`{info['command']}`.", "", "## Machine", "", *machine_lines(info), *steal_lines(epochs, floors), "",
+             "## Targets", "",
              markdown_table(targets), "## Floors", "",
              "The epoch's FLOPs at the higher of numpy's GEMM rate and the FMA peak probe (`compute rate from`), "
              "or its bytes at the bandwidth (`bandwidth_source`: the read probe on every thread or numpy's one-core "
@@ -343,7 +368,7 @@ def report(data, info, epochs, floors, targets, settings) -> str:
     shown["rows timed"] = [("" if pd.isna(t) else f"{int(t)}" + ("" if t == r else f" of {int(r)}"))
                            for t, r in zip(shown.get("rows_timed", pd.Series(dtype=float)), shown["rows"])]
     columns = ["network", "threads", "arm", "batch_size", "status", "median_seconds", "min_seconds", "max_seconds",
-               "times_floor", "compile_seconds", "check_error", "rows timed", "note"]
+               "times_floor", "steal_share", "compile_seconds", "check_error", "rows timed", "note"]
     table = shown.reindex(columns=columns)
     table["note"] = table["note"].astype(object).fillna("")  # an all-empty note column is read as float
     lines += [markdown_table(table), ""]
@@ -387,15 +412,16 @@ def main(argv=None) -> int:
     for threads in sorted(set(args.threads) | {1}):  # the one-thread floor is a target's reference
         with mbtrain.threads.limit(threads):
             info["threads"][str(threads)] = mbtrain.get_num_threads()._asdict()
-            floor = measure_floor((DTYPE,), quick=args.quick)
+            floor, floor_steal = measured_floor(args.quick)
             rows = []
             if threads in args.threads:
                 for network in NETWORKS:
                     rows += measure_network(network, data, threads, floor, epochs, max_epoch_seconds)
-                floor = faster_floor(floor, measure_floor((DTYPE,), quick=args.quick))
+                after, after_steal = measured_floor(args.quick)
+                floor, floor_steal = faster_floor(floor, after), max(floor_steal, after_steal)
                 rows = [with_floor(row, floor, data) for row in rows]
             info["floor"][str(threads)] = floor.describe()
-            floors += [floor_rows(floor, network, data, threads) for network in NETWORKS]
+            floors += [floor_rows(floor, network, data, threads, floor_steal) for network in NETWORKS]
             epoch_rows += rows
     epochs_frame, floors_frame = pd.DataFrame(epoch_rows), pd.DataFrame(floors)
     targets = evaluate(epochs_frame, floors_frame)
@@ -405,7 +431,7 @@ def main(argv=None) -> int:
     targets.to_csv(out / "targets.csv", index=False)
     write_machine(out / "machine.json", info)
     (out / "report.md").write_text(report(data, info, epochs_frame, floors_frame, targets, settings), encoding="utf-8")
-    print("\n".join(machine_lines(info)) + "\n")
+    print("\n".join(machine_lines(info) + steal_lines(epochs_frame, floors_frame)) + "\n")
     ratios = [c for c in ("measured", "fastest_epochs") if c in targets]  # no fastest_epochs: no arm timed
     print(markdown_table(targets.assign(**{c: [fmt(v) for v in targets[c]] for c in ratios})))
     print(f"written to {out}", file=sys.stderr)

@@ -11,6 +11,7 @@ import pytest
 
 from conftest import benchmark_script
 from mbtrain import Network
+from mbtrain.bench.steal import cpu_times
 from mbtrain.bench.throughput import update_error
 
 TARGETS_PER_RUN = ["batch 10: numba / one-thread floor", "batch 100: numba / floor", "batch 1000: numba / floor",
@@ -63,6 +64,24 @@ def test_the_quick_run_records_the_arms_floors_and_machine(quick_run):
     for heading in ("## Machine", "## Targets", "## Floors", "## Seconds per epoch"):
         assert heading in report
     assert f"vector ISA **{machine['isa']}**" in report and "BLAS kernel:" in report
+    # the hypervisor's steal, per timing and per floor, where /proc/stat has it
+    assert "steal_share" in timed and "steal_share" in floors
+    assert "Hypervisor steal (`/proc/stat`)" in report
+    if cpu_times() is not None:
+        for shares in (timed["steal_share"], floors["steal_share"]):  # NaN: no clock tick passed in a short one
+            assert (shares.between(0, 1) | shares.isna()).all() and shares.notna().any()
+
+
+def test_the_report_warns_when_the_hypervisor_took_much_of_the_cpu(speed_targets):
+    epochs = pd.DataFrame({"steal_share": [0.01, 0.02, float("nan")]})
+    floors = pd.DataFrame({"steal_share": [0.0, 0.0]})
+    quiet = speed_targets.steal_lines(epochs, floors)
+    assert quiet == ["- Hypervisor steal (`/proc/stat`) during the timings: median 0.5%, highest 2.0% "
+                     "(per measurement in the `steal_share` columns)"]
+    loud = speed_targets.steal_lines(epochs.assign(steal_share=[0.01, 0.2, 0.03]), floors)
+    assert "highest 20.0%" in loud[0] and loud[1].startswith("- **Warning: The hypervisor took up to 20%")
+    unmeasured = speed_targets.steal_lines(pd.DataFrame({"steal_share": [float("nan")]}), pd.DataFrame())
+    assert unmeasured == ["- Hypervisor steal (`/proc/stat`): not measured on this system"]
 
 
 def test_the_ratios_are_those_the_issue_states(speed_targets):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .machine import blas_kernel_isa
+from .steal import STEAL_WARNING
 from .summaries import bench_summary, best_per_batch_size, sweep_summary
 
 GEMM_TOLERANCE = 0.10  # GEMM (and FMA probe) rates within 10% are one machine's noise, not two machines
@@ -101,11 +102,12 @@ def _environment(machine):
 
 def machine_differences(machine: dict, other_machine: dict, results=None, other=None) -> pd.DataFrame:
     """What differs between the two machines: CPU, cores, ISA, numba's target, BLAS kernel and the variables
-    that steer it, GEMM and FMA-probe rates, threads, versions.
+    that steer it, GEMM and FMA-probe rates, the hypervisor's steal during the run, threads, versions.
 
     Columns ``what``, ``this run``, ``other run``, ``differs``. Measured rates
     (machine.json's floor, else the floor rows) count as different beyond
-    :data:`GEMM_TOLERANCE`. A field neither machine.json records is left out.
+    :data:`GEMM_TOLERANCE`, steal beyond :data:`mbtrain.bench.steal.STEAL_WARNING`
+    (5 points). A field neither machine.json records is left out.
     """
     empty = pd.DataFrame(columns=["kind", "dtype", "gemm_flops_per_second"])
     results = empty if results is None else results
@@ -131,6 +133,10 @@ def machine_differences(machine: dict, other_machine: dict, results=None, other=
                 differs = a is not None and b is not None and abs(a / b - 1) > GEMM_TOLERANCE  # unknown: not "differs"
                 add(f"{what} GFLOP/s {dtype}", None if a is None else round(a / 1e9, 1),
                     None if b is None else round(b / 1e9, 1), differs)
+    steal, other_steal = machine.get("steal_share"), other_machine.get("steal_share")
+    add("hypervisor steal", None if steal is None else f"{steal:.1%}",
+        None if other_steal is None else f"{other_steal:.1%}",
+        steal is not None and other_steal is not None and abs(steal - other_steal) > STEAL_WARNING)
     add("threads requested", (machine.get("threads") or {}).get("requested"),
         (other_machine.get("threads") or {}).get("requested"))
     for name in ("mbtrain", "numpy", "numba", "llvmlite", "torch", "scikit-learn"):

@@ -9,7 +9,10 @@ and the environment variables that steer BLAS and its threads
 back (also from an older machine.json) and says when BLAS runs a kernel
 narrower than the CPU supports, e.g. OpenBLAS's Haswell (AVX2) kernel on an
 AVX-512 CPU because ``OPENBLAS_CORETYPE=Haswell`` is set: numpy's GEMM rate is
-then lower than the machine allows, and the report says so.
+then lower than the machine allows, and the report says so. It also keeps
+``/proc/stat``'s CPU ticks at the start, from which the end of a bench or sweep
+records the share of CPU time a hypervisor took during the run
+(``steal_share``, :mod:`mbtrain.bench.steal`).
 """
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ import numba
 import numpy  # noqa: F401  (loads the BLAS so threadpoolctl can see it)
 from numba.core.codegen import get_host_cpu_features
 from threadpoolctl import threadpool_info, threadpool_limits
+
+from .steal import cpu_times
 
 #: Vector ISAs from narrowest to widest, per family; an ISA is "narrower" than another only within one family.
 ISA_FAMILIES = (("SSE", "AVX", "AVX2", "AVX-512"), ("NEON", "SVE"))
@@ -203,6 +208,8 @@ def machine_info(command=None, threads=None) -> dict:
         "environment": environment(),
         "numba_threading_layer_configured": numba.config.THREADING_LAYER,
         "threads": threads or {},
+        # /proc/stat's CPU ticks when the run began: the run's end records the hypervisor's steal since
+        "cpu_times_at_start": cpu_times(),
     }
     return info
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .machine import narrower_blas_warnings
+from .steal import steal_warning
 
 # -- formatting ------------------------------------------------------------------------
 
@@ -158,6 +159,12 @@ def header_lines(results, machine, ways, missing, partial) -> list:
         lines.append("- environment: " + ", ".join(f"`{k}={v}`" for k, v in machine["environment"].items()))
     lines.extend(f"- **Warning: BLAS runs a kernel narrower than the CPU supports.** {sentence}"
                  for sentence in narrower_blas_warnings(machine))
+    share = machine.get("steal_share")
+    if share is not None:
+        lines.append(f"- hypervisor steal during the run (`/proc/stat`): {share:.1%} of the CPU time used")
+        warning = steal_warning([share], " during this run")
+        if warning:
+            lines.append(f"- **Warning: {warning}**")
     threads = machine.get("threads", {})
     if threads:
         lines.append("- threads (set for every arm alike): " + ", ".join(f"{k} {v}" for k, v in threads.items()))

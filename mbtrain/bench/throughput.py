@@ -41,6 +41,7 @@ from .floor import epoch_bytes, epoch_flops, measure_floor
 from .machine import available_cores, check_resumable, machine_info, thread_limits, write_machine
 from . import report
 from .results import ResultsWriter, folder_lock, read_results
+from .steal import cpu_times, steal_between
 
 CHECK_TOLERANCE = {"float32": 1e-4, "float64": 1e-9}
 # Adam divides each step by the root mean square of its gradient, so where a gradient is near eps float32's
@@ -63,12 +64,16 @@ class RunResult:
 def finish_run(out, info, interrupted, write_report) -> RunResult:
     """Record how a bench or sweep ended in machine.json, rebuild its report, return the result.
 
+    Also the hypervisor's steal since the run began (``steal_share``; None where not measured).
+
     Ctrl-C (or SIGTERM, which the CLI turns into one) while this runs still
     leaves a report of what was measured, marked partial; a further Ctrl-C is
     ignored until it is written.
     """
     try:
         info["interrupted"] = interrupted
+        steal = steal_between(info.get("cpu_times_at_start"), cpu_times())
+        info["steal_share"] = None if steal is None or steal.share != steal.share else steal.share
         write_machine(out / "machine.json", info)
         if write_report:
             report.write_report(out)
