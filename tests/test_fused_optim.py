@@ -18,6 +18,7 @@ import mbtrain.fast_kernels as fk
 import mbtrain.optim as optim
 from mbtrain import _kernel_api as api
 from mbtrain.backends import FINITE, get_backend
+from mbtrain.backends import numba_matrix
 from mbtrain.optim import Adam, Momentum, get_optimizer
 
 OPTIMIZER_NAMES = ("momentum", "nesterov", "adam")
@@ -85,6 +86,24 @@ def test_fused_parallel_epoch_equals_numpy(optimizer, cost, dtype, batch_size, s
         fused = _epoch("numba", sizes, cost, dtype, optimizer, batch_size, n_rows=230)
         assert numba.get_num_threads() == 2
     _assert_same_run(reference, fused, dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("optimizer", OPTIMIZER_NAMES)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_row_split_epoch_in_chunks_equals_numpy(monkeypatch, optimizer, dtype, threads):
+    """Batches of several CHUNK_ROWS chunks: one thread takes the row-split epoch (its share a chunk at a time),
+    two threads shares of more than a chunk each; the same run as numpy's, rounding apart."""
+    calls = []
+    real = fk.optimizer_epoch_rows
+    monkeypatch.setattr(fk, "optimizer_epoch_rows", lambda *a, **k: calls.append(k["n_parts"]) or real(*a, **k))
+    batch_size = numba_matrix.ONE_THREAD_ROW_SPLIT_CHUNKS * fk.CHUNK_ROWS + 6
+    reference = _epoch("numpy", [6, 9, 3], "cross_entropy", dtype, optimizer, batch_size, n_rows=batch_size + 37)
+    with mbtrain.threads.limit(threads):
+        numba.set_num_threads(threads)
+        fused = _epoch("numba", [6, 9, 3], "cross_entropy", dtype, optimizer, batch_size, n_rows=batch_size + 37)
+    _assert_same_run(reference, fused, dtype)
+    assert calls and set(calls) == {threads}
 
 
 @pytest.mark.parametrize("optimizer", OPTIMIZER_NAMES)

@@ -428,6 +428,27 @@ def test_online_epoch_matches_numpy(dtype, sizes, cost_id):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sizes", SIZES[:2])
+@pytest.mark.parametrize("batch_size, n_parts", [
+    (2 * fk.CHUNK_ROWS + 43, 1),  # one share of three chunks, the last of 43 rows
+    (2 * fk.CHUNK_ROWS + 10, 2),  # two shares of 126 and 124 rows: a chunk and a few rows each; a last batch of 33
+])
+def test_row_split_shares_in_chunks_match_plain_kernel_and_numpy(dtype, sizes, batch_size, n_parts):
+    """A share of more than CHUNK_ROWS rows runs a chunk at a time (gather, forward, back, add to its partial):
+    the same epoch as the plain kernel and the numpy backend, rounding apart; with L2 and a short last batch."""
+    n = 2 * fk.CHUNK_ROWS + 43
+    X, Y = sparse_data(n, sizes, dtype, seed=2)
+    order = np.random.default_rng(3).permutation(n)
+    nets = {name: Network(sizes, cost="cross_entropy", dtype=dtype, seed=1) for name in ("plain", "fast", "numpy")}
+    assert run_plain_epoch(nets["plain"], X, Y, order, batch_size, 2.0, 0.5) == -1
+    assert run_fast_epoch(nets["fast"], X, Y, order, batch_size, 2.0, 0.5, n_parts, split="rows") == api.FINITE
+    assert get_backend("numpy").sgd_epoch(nets["numpy"], X, Y, order, batch_size, 2.0, 0.5, n) == -1
+    assert rel_err(nets["fast"].params, nets["plain"].params) < RTOL[dtype]
+    assert rel_err(nets["fast"].params, nets["numpy"].params) < RTOL[dtype]
+    assert rel_err(nets["fast"].params, Network(sizes, cost="cross_entropy", dtype=dtype, seed=1).params) > 1e-3
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_online_epoch_divergence_names_the_example(dtype):
     sizes = [6, 5, 3]
     X, Y = sparse_data(12, sizes, dtype)

@@ -96,6 +96,8 @@ def test_online_epoch_scalars(kernel_calls, dtype):
     assert_typed(args["decay"], dtype, 1 - 2.0 * 0.5 / 40)
 
 
+#: The smallest batch one thread takes through the row-split epoch.
+ONE_THREAD_BATCH = numba_matrix.ONE_THREAD_ROW_SPLIT_CHUNKS * fk.CHUNK_ROWS
 #: A hidden width whose row-split threshold on two threads lies above PARALLEL_MIN_BATCH, and that batch size.
 WIDE = math.ceil(PARALLEL_MIN_BATCH * 1.1 / (2 * ROW_SPLIT_ROWS_PER_UNIT))
 ROWS_BATCH = 2 * math.ceil(ROW_SPLIT_ROWS_PER_UNIT * WIDE)
@@ -108,6 +110,8 @@ ROWS_BATCH = 2 * math.ceil(ROW_SPLIT_ROWS_PER_UNIT * WIDE)
     # ROW_SPLIT_ROWS_PER_UNIT rows a thread per unit of the widest layer: the update split by rows too
     (2, ROWS_BATCH, WIDE, "sgd_epoch_rows", 2), (2, ROWS_BATCH - 2, WIDE, "sgd_epoch_parallel", 2),
     (2, PARALLEL_MIN_BATCH, 9, "sgd_epoch_rows", 2),
+    # one thread: from ONE_THREAD_ROW_SPLIT_CHUNKS chunks of rows a batch, the row-split epoch in chunks
+    (1, ONE_THREAD_BATCH, 9, "sgd_epoch_rows", 1), (1, ONE_THREAD_BATCH - 1, 9, "sgd_epoch_serial", 1),
 ])
 def test_parallel_epoch_is_chosen_by_threads_and_batch_size(kernel_calls, threads, batch_size, hidden, kernel, parts):
     assert PARALLEL_MIN_BATCH < ROWS_BATCH - 2
@@ -119,7 +123,7 @@ def test_parallel_epoch_is_chosen_by_threads_and_batch_size(kernel_calls, thread
     assert (name, args["n_parts"]) == (kernel, parts)
     assert args["beta_last"] == -1.0 / 22
     if kernel == "sgd_epoch_rows":
-        assert args["partials"].shape == (2, net.params.size) and args["partials"].dtype == net.dtype
+        assert args["partials"].shape == (parts, net.params.size) and args["partials"].dtype == net.dtype
 
 
 def test_row_split_epoch_agrees_with_the_unit_split(monkeypatch):
@@ -235,3 +239,24 @@ def test_loss_gradient_scalars(kernel_calls, dtype):
     assert_typed(args["lmbda_over_n"], dtype, 0.5 / 40)
     assert_typed(args["inv_m"], dtype, 1 / 11)
     assert args["work"].index.shape == (11,) and args["z_out"].shape == (11, 3)
+
+
+@pytest.mark.parametrize("threads, batch_size, kernel", [
+    (1, ONE_THREAD_BATCH, "sgd_epoch_rows"), (1, ONE_THREAD_BATCH - 1, "sgd_epoch_serial"), (1, 1, "sgd_epoch_online"),
+])
+def test_prepare_compiles_the_epoch_fit_takes(kernel_calls, threads, batch_size, kernel):
+    """prepare runs (so compiles) the very epoch kernel a fit of this batch size takes on this many threads."""
+    net = mbtrain.Network([6, 9, 3], seed=0)
+    with mbtrain.threads.limit(threads):
+        assert get_backend("numba").prepare(net, batch_size) >= 0.0
+        net2, X, y, order = problem(batch_size + 5, np.float64, sizes=(6, 9, 3))
+        get_backend("numba").sgd_epoch(net2, X, y, order, batch_size, 1.0, 0.0, len(X))
+    (prepared, _), (fitted, args) = kernel_calls
+    assert prepared == fitted == kernel
+
+
+def test_compile_for_a_batch_size_runs_the_epoch_kernels_its_fits_take(kernel_calls):
+    """backend.compile (the harness's, reported apart from run time) on one thread: online, serial, chunked rows."""
+    with mbtrain.threads.limit(1):
+        get_backend("numba").compile("float64", "quadratic", batch_sizes=[1, 10, ONE_THREAD_BATCH + 100])
+    assert {name for name, _ in kernel_calls} == {"sgd_epoch_online", "sgd_epoch_serial", "sgd_epoch_rows"}

@@ -14,7 +14,8 @@ per mini-batch costs more than it saves (measured in
 for the forward pass and the deltas, and the units for the update; from
 ``ROW_SPLIT_ROWS_PER_UNIT`` rows a thread per unit of the widest layer, the
 rows for the update too, each thread summing its own rows' gradient
-(``fast_kernels.sgd_epoch_rows``).
+(``fast_kernels.sgd_epoch_rows``). One thread takes that epoch too from
+``ONE_THREAD_ROW_SPLIT_CHUNKS`` chunks of rows a batch, a chunk at a time.
 
 Rows: ``fit`` asks :meth:`NumbaBackend.epoch_inputs` once for the rows its
 epochs read; byte-valued data (pixels / 255) come back as their byte codes,
@@ -61,6 +62,13 @@ PARALLEL_MIN_BATCH = 64
 #: against 42.8-44.0. Below the lowest ratio measured to gain, the units: the step's extra pass reads
 #: every thread's partials, which grows with the parameters, not the rows.
 ROW_SPLIT_ROWS_PER_UNIT = 0.5
+#: Chunks of ``fast_kernels.CHUNK_ROWS`` rows a batch from which one thread runs the row-split epoch too
+#: (its one share in chunks, each gathered, forward, back and added to the gradient while its rows are in
+#: L2; then the step), not the serial epoch (every row gathered and forward before any is back: at 1,000
+#: rows of 784 float32 inputs, 3 MB, more than L2). [784,30,10] one thread, Intel Xeon (AVX-512, L2 2 MB),
+#: the two alternating in one process, best of three epochs: batch 1000 98.3 against 117.0 ms and 85.9
+#: against 99.8, batch 500 97.1 against 106.1, batch 200 94.0 against 94.1 (even).
+ONE_THREAD_ROW_SPLIT_CHUNKS = 4
 #: The scales of byte-valued data the epochs read as bytes (``epoch_inputs``): pixels / 255, the 8x8 digits / 16.
 BYTE_SCALES = (255.0, 16.0)
 
@@ -199,7 +207,10 @@ def loss_gradient_and_output(net, X, Y, lmbda, n):
 
 
 def row_split(sizes, batch_size: int, n_parts: int) -> bool:
-    """Whether ``n_parts`` threads split a batch by rows for the update too (see :data:`ROW_SPLIT_ROWS_PER_UNIT`)."""
+    """Whether ``n_parts`` threads split a batch by rows for the update too (see :data:`ROW_SPLIT_ROWS_PER_UNIT`);
+    one thread, whether it takes its batches in chunks of rows (see :data:`ONE_THREAD_ROW_SPLIT_CHUNKS`)."""
+    if n_parts == 1:
+        return batch_size >= ONE_THREAD_ROW_SPLIT_CHUNKS * fast_kernels.CHUNK_ROWS
     return batch_size // n_parts >= ROW_SPLIT_ROWS_PER_UNIT * max(sizes[1:])
 
 
@@ -253,7 +264,7 @@ class NumbaBackend(NumpyBackend):
         epoch = fast_kernels.sgd_epoch_parallel if n_parts > 1 else fast_kernels.sgd_epoch_serial
         last = n_rows - (n_rows - 1) // batch_size * batch_size  # rows of the last, maybe short, batch
         batched = dict(common, beta_full=dt(-eta / batch_size), beta_last=dt(-eta / last), n_parts=n_parts)
-        if n_parts > 1 and row_split(net.sizes, batch_size, n_parts):
+        if batch_size > 1 and row_split(net.sizes, batch_size, n_parts):
             epoch = fast_kernels.sgd_epoch_rows
             batched["partials"] = np.empty((n_parts, net.params.size), dtype=net.dtype)
         start = net.params.copy()  # one copy per epoch: the fast path checks divergence once, at the end
@@ -294,7 +305,7 @@ class NumbaBackend(NumpyBackend):
                     order=np.ascontiguousarray(order, dtype=np.int64), grad=empty_aligned(net.params.shape, net.dtype),
                     state=(first, second), rule=_rule(optimizer, eta, net.dtype), step=int(state.step),
                     lmbda_over_n=dt(lmbda / n), inv_full=dt(1 / batch_size), inv_last=dt(1 / last), n_parts=n_parts)
-        if n_parts > 1 and row_split(net.sizes, batch_size, n_parts):
+        if row_split(net.sizes, batch_size, n_parts):
             epoch = fast_kernels.optimizer_epoch_rows
             args["partials"] = np.empty((n_parts, net.params.size), dtype=net.dtype)
         start = net.params.copy(), first.copy(), second.copy()
@@ -311,7 +322,8 @@ class NumbaBackend(NumpyBackend):
         """Compile (or load from numba's cache) only the epoch kernel ``fit`` will use; returns seconds.
 
         ``batch_size`` and ``optimizer`` (None: SGD) decide which: for SGD the
-        online kernel (1), the serial one, or the parallel one; for the others
+        online kernel (1), the serial one, or a parallel one (the row split on
+        one thread too from ``ONE_THREAD_ROW_SPLIT_CHUNKS`` chunks); for the others
         (one kernel for all three) the serial or the parallel one. Compiling just that one keeps a first ``fit`` in a
         fresh process with an empty cache short; the gradient and forward
         kernels compile when first called. A cost without a kernel compiles nothing.
@@ -320,12 +332,15 @@ class NumbaBackend(NumpyBackend):
             return 0.0
         start = time.perf_counter()
         n = max(2, min(int(batch_size), PARALLEL_MIN_BATCH))
+        one_thread_rows = numba.get_num_threads() == 1 and row_split(net.sizes, int(batch_size), 1)
+        if one_thread_rows:  # a batch of as many chunks, so that the probe takes the row-split epoch too
+            n = ONE_THREAD_ROW_SPLIT_CHUNKS * fast_kernels.CHUNK_ROWS
         tiny = _Probe([2, 2, 2], net.cost, net.dtype)
         # the same array types as the real run (labels or a matrix; X's dtype), so the same signature
         X = np.zeros((n, 2), dtype=net.dtype if X is None else X.dtype)
         Y = (np.zeros((n, 2), dtype=net.dtype) if Y is None or Y.ndim == 2
              else np.zeros(n, dtype=Y.dtype))
-        probe_batch = 1 if batch_size == 1 else (n if batch_size >= PARALLEL_MIN_BATCH else 2)
+        probe_batch = 1 if batch_size == 1 else (n if batch_size >= PARALLEL_MIN_BATCH or one_thread_rows else 2)
         with compile_notice():
             if X.dtype == net.dtype:  # epoch_inputs reads only rows in the network's dtype as bytes
                 fast_kernels.byte_codes(X, X.dtype.type(255), np.empty(X.shape, dtype=np.uint8))
@@ -379,8 +394,9 @@ class NumbaBackend(NumpyBackend):
         For the benchmark harness and worker processes, which report compile
         time apart from run time. Only what the run needs, so that a first run
         on a cold cache is short: the epoch kernel of each of ``batch_sizes``
-        (online for 1, serial, and the parallel one only when numba has several
-        threads and a batch reaches ``PARALLEL_MIN_BATCH``) for each of
+        (online for 1, serial, the parallel one only when numba has several
+        threads and a batch reaches ``PARALLEL_MIN_BATCH``, and on one thread the
+        row split from ``ONE_THREAD_ROW_SPLIT_CHUNKS`` chunks of rows) for each of
         ``optimizers`` (SGD's, and the one kernel all the others share), and the
         gradient when ``gradient`` (monitoring, gradcheck, scipy). With no
         arguments: every kernel a run in ``dtype`` may use.
@@ -390,13 +406,15 @@ class NumbaBackend(NumpyBackend):
         if not _has_kernel(probe):
             return 0.0
         everything = batch_sizes is None and optimizers is None
-        batch_sizes = (1, 2, PARALLEL_MIN_BATCH) if batch_sizes is None else batch_sizes
+        chunked = ONE_THREAD_ROW_SPLIT_CHUNKS * fast_kernels.CHUNK_ROWS  # one thread's row split from here
+        batch_sizes = (1, 2, PARALLEL_MIN_BATCH, chunked) if batch_sizes is None else batch_sizes
         # SGD has kernels of its own; momentum, Nesterov and Adam share one (Adam stands for all three)
         fused = {o is not None and o.kind_id != SGD_KIND for o in (optimizers or (None,))}
         if everything:
             fused = {False, True}
         parallel = numba.get_num_threads() > 1
-        variants = {1 if b == 1 else (PARALLEL_MIN_BATCH if b >= PARALLEL_MIN_BATCH and parallel else 2)
+        variants = {1 if b == 1 else (PARALLEL_MIN_BATCH if b >= PARALLEL_MIN_BATCH and parallel else
+                                      chunked if b >= chunked else 2)
                     for b in batch_sizes}
         with compile_notice():
             for optimizer in (Adam() if f else None for f in sorted(fused)):
