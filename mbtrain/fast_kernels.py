@@ -50,7 +50,7 @@ from .fast_layers import (
 )
 
 #: SHA-256 of fast_layers.py these kernels were last compiled against (see above).
-FAST_LAYERS_SHA256 = "e90b0826def146722d4043f87beeea10820f424baec9958d9c5b9d9a19401ec6"
+FAST_LAYERS_SHA256 = "c97edfc3737b039f9eb6a7bd2dc740e9921c13a5af8780d6f453d74163f913a7"
 
 
 #: Integer and boolean arguments spelled as typed constants, never as literals: numba compiles a
