@@ -241,18 +241,26 @@ def test_loss_gradient_scalars(kernel_calls, dtype):
     assert args["work"].index.shape == (11,) and args["z_out"].shape == (11, 3)
 
 
-@pytest.mark.parametrize("threads, batch_size, kernel", [
-    (1, ONE_THREAD_BATCH, "sgd_epoch_rows"), (1, ONE_THREAD_BATCH - 1, "sgd_epoch_serial"), (1, 1, "sgd_epoch_online"),
+@pytest.mark.parametrize("threads, batch_size, hidden, kernel", [
+    (1, ONE_THREAD_BATCH, 9, "sgd_epoch_rows"), (1, ONE_THREAD_BATCH - 1, 9, "sgd_epoch_serial"),
+    (1, 1, 9, "sgd_epoch_online"),
+    (2, PARALLEL_MIN_BATCH, 9, "sgd_epoch_rows"), (2, PARALLEL_MIN_BATCH, WIDE, "sgd_epoch_parallel"),
+    (2, ONE_THREAD_BATCH, 9, "sgd_epoch_rows"),
 ])
-def test_prepare_compiles_the_epoch_fit_takes(kernel_calls, threads, batch_size, kernel):
-    """prepare runs (so compiles) the very epoch kernel a fit of this batch size takes on this many threads."""
-    net = mbtrain.Network([6, 9, 3], seed=0)
+def test_prepare_compiles_the_epoch_fit_takes(kernel_calls, threads, batch_size, hidden, kernel):
+    """prepare runs (so compiles) the very epoch kernel a fit of this batch size takes on this many threads:
+    its probe network splits a batch by rows or by units as the real one does."""
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip("needs two numba threads")
+    net = mbtrain.Network([6, hidden, 3], seed=0)
     with mbtrain.threads.limit(threads):
+        numba.set_num_threads(threads)
         assert get_backend("numba").prepare(net, batch_size) >= 0.0
-        net2, X, y, order = problem(batch_size + 5, np.float64, sizes=(6, 9, 3))
+        net2, X, y, order = problem(batch_size + 5, np.float64, sizes=(6, hidden, 3))
         get_backend("numba").sgd_epoch(net2, X, y, order, batch_size, 1.0, 0.0, len(X))
-    (prepared, _), (fitted, args) = kernel_calls
+    (prepared, probe_args), (fitted, args) = kernel_calls
     assert prepared == fitted == kernel
+    assert probe_args["n_parts"] == args["n_parts"] == threads if batch_size > 1 else True
 
 
 def test_compile_for_a_batch_size_runs_the_epoch_kernels_its_fits_take(kernel_calls):

@@ -323,7 +323,8 @@ class NumbaBackend(NumpyBackend):
 
         ``batch_size`` and ``optimizer`` (None: SGD) decide which: for SGD the
         online kernel (1), the serial one, or a parallel one (the row split on
-        one thread too from ``ONE_THREAD_ROW_SPLIT_CHUNKS`` chunks); for the others
+        one thread too from ``ONE_THREAD_ROW_SPLIT_CHUNKS`` chunks; the probe
+        network splits by rows or units where ``net`` does); for the others
         (one kernel for all three) the serial or the parallel one. Compiling just that one keeps a first ``fit`` in a
         fresh process with an empty cache short; the gradient and forward
         kernels compile when first called. A cost without a kernel compiles nothing.
@@ -335,7 +336,11 @@ class NumbaBackend(NumpyBackend):
         one_thread_rows = numba.get_num_threads() == 1 and row_split(net.sizes, int(batch_size), 1)
         if one_thread_rows:  # a batch of as many chunks, so that the probe takes the row-split epoch too
             n = ONE_THREAD_ROW_SPLIT_CHUNKS * fast_kernels.CHUNK_ROWS
-        tiny = _Probe([2, 2, 2], net.cost, net.dtype)
+        n_threads = numba.get_num_threads()
+        n_parts = n_threads if n_threads > 1 and batch_size >= PARALLEL_MIN_BATCH else 1
+        # a hidden layer wide enough that the probe's batch splits by units where the real one does
+        units = n_parts > 1 and not row_split(net.sizes, int(batch_size), n_parts)
+        tiny = _Probe([2, 2 * (n // n_parts) + 1 if units else 2, 2], net.cost, net.dtype)
         # the same array types as the real run (labels or a matrix; X's dtype), so the same signature
         X = np.zeros((n, 2), dtype=net.dtype if X is None else X.dtype)
         Y = (np.zeros((n, 2), dtype=net.dtype) if Y is None or Y.ndim == 2
