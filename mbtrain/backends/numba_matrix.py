@@ -206,6 +206,12 @@ def loss_gradient_and_output(net, X, Y, lmbda, n):
     return grad, z, _output_rows(work.acts, net.sizes, m)
 
 
+def epoch_parts(batch_size: int) -> int:
+    """The threads an epoch of mini-batches of ``batch_size`` rows runs on: numba's, from ``PARALLEL_MIN_BATCH``."""
+    n_threads = numba.get_num_threads()
+    return n_threads if n_threads > 1 and batch_size >= PARALLEL_MIN_BATCH else 1
+
+
 def row_split(sizes, batch_size: int, n_parts: int) -> bool:
     """Whether ``n_parts`` threads split a batch by rows for the update too (see :data:`ROW_SPLIT_ROWS_PER_UNIT`);
     one thread, whether it takes its batches in chunks of rows (see :data:`ONE_THREAD_ROW_SPLIT_CHUNKS`)."""
@@ -259,12 +265,11 @@ class NumbaBackend(NumpyBackend):
         X, codes, scale = _epoch_rows(X, net.dtype)
         common = dict(net=kernel_net, work=work, X=X, codes=codes, scale=scale, Y=np.ascontiguousarray(Y),
                       order=np.ascontiguousarray(order, dtype=np.int64), decay=dt(1 - eta * (lmbda / n)))
-        n_threads = numba.get_num_threads()
-        n_parts = n_threads if n_threads > 1 and batch_size >= PARALLEL_MIN_BATCH else 1
+        n_parts = epoch_parts(batch_size)
         epoch = fast_kernels.sgd_epoch_parallel if n_parts > 1 else fast_kernels.sgd_epoch_serial
         last = n_rows - (n_rows - 1) // batch_size * batch_size  # rows of the last, maybe short, batch
         batched = dict(common, beta_full=dt(-eta / batch_size), beta_last=dt(-eta / last), n_parts=n_parts)
-        if batch_size > 1 and row_split(net.sizes, batch_size, n_parts):
+        if row_split(net.sizes, batch_size, n_parts):
             epoch = fast_kernels.sgd_epoch_rows
             batched["partials"] = np.empty((n_parts, net.params.size), dtype=net.dtype)
         start = net.params.copy()  # one copy per epoch: the fast path checks divergence once, at the end
@@ -296,8 +301,7 @@ class NumbaBackend(NumpyBackend):
         kernel_net, work = _plan(net, batch_size)
         first = state.arrays["m" if optimizer.kind_id == ADAM_KIND else "velocity"]
         second = state.arrays["s"] if optimizer.kind_id == ADAM_KIND else np.empty(0, dtype=net.dtype)
-        n_threads = numba.get_num_threads()
-        n_parts = n_threads if n_threads > 1 and batch_size >= PARALLEL_MIN_BATCH else 1
+        n_parts = epoch_parts(batch_size)
         epoch = fast_kernels.optimizer_epoch_parallel if n_parts > 1 else fast_kernels.optimizer_epoch_serial
         last = n_rows - (n_rows - 1) // batch_size * batch_size  # rows of the last, maybe short, batch
         X, codes, scale = _epoch_rows(X, net.dtype)
@@ -332,20 +336,17 @@ class NumbaBackend(NumpyBackend):
         if not _has_kernel(net):
             return 0.0
         start = time.perf_counter()
-        n = max(2, min(int(batch_size), PARALLEL_MIN_BATCH))
-        one_thread_rows = numba.get_num_threads() == 1 and row_split(net.sizes, int(batch_size), 1)
-        if one_thread_rows:  # a batch of as many chunks, so that the probe takes the row-split epoch too
+        n, n_parts = max(2, min(int(batch_size), PARALLEL_MIN_BATCH)), epoch_parts(batch_size)
+        rows = row_split(net.sizes, int(batch_size), n_parts)
+        if rows and n_parts == 1:  # a batch of as many chunks, so that the probe takes the row-split epoch too
             n = ONE_THREAD_ROW_SPLIT_CHUNKS * fast_kernels.CHUNK_ROWS
-        n_threads = numba.get_num_threads()
-        n_parts = n_threads if n_threads > 1 and batch_size >= PARALLEL_MIN_BATCH else 1
         # a hidden layer wide enough that the probe's batch splits by units where the real one does
-        units = n_parts > 1 and not row_split(net.sizes, int(batch_size), n_parts)
-        tiny = _Probe([2, 2 * (n // n_parts) + 1 if units else 2, 2], net.cost, net.dtype)
+        tiny = _Probe([2, 2 * (n // n_parts) + 1 if n_parts > 1 and not rows else 2, 2], net.cost, net.dtype)
         # the same array types as the real run (labels or a matrix; X's dtype), so the same signature
         X = np.zeros((n, 2), dtype=net.dtype if X is None else X.dtype)
         Y = (np.zeros((n, 2), dtype=net.dtype) if Y is None or Y.ndim == 2
              else np.zeros(n, dtype=Y.dtype))
-        probe_batch = 1 if batch_size == 1 else (n if batch_size >= PARALLEL_MIN_BATCH or one_thread_rows else 2)
+        probe_batch = 1 if batch_size == 1 else (n if batch_size >= PARALLEL_MIN_BATCH or rows else 2)
         with compile_notice():
             if X.dtype == net.dtype:  # epoch_inputs reads only rows in the network's dtype as bytes
                 fast_kernels.byte_codes(X, X.dtype.type(255), np.empty(X.shape, dtype=np.uint8))
