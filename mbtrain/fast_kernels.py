@@ -50,7 +50,7 @@ from .fast_layers import (
 )
 
 #: SHA-256 of fast_layers.py these kernels were last compiled against (see above).
-FAST_LAYERS_SHA256 = "c97edfc3737b039f9eb6a7bd2dc740e9921c13a5af8780d6f453d74163f913a7"
+FAST_LAYERS_SHA256 = "a6166042a88a1af634011bf40d8f4439471a5c2c97d4a49074200b1fc9c03a9d"
 
 
 #: Integer and boolean arguments spelled as typed constants, never as literals: numba compiles a

@@ -486,9 +486,11 @@ def leaves_row(w, x, ch):
     product's rounding; ``|ch| 2^(mantissa bits + 2)`` is normal, a power-of-two
     scaling, exact), ``|ch x[j]|`` is under half an ulp and the sum rounds to
     ``w[j]``, fused or not. A zero, subnormal, inf or NaN weight, or an inf or
-    NaN input, says no. Only asked for ``0 < |ch| <`` the smallest normal.
+    NaN input, says no, and so does a ``ch`` that is not subnormal (zero, normal).
     """
     tiny, scale = subnormal_limits_like(ch)
+    if not (ch != 0 and abs(ch) < tiny):
+        return False
     bound = abs(ch) * scale
     bound = bound + bound
     ok = True
@@ -515,7 +517,7 @@ def first_layer_update_forward(W, b, x, c, alpha_w, z_next, x_next, fuse):
         w, ch = W[h], c[h]
         bh = b[h] + ch
         b[h] = bh
-        if alpha_w == 1 and ch != 0 and abs(ch) < subnormal_limits_like(ch)[0] and leaves_row(w, x, ch):
+        if alpha_w == 1 and leaves_row(w, x, ch):
             if fuse:  # the row stays as it is: its forward only
                 acc = bh - bh
                 for j in range(n_in):

@@ -79,6 +79,7 @@ def test_leaves_row_says_yes_only_for_subnormal_coefficients_too_small_to_move(d
     tiny = np.finfo(dtype).tiny
     assert fl.leaves_row(w, x, dtype(tiny / 3))
     assert fl.leaves_row(w, x, dtype(-tiny / 3))
+    assert not fl.leaves_row(w, x, dtype(0)) and not fl.leaves_row(w, x, dtype(tiny))  # zero, normal
     big_input = x.copy()
     big_input[2] = np.finfo(dtype).max  # its product with the coefficient is no longer small
     assert not fl.leaves_row(w, big_input, dtype(tiny / 3))
