@@ -50,7 +50,7 @@ from .fast_layers import (
 )
 
 #: SHA-256 of fast_layers.py these kernels were last compiled against (see above).
-FAST_LAYERS_SHA256 = "a6166042a88a1af634011bf40d8f4439471a5c2c97d4a49074200b1fc9c03a9d"
+FAST_LAYERS_SHA256 = "d9c1e2837701591d74d5b75817b6253d7e9a420b80df85170b4317a5d65cfeca"
 
 
 #: Integer and boolean arguments spelled as typed constants, never as literals: numba compiles a

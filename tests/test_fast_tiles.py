@@ -134,12 +134,14 @@ def test_float32_rows_of_a_float64_layer_are_widened_as_astype_would(kernel):
 # -- the forward pass --------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n_out, n_in, m, h_lo, h_hi", [
-    (100, 784, 100, 0, 100),   # 16 x 6 rows in tiles, 4 rows and no units left over
-    (30, 784, 10, 0, 30),      # 6 rows in 4-unit tiles and 2 units one by one; 4 rows row-wise
-    (10, 32, 7, 2, 10),        # a unit range: 8 units in tiles
-    (9, 48, 13, 0, 9),         # 12 rows x 8 units in tiles
+    (100, 784, 100, 0, 100),   # 16 x 6 rows in tiles, 4 rows in a last tile, no units left over
+    (30, 784, 10, 0, 30),      # 6 + 4 rows in 4-unit tiles and 2 units one by one
+    (10, 32, 7, 2, 10),        # a unit range: 8 units in tiles; 1 row left over (a last tile of 4 repeating it)
+    (9, 48, 13, 0, 9),         # 12 rows x 8 units in tiles, 1 row and 1 unit left over
+    (10, 48, 17, 1, 10),       # 5 rows left over: a last tile of 4 and one of 1
+    (7, 32, 3, 0, 7),          # 3 rows: one last tile of 4, its last row repeated
     (10, 30, 12, 0, 10),       # n_in not a whole number of vectors: all row-wise
-    (10, 64, 5, 0, 10),        # fewer rows than a tile: all row-wise
+    (10, 64, 2, 0, 10),        # fewer rows than the tiles take: row-wise
 ])
 def test_forward_matches_numpy_with_the_tiles_and_without(dtype, n_out, n_in, m, h_lo, h_hi):
     rng = np.random.default_rng(5)
@@ -156,16 +158,32 @@ def test_forward_matches_numpy_with_the_tiles_and_without(dtype, n_out, n_in, m,
         assert (Z[:, :h_lo] == SENTINEL).all() and (Z[:, h_hi:] == SENTINEL).all()
 
 
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 6, 10, 15])  # no tile of 6, or the last 1-5 rows in tiles of 4
 @pytest.mark.parametrize("h_lo, h_hi", [(4, 12), (3, 12), (1, 4), (2, 13)])  # 4-unit tiles, then units one by one
-def test_tiled_forward_writes_only_its_whole_row_tiles(h_lo, h_hi):
-    """The tiles cover rows < 6 (m // 6) and the units given; the caller owns the rest (left as it was here)."""
+def test_tiled_forward_writes_every_row_and_only_the_units_given(m, h_lo, h_hi):
+    """Rows past the end of a short last tile are computed, never stored: the rows below the batch stay as they were."""
     rng = np.random.default_rng(6)
     W, b = rng.standard_normal((13, 64)).astype(np.float32), rng.standard_normal(13).astype(np.float32)
-    A, rows = rng.random((15, 64)).astype(np.float32), np.arange(15)
-    Z = np.full((15, 14), SENTINEL, dtype=np.float32)
+    A, rows = rng.random((m + 3, 64)).astype(np.float32), rng.permutation(m + 3)[:m]
+    Z = np.full((m + 3, 14), SENTINEL, dtype=np.float32)
     ft.tiled_forward_rows(Z, A, rows, W, b, h_lo, h_hi)
-    np.testing.assert_allclose(Z[:12, h_lo:h_hi], A[:12] @ W[h_lo:h_hi].T + b[h_lo:h_hi], rtol=1e-5, atol=1e-5)
-    assert (Z[12:] == SENTINEL).all() and (Z[:, :h_lo] == SENTINEL).all() and (Z[:, h_hi:] == SENTINEL).all()
+    np.testing.assert_allclose(Z[:m, h_lo:h_hi], A[rows] @ W[h_lo:h_hi].T + b[h_lo:h_hi], rtol=1e-5, atol=1e-5)
+    assert (Z[m:] == SENTINEL).all() and (Z[:, :h_lo] == SENTINEL).all() and (Z[:, h_hi:] == SENTINEL).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_rows_forward_is_the_same_in_every_tile(dtype):
+    """A row gets the same values bit for bit in a tile of 6 and in a last tile of 4, at any place in the batch."""
+    rng = np.random.default_rng(8)
+    W, b = rng.standard_normal((30, 784)).astype(dtype), rng.standard_normal(30).astype(dtype)
+    A = rng.random((20, 784)).astype(dtype)
+    Z_all = np.zeros((20, 30), dtype)
+    ft.tiled_forward_rows(Z_all, A, np.arange(20), W, b, 0, 30)  # rows 0-17 in tiles of 6, 18-19 in a tile of 4
+    for m in (1, 3, 4, 5, 10):
+        rows = np.arange(20 - m, 20)[::-1].copy()  # the rows of the tiles of 6 now in the last tiles, reversed
+        Z = np.zeros((m, 30), dtype)
+        ft.tiled_forward_rows(Z, A, rows, W, b, 0, 30)
+        np.testing.assert_array_equal(Z, Z_all[rows])
 
 
 def test_float32_rows_of_a_float64_forward_are_widened_exactly():
