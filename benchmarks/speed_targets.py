@@ -31,7 +31,10 @@ ever lowers a measured peak). The environment is recorded as found
 unsets nothing in it; the report warns when BLAS runs a kernel narrower than
 the CPU supports. Each timing and floor records the share of CPU time the
 hypervisor took while it ran (``steal_share``, :mod:`mbtrain.bench.steal`),
-and the report warns when it was over 5%. Writes epochs.csv, floors.csv,
+and the report warns when it was over 5%. On each thread count above one it
+measures how much of one thread's L1 work the threads do together
+(:mod:`mbtrain.bench.cores`) and warns when they share cores (kernels that
+load and store then run further from that floor). Writes epochs.csv, floors.csv,
 targets.csv, machine.json and report.md to benchmarks/results/speed_targets/
 (``--quick``: speed_targets_quick/) and prints the targets.
 
@@ -52,6 +55,7 @@ import numpy as np
 import pandas as pd
 
 import mbtrain
+from mbtrain.bench import cores
 from mbtrain.bench.arms import Arm, get_arm
 from mbtrain.bench.data import load_data
 from mbtrain.bench.floor import epoch_bytes, epoch_flops, measure_floor
@@ -348,6 +352,13 @@ def machine_lines(info) -> list[str]:
              f"- BLAS and thread variables (recorded as found, none changed): {env}"]
     lines += [f"- **Warning: BLAS runs a kernel narrower than the CPU supports.** {s}"
               for s in narrower_blas_warnings(info)]
+    scaling = {int(n): value for n, value in info.get("core_scaling", {}).items()}
+    if scaling:
+        lines.append("- The threads' L1 work against one thread's (`mbtrain/bench/cores.py`: a load, a multiply-add "
+                     "and a store per value of a block in L1 each): "
+                     + ", ".join(f"{n} threads {value:.2f}x" for n, value in sorted(scaling.items())))
+    lines += [f"- **Warning: the threads share cores.** {w}" for n, value in sorted(scaling.items())
+              if (w := cores.shared_cores_warning(value, n))]
     return lines
 
 
@@ -407,12 +418,15 @@ def main(argv=None) -> int:
     settings = dict(dataset=data.name, epochs=epochs, threads=args.threads, max_epoch_seconds=max_epoch_seconds,
                     quick=args.quick, batch_sizes=list(BATCH_SIZES))
     info = machine_info(command=" ".join(["python", "benchmarks/speed_targets.py", *(argv or sys.argv[1:])]))
-    info.update(run="speed_targets", settings=settings, floor={}, threads={})
+    info.update(run="speed_targets", settings=settings, floor={}, threads={}, core_scaling={},
+                core_probe_compile_seconds=cores.compile_probe())
     epoch_rows, floors = [], []
     for threads in sorted(set(args.threads) | {1}):  # the one-thread floor is a target's reference
         with mbtrain.threads.limit(threads):
             info["threads"][str(threads)] = mbtrain.get_num_threads()._asdict()
             floor, floor_steal = measured_floor(args.quick)
+            if threads > 1:
+                info["core_scaling"][str(threads)] = cores.measure_core_scaling(passes=200 if args.quick else 2000)
             rows = []
             if threads in args.threads:
                 for network in NETWORKS:

@@ -186,3 +186,21 @@ def test_the_floor_kept_is_the_measurement_with_the_higher_peak(speed_targets):
     assert expected < disturbed.epoch_floor(sizes, 50_000, "float32")["floor_seconds"]
     wrong = dict(row, status="wrong")
     assert speed_targets.with_floor(wrong, quiet, data) is wrong
+
+
+def test_the_quick_run_records_the_threads_l1_scaling(quick_run):
+    machine = json.loads((quick_run / "machine.json").read_text())
+    assert set(machine["core_scaling"]) == {"2"} and machine["core_scaling"]["2"] > 0
+    assert machine["core_probe_compile_seconds"] >= 0
+    assert "The threads' L1 work against one thread's" in (quick_run / "report.md").read_text()
+
+
+def test_the_report_warns_when_the_threads_share_cores(speed_targets):
+    info = json.loads(json.dumps(dict(cpu_model="cpu", available_cores=2, isa="AVX-512", isa_source="flags",
+                                      numba_target=dict(cpu="x", isa="AVX-512"), blas=[], environment={})))
+    scaled = speed_targets.machine_lines(dict(info, core_scaling={"2": 1.95}))
+    assert "- The threads' L1 work against one thread's" in "\n".join(scaled) and "2 threads 1.95x" in scaled[-1]
+    assert not any("share cores" in line for line in scaled)
+    shared = speed_targets.machine_lines(dict(info, core_scaling={"2": 1.1}))
+    assert shared[-1].startswith("- **Warning: the threads share cores.** 2 threads did 1.10x")
+    assert not any("L1 work" in line for line in speed_targets.machine_lines(info))
