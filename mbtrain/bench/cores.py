@@ -29,6 +29,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .floor import best_time
+
 #: Bytes of one thread's block: in L1 (32-48 KB on current x86 cores) even when two threads share one.
 BLOCK_BYTES = 16 * 1024
 #: Bytes between two threads' blocks (their start addresses differ beyond a page).
@@ -72,15 +74,6 @@ def compile_probe() -> float:
     return time.perf_counter() - start
 
 
-def _best_seconds(run, repeats: int) -> float:
-    best = np.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def measure_core_scaling(passes: int = 2000, repeats: int = 5) -> float:
     """The L1 work of every thread of numba's pool against one thread's: ``n`` on ``n`` own cores, ~1 on one.
 
@@ -91,8 +84,8 @@ def measure_core_scaling(passes: int = 2000, repeats: int = 5) -> float:
     n = numba.get_num_threads()
     blocks = _blocks(n)
     _rmw_threads(blocks, A_FACTOR, B_TERM, 1)  # start the pool and touch the pages before timing
-    one = _best_seconds(lambda: rmw_block(blocks[0], A_FACTOR, B_TERM, passes), repeats)
-    every = _best_seconds(lambda: _rmw_threads(blocks, A_FACTOR, B_TERM, passes), repeats)
+    one = best_time(lambda: rmw_block(blocks[0], A_FACTOR, B_TERM, passes), repeats)
+    every = best_time(lambda: _rmw_threads(blocks, A_FACTOR, B_TERM, passes), repeats)
     if not (blocks == 1.0).all():
         raise RuntimeError("core probe: a block is not all ones after the passes, so it did not do what it counts")
     return n * one / every

@@ -59,7 +59,8 @@ def epoch_bytes(sizes, n_rows: int, dtype="float32") -> float:
     return 1.0 * n_rows * int(sizes[0]) * np.dtype(dtype).itemsize
 
 
-def _best_time(fn, repeats: int) -> float:
+def best_time(fn, repeats: int) -> float:
+    """The fastest of ``repeats`` calls of ``fn``, in seconds."""
     best = np.inf
     for _ in range(repeats):
         start = time.perf_counter()
@@ -78,7 +79,7 @@ def measure_gemm_rate(dtype="float32", n: int = 1024, repeats: int = 3) -> float
     b = rng.random((n, n)).astype(dtype)
     out = np.empty((n, n), dtype=dtype)
     np.matmul(a, b, out=out)  # warm up: thread pool start-up, page faults
-    seconds = _best_time(lambda: np.matmul(a, b, out=out), repeats)
+    seconds = best_time(lambda: np.matmul(a, b, out=out), repeats)
     return 2.0 * n ** 3 / seconds
 
 
@@ -92,7 +93,7 @@ def measure_bandwidth(n_bytes: int = 256 * 2 ** 20, repeats: int = 3) -> float:
     """
     a = np.ones(max(1, n_bytes // 8), dtype=np.float64)
     a.sum()  # touch every page before timing
-    seconds = _best_time(a.sum, repeats)
+    seconds = best_time(a.sum, repeats)
     return a.nbytes / seconds
 
 
