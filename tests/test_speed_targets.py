@@ -196,8 +196,8 @@ def test_the_quick_run_records_the_threads_l1_scaling(quick_run):
 
 
 def test_the_report_warns_when_the_threads_share_cores(speed_targets):
-    info = json.loads(json.dumps(dict(cpu_model="cpu", available_cores=2, isa="AVX-512", isa_source="flags",
-                                      numba_target=dict(cpu="x", isa="AVX-512"), blas=[], environment={})))
+    info = dict(cpu_model="cpu", available_cores=2, isa="AVX-512", isa_source="flags",
+                numba_target=dict(cpu="x", isa="AVX-512"), blas=[], environment={})
     scaled = speed_targets.machine_lines(dict(info, core_scaling={"2": 1.95}))
     assert "- The threads' L1 work against one thread's" in "\n".join(scaled) and "2 threads 1.95x" in scaled[-1]
     assert not any("share cores" in line for line in scaled)

@@ -30,13 +30,12 @@ import numpy as np
 from numba import njit, prange
 
 from .floor import best_time
+from .peak import A_FACTOR, B_TERM  # 1 * A_FACTOR + B_TERM == 1 exactly, as in the FMA probe
 
 #: Bytes of one thread's block: in L1 (32-48 KB on current x86 cores) even when two threads share one.
 BLOCK_BYTES = 16 * 1024
 #: Bytes between two threads' blocks (their start addresses differ beyond a page).
 BLOCK_STRIDE_BYTES = BLOCK_BYTES + 4096 + 64
-A_FACTOR = 1.0 - 2.0 ** -10
-B_TERM = 2.0 ** -10  # 1 * A_FACTOR + B_TERM == 1 exactly
 #: Below this share of ``n`` (the ideal scaling on ``n`` cores), the report says the threads share cores.
 SHARED_BELOW = 0.75
 
