@@ -50,7 +50,7 @@ from .fast_layers import (
 )
 
 #: SHA-256 of fast_layers.py these kernels were last compiled against (see above).
-FAST_LAYERS_SHA256 = "d9c1e2837701591d74d5b75817b6253d7e9a420b80df85170b4317a5d65cfeca"
+FAST_LAYERS_SHA256 = "55907e95cb0be9c4740ae904c7ef40a31cd08de04f000fbdc563bb3567c4f785"
 
 
 #: Integer and boolean arguments spelled as typed constants, never as literals: numba compiles a

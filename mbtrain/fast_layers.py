@@ -51,11 +51,13 @@ from numba.np.numpy_support import as_dtype
 
 from ._kernel_api import ADAM_KIND, CROSS_ENTROPY, NESTEROV_KIND, QUADRATIC, SOFTMAX
 from .fast_tiles import (NARROW_ROWS, WIDE_VECTORS, tiled_bias_units, tiled_forward_rows,
-                         tiled_hidden_delta_rows, tiled_narrow_forward_rows, tiled_update_units)
+                         tiled_hidden_delta_rows, tiled_narrow_forward_rows, tiled_update_forward_row,
+                         tiled_update_forward_rows,
+                         tiled_update_units)
 
 #: SHA-256 of fast_tiles.py, whose intrinsics these kernels compile in (the cache note of
 #: :mod:`mbtrain.fast_kernels`, one file further down).
-FAST_TILES_SHA256 = "ab785fec28ab763782d2bda9420291969dc93dd45367af622a3e844047acbec5"
+FAST_TILES_SHA256 = "8b3984a75ee9c2dcd1d24ae6d4fefed508a8a718593ddf6b25241c5cd7f6adc9"
 #: ``reassoc`` and ``contract`` only: vectorized reductions and fused multiply-adds, inf and NaN kept.
 FASTMATH = {"reassoc", "contract"}
 #: Rows and units of a forward register tile (the tile loops below are written out for 4 x 4).
@@ -475,30 +477,35 @@ def _ol_subnormal_limits_like(x):
 
 
 @njit(inline="always")
-def leaves_row(w, x, ch):
-    """Whether ``w[j] + ch x[j]`` is ``w[j]`` for every ``j``, known without computing it, for a subnormal ``ch``.
+def quiet_row(w, x, ch, alpha_w):
+    """``w <- alpha_w w`` (when ``alpha_w`` is not 1), and whether ``w[j] + ch x[j]`` is then ``w[j]`` for every ``j``.
 
-    A product with a subnormal factor or result is a microcode assist on x86
-    (about 100 cycles a vector): one [784,30,10] unit with a subnormal
-    coefficient took a fused pass from 6.2 to 13.3 us, all 30 to 174 (Intel
-    Xeon), and saturated units give them (eta 3, batch 1: 2% of the hidden
-    deltas). Half an ulp of a normal ``w[j]`` is more than ``|w[j]|
-    2^-(mantissa bits + 2)``: so when every ``w[j]`` is normal, finite and at
-    least ``|ch| |x[j]| 2^(mantissa bits + 3)`` (a factor 2 to spare for that
-    product's rounding; ``|ch| 2^(mantissa bits + 2)`` is normal, a power-of-two
-    scaling, exact), ``|ch x[j]|`` is under half an ulp and the sum rounds to
-    ``w[j]``, fused or not. A zero, subnormal, inf or NaN weight, or an inf or
-    NaN input, says no, and so does a ``ch`` that is not subnormal (zero, normal).
+    For a subnormal ``ch`` only: a product with a subnormal factor or result
+    is a microcode assist on x86 (about 100 cycles a vector): one [784,30,10]
+    unit with a subnormal coefficient took a fused pass from 6.2 to 13.3 us,
+    all 30 to 174 (Intel Xeon), and saturated units give them (eta 3, batch 1:
+    2% of the hidden deltas). Half an ulp of a normal ``w[j]`` is more than
+    ``|w[j]| 2^-(mantissa bits + 2)``: so when every (scaled) ``w[j]`` is
+    normal, finite and at least ``|ch| |x[j]| 2^(mantissa bits + 3)`` (a
+    factor 2 to spare; ``|ch| 2^(mantissa bits + 2)`` is normal, a
+    power-of-two scaling, exact), ``|ch x[j]|`` is under half an ulp and the
+    multiply-add rounds to ``w[j]``. A zero, subnormal, inf or NaN weight, or
+    an inf or NaN input, says no.
     """
     tiny, scale = subnormal_limits_like(ch)
-    if not (ch != 0 and abs(ch) < tiny):
-        return False
     bound = abs(ch) * scale
     bound = bound + bound
     ok = True
-    for j in range(w.shape[0]):
-        a = abs(w[j])
-        ok &= (a >= tiny) & (a < np.inf) & (a >= bound * abs(x[j]))
+    if alpha_w != 1:
+        for j in range(w.shape[0]):
+            t = alpha_w * w[j]
+            w[j] = t
+            a = abs(t)
+            ok &= (a >= tiny) & (a < np.inf) & (a >= bound * abs(x[j]))
+    else:
+        for j in range(w.shape[0]):
+            a = abs(w[j])
+            ok &= (a >= tiny) & (a < np.inf) & (a >= bound * abs(x[j]))
     return ok
 
 
@@ -509,40 +516,59 @@ def first_layer_update_forward(W, b, x, c, alpha_w, z_next, x_next, fuse):
     ``W[h] <- alpha_w W[h] + c[h] x``, ``b[h] <- b[h] + c[h]`` and, when ``fuse``,
     ``z_next[h] = W_new[h] . x_next + b_new[h]`` in the same pass: the updated
     row is still in registers, so ``W`` (larger than L1 for image inputs)
-    streams from L2 twice per example instead of three times. Without L2
-    (``alpha_w == 1``), a row whose coefficient is subnormal and cannot move
-    any of its weights (:func:`leaves_row`) is not written: only its forward
-    is computed.
+    streams from L2 twice per example instead of three times. On AVX-512 the
+    rows go two at a time through :func:`mbtrain.fast_tiles.tiled_update_forward_rows`
+    (``alpha_w W[h]`` rounded, then one multiply-add per weight). A row whose
+    coefficient is subnormal and cannot move any of its (scaled) weights
+    (:func:`quiet_row`) is not stepped: only scaled, and its forward computed.
     """
     n_out, n_in = W.shape
-    for h in range(n_out):
+    tiny, _ = subnormal_limits_like(alpha_w)
+    zero, one = alpha_w - alpha_w, alpha_w / alpha_w
+    vectors = WIDE_VECTORS and fuse and n_in % (64 // W.itemsize) == 0
+    flat = W.reshape(W.size)  # the vector kernels take offsets into one array, not a view per row
+    h = 0
+    while h < n_out:
+        # two rows at a time through the vector kernel, unless one has a subnormal coefficient
+        two = vectors and h + 1 < n_out and not (is_subnormal(c[h], tiny) or is_subnormal(c[h + 1], tiny))
+        if two:
+            b[h] += c[h]
+            b[h + 1] += c[h + 1]
+            z0, z1 = tiled_update_forward_rows(flat, h * n_in, (h + 1) * n_in, n_in, x, c[h], c[h + 1], alpha_w,
+                                               x_next)
+            z_next[h], z_next[h + 1] = z0 + b[h], z1 + b[h + 1]
+            h += 2
+            continue
         w, ch = W[h], c[h]
         bh = b[h] + ch
         b[h] = bh
-        if alpha_w == 1 and leaves_row(w, x, ch):
-            if fuse:  # the row stays as it is: its forward only
-                acc = bh - bh
-                for j in range(n_in):
-                    acc += w[j] * x_next[j]
-                z_next[h] = acc + bh
-            continue
-        if fuse and alpha_w == 1:  # no L2: one multiply-add per weight fewer
-            acc = bh - bh
-            for j in range(n_in):
-                v = w[j] + ch * x[j]
-                w[j] = v
-                acc += v * x_next[j]
-            z_next[h] = acc + bh
+        alpha = alpha_w
+        if is_subnormal(ch, tiny):
+            quiet = quiet_row(w, x, ch, alpha_w)  # w is alpha_w w from here
+            alpha = one
+            if quiet:
+                ch = zero  # w + 0 x is w: no zero, non-finite weight or non-finite input (quiet_row)
+        if vectors:
+            z_next[h] = tiled_update_forward_row(flat, h * n_in, n_in, x, ch, alpha, x_next) + bh
         elif fuse:
             acc = bh - bh
             for j in range(n_in):
-                v = alpha_w * w[j] + ch * x[j]
+                v = alpha * w[j]
+                v += ch * x[j]
                 w[j] = v
                 acc += v * x_next[j]
             z_next[h] = acc + bh
         else:
             for j in range(n_in):
-                w[j] = alpha_w * w[j] + ch * x[j]
+                v = alpha * w[j]
+                w[j] = v + ch * x[j]
+        h += 1
+
+
+@njit(inline="always")
+def is_subnormal(v, tiny):
+    """``0 < |v| < tiny`` (``tiny`` the smallest normal number of ``v``'s type)."""
+    return v != 0 and abs(v) < tiny
 
 
 # -- optimizer steps: one elementwise pass over a range of the flat parameters -----------------------

@@ -49,6 +49,8 @@ def case(n_out, n_in, m, dtype, seed=0):
     (11, 20, 9, 0, 11),         # 6 + 4 + 1 units
     (5, 3, 3, 0, 5),            # fewer columns than one vector: masked only
     (8, 64, 0, 0, 8),           # an empty batch: W <- s W
+    (30, 784, 1, 0, 30),        # one example (online SGD's output layer, or a last batch of one row)
+    (10, 30, 1, 3, 10),         # one example over a masked second vector
 ])
 @pytest.mark.parametrize("s", [1.0, 0.99])
 def test_update_matches_numpy(kernel, dtype, n_out, n_in, m, h_lo, h_hi, s):

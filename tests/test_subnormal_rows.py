@@ -1,49 +1,62 @@
-"""Online SGD's fused first-layer pass leaves a row alone when its coefficient is subnormal and cannot move
-any weight (``fast_layers.leaves_row``): the same weights, bit for bit, as computing the row, and the same
-forward; a row it could move (a zero weight, an inf or NaN input) is computed."""
+"""Online SGD's fused first-layer pass (``fast_layers.first_layer_update_forward``).
+
+A row whose coefficient is subnormal and cannot move any weight (``fast_layers.quiet_row``) is only scaled
+(L2) and its forward computed: the same weights, bit for bit, as the arithmetic leaves them; a row it could
+move (a zero weight, an inf or NaN input) is computed. The other rows go two at a time through the vector
+kernel (``fast_tiles.tiled_update_forward_rows``), which rounds a row the same way alone or in a pair.
+"""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 import mbtrain
-from mbtrain import fast_layers as fl
+from mbtrain import fast_layers as fl, fast_tiles as ft
 from mbtrain.backends import get_backend
+from mbtrain.params import empty_aligned
 
 DTYPES = [np.float32, np.float64]
 
 
-def pass_inputs(dtype, n_out=5, n_in=40, seed=0):
+def pass_inputs(dtype, n_in=40, seed=0):
     rng = np.random.default_rng(seed)
-    W = (rng.standard_normal((n_out, n_in)) * 0.05).astype(dtype)
-    W[np.abs(W) < 1e-3] = dtype(0.01)  # every weight normal and not tiny
-    b = rng.standard_normal(n_out).astype(dtype)
-    x, x_next = rng.random(n_in).astype(dtype), rng.random(n_in).astype(dtype)
     tiny = np.finfo(dtype).tiny
-    c = np.array([1e-3, tiny / 4, -tiny / 1000, 0.0, tiny * 0.9], dtype=dtype)[:n_out]  # normal, subnormal, zero
+    # normal, subnormal, subnormal, zero, subnormal, then a pair of normal ones (the two-row kernel)
+    c = np.array([1e-3, tiny / 4, -tiny / 1000, 0.0, tiny * 0.9, 2e-3, -1e-3], dtype=dtype)
+    W = (rng.standard_normal((len(c), n_in)) * 0.05).astype(dtype)
+    W[np.abs(W) < 1e-3] = dtype(0.01)  # every weight normal and not tiny
+    b = rng.standard_normal(len(c)).astype(dtype)
+    x, x_next = rng.random(n_in).astype(dtype), rng.random(n_in).astype(dtype)
     return W, b, x, x_next, c
 
 
-def reference(W, b, x, x_next, c):
-    """The pass in float64 then rounded (exact here: the subnormal products are far under half an ulp)."""
-    W2 = (W.astype(np.float64) + np.outer(c.astype(np.float64), x.astype(np.float64))).astype(W.dtype)
+def reference(W, b, x, x_next, c, alpha):
+    """The pass in float64 then rounded (exact for the rows that do not move: their products are far under
+    half an ulp)."""
+    scaled = (alpha * W).astype(W.dtype)  # alpha W rounded first, as the kernels do
+    W2 = (scaled.astype(np.float64) + np.outer(c.astype(np.float64), x.astype(np.float64))).astype(W.dtype)
     b2 = (b.astype(np.float64) + c).astype(b.dtype)
-    return W2, b2, W2.astype(np.float64) @ x_next + b2
+    return scaled, W2, b2, W2.astype(np.float64) @ x_next + b2
+
+
+QUIET = [1, 2, 3, 4]  # the subnormal and zero coefficients
+MOVED = [0, 5, 6]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("fuse", [True, False])
-def test_subnormal_rows_are_left_as_the_arithmetic_leaves_them(dtype, fuse):
-    W, b, x, x_next, c = pass_inputs(dtype)
-    expected_W, expected_b, expected_z = reference(W, b, x, x_next, c)
+@pytest.mark.parametrize("alpha", [1.0, 0.999])
+@pytest.mark.parametrize("n_in", [40, 64])  # float32: 40 is not a whole number of vectors (the loops), 64 is
+def test_subnormal_rows_are_left_as_the_arithmetic_leaves_them(dtype, fuse, alpha, n_in):
+    W, b, x, x_next, c = pass_inputs(dtype, n_in)
+    alpha = dtype(alpha)
+    scaled, expected_W, expected_b, expected_z = reference(W, b, x, x_next, c, alpha)
     z = np.full(W.shape[0], np.nan, dtype=dtype)
-    start = W.copy()
-    fl.first_layer_update_forward(W, b, x, c, dtype(1), z, x_next, fuse)
-    np.testing.assert_array_equal(W[1:], expected_W[1:])  # bit for bit: the subnormal and zero coefficients
-    np.testing.assert_array_equal(W[1:], start[1:])  # move nothing
-    # the normal row, computed (fused multiply-adds: to rounding)
-    np.testing.assert_allclose(W[0], expected_W[0], rtol=2e-7 if dtype == np.float32 else 1e-15)
-    assert not np.array_equal(W[0], start[0])
+    fl.first_layer_update_forward(W, b, x, c, alpha, z, x_next, fuse)
+    np.testing.assert_array_equal(W[QUIET], expected_W[QUIET])  # bit for bit
+    np.testing.assert_array_equal(W[QUIET], scaled[QUIET])  # scaled, and moved by nothing
+    np.testing.assert_allclose(W[MOVED], expected_W[MOVED], rtol=2e-7 if dtype == np.float32 else 1e-15)
+    assert not np.array_equal(W[MOVED], scaled[MOVED])
     np.testing.assert_array_equal(b, expected_b)
     if fuse:
         np.testing.assert_allclose(z, expected_z, rtol=1e-5 if dtype == np.float32 else 1e-12)
@@ -62,7 +75,7 @@ def test_a_row_the_coefficient_could_move_is_computed(dtype, case):
         W[1, 3] = tiny / 2
     else:
         x[3] = np.inf if case == "inf input" else np.nan
-    assert not fl.leaves_row(W[1], x, c[1])
+    assert not fl.quiet_row(W[1].copy(), x, c[1], dtype(1))
     expected = W[1].astype(np.float64) + np.float64(c[1]) * x.astype(np.float64)
     z = np.empty(W.shape[0], dtype=dtype)
     with np.errstate(invalid="ignore", over="ignore"):
@@ -73,18 +86,57 @@ def test_a_row_the_coefficient_could_move_is_computed(dtype, case):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_leaves_row_says_yes_only_for_subnormal_coefficients_too_small_to_move(dtype):
+def test_quiet_row_says_yes_only_for_coefficients_too_small_to_move_any_weight(dtype):
     w = np.full(8, 0.5, dtype=dtype)
     x = np.linspace(0, 1, 8).astype(dtype)
-    tiny = np.finfo(dtype).tiny
-    assert fl.leaves_row(w, x, dtype(tiny / 3))
-    assert fl.leaves_row(w, x, dtype(-tiny / 3))
-    assert not fl.leaves_row(w, x, dtype(0)) and not fl.leaves_row(w, x, dtype(tiny))  # zero, normal
+    tiny, one = np.finfo(dtype).tiny, dtype(1)
+    for c in (tiny / 3, -tiny / 3, 0.0, tiny, 2.0 ** -60):  # each far under half an ulp of 0.5 for x <= 1
+        assert fl.quiet_row(w, x, dtype(c), one)
+    assert not fl.quiet_row(w, x, dtype(1e-3), one) and not fl.quiet_row(w, x, dtype(2.0 ** -20), one)
     big_input = x.copy()
     big_input[2] = np.finfo(dtype).max  # its product with the coefficient is no longer small
-    assert not fl.leaves_row(w, big_input, dtype(tiny / 3))
+    assert not fl.quiet_row(w, big_input, dtype(tiny / 3), one)
     limits = fl.subnormal_limits_like(dtype(1))
     assert limits[0] == tiny and limits[1] == 2.0 ** (np.finfo(dtype).nmant + 2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_quiet_row_scales_the_row_first(dtype):
+    w = np.linspace(0.25, 1.0, 16).astype(dtype)
+    x = np.ones(16, dtype=dtype)
+    alpha = dtype(0.999)
+    expected = alpha * w
+    assert fl.quiet_row(w, x, dtype(np.finfo(dtype).tiny / 5), alpha)
+    np.testing.assert_array_equal(w, expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_in", [784, 48, 64])  # float32: 49, 3 and 4 vectors (a last odd vector, or none)
+@pytest.mark.parametrize("alpha", [1.0, 0.99995])
+def test_the_two_row_kernel_rounds_each_row_as_the_one_row_kernel_does(dtype, n_in, alpha):
+    lanes = 64 // np.dtype(dtype).itemsize
+    if n_in % lanes:
+        pytest.skip("the vector kernels take whole vectors")
+    rng = np.random.default_rng(3)
+    W = empty_aligned(3 * n_in, dtype)
+    W[...] = rng.standard_normal(3 * n_in) * 0.05
+    start = W.copy()
+    x, x_next = rng.random(n_in).astype(dtype), rng.random(n_in).astype(dtype)
+    c0, c1, alpha = dtype(0.01), dtype(-0.02), dtype(alpha)
+    dots = ft.tiled_update_forward_rows(W, n_in, 2 * n_in, n_in, x, c0, c1, alpha, x_next)  # rows 1 and 2
+    alone = start.copy()
+    dot1 = ft.tiled_update_forward_row(alone, n_in, n_in, x, c0, alpha, x_next)
+    dot2 = ft.tiled_update_forward_row(alone, 2 * n_in, n_in, x, c1, alpha, x_next)
+    np.testing.assert_array_equal(W, alone)  # bit for bit, row 0 untouched in both
+    np.testing.assert_array_equal(W[:n_in], start[:n_in])
+    assert dots == (dot1, dot2)
+    rows = start.reshape(3, n_in)
+    for r, c, dot in ((1, c0, dot1), (2, c1, dot2)):
+        expected = (alpha * rows[r]).astype(np.float64) + np.float64(c) * x  # alpha w rounded first
+        eps = np.finfo(dtype).eps  # one rounding: half an ulp of the result, or of the terms where they cancel
+        np.testing.assert_allclose(W.reshape(3, n_in)[r], expected, rtol=eps, atol=eps * np.abs(expected).max())
+        np.testing.assert_allclose(dot, W.reshape(3, n_in)[r].astype(np.float64) @ x_next,
+                                   rtol=1e-5 if dtype == np.float32 else 1e-13)
 
 
 def test_a_saturated_online_epoch_equals_the_numpy_backend():
