@@ -13,7 +13,7 @@ import pytest
 import mbtrain
 from mbtrain import fast_kernels as fk
 from mbtrain.backends import get_backend
-from mbtrain.backends.numba_matrix import ByteCodedRows, NumbaBackend
+from mbtrain.backends.numba_matrix import BYTE_SCALES, ByteCodedRows, NumbaBackend
 from mbtrain.bench.arms import BackendRunner
 from mbtrain.datasets._convert import scale_to_unit
 
@@ -39,6 +39,29 @@ def test_byte_valued_rows_become_their_codes(dtype, scale):
     decoded = np.empty_like(X)
     fk.gather_rows(decoded, X[:0], rows.codes, rows.scale, np.arange(40, dtype=np.int64), 0, 40)
     np.testing.assert_array_equal(decoded, X)  # bit for bit
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("scale", BYTE_SCALES)
+@pytest.mark.parametrize("n", [256, 1000])  # whole vectors, and a last partial one
+def test_every_code_decodes_to_its_quotient_bit_for_bit(dtype, scale, n):
+    """decode_row's reciprocal corrected by the exact residual (fused multiply-adds) against the division,
+    for all 256 codes: the rows the epochs decode are the rows the caller gave, whatever the codes."""
+    codes = (np.arange(n) % 256).astype(np.uint8)
+    out = np.full(n, np.nan, dtype=dtype)
+    fk.decode_row(out, codes, dtype(scale))
+    np.testing.assert_array_equal(out, codes.astype(dtype) / dtype(scale))
+
+
+def test_fused_multiply_add_rounds_once():
+    """The compiled fma keeps what a separate product would round away: (1 + 2^-12)^2 - 1 in float32."""
+    from numba import njit
+
+    fma = njit(lambda a, b, c: fk.fused_multiply_add(a, b, c))
+    a = np.float32(1 + 2.0 ** -12)
+    assert fma(a, a, np.float32(-1)) == np.float32(2.0 ** -11 + 2.0 ** -24)  # a * a rounded first gives 2^-11
+    assert np.float32(a * a) - np.float32(1) == np.float32(2.0 ** -11)
+    assert fma(1.5, 2.0, 0.25) == 3.25
 
 
 def one_value_changed(X, value, row=23, col=7):
