@@ -99,6 +99,7 @@ class PlainNumpyRunner:
     def params(self):
         return self.layout.pack(self.weights, self.biases, self.dtype)
 
+    @np.errstate(over="ignore")  # exp(-z) overflows for a saturated unit: its activation is then exactly 0
     def epoch(self, order, batch_size, eta, lmbda, n):
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
