@@ -50,7 +50,7 @@ from .fast_layers import (
 )
 
 #: SHA-256 of fast_layers.py these kernels were last compiled against (see above).
-FAST_LAYERS_SHA256 = "55907e95cb0be9c4740ae904c7ef40a31cd08de04f000fbdc563bb3567c4f785"
+FAST_LAYERS_SHA256 = "6590f86a732a55ac8bd41de3d860c72e2dde36426b558fb6f3d85e5f7f58df8d"
 
 
 #: Integer and boolean arguments spelled as typed constants, never as literals: numba compiles a

@@ -52,12 +52,11 @@ from numba.np.numpy_support import as_dtype
 from ._kernel_api import ADAM_KIND, CROSS_ENTROPY, NESTEROV_KIND, QUADRATIC, SOFTMAX
 from .fast_tiles import (NARROW_ROWS, WIDE_VECTORS, tiled_bias_units, tiled_forward_rows,
                          tiled_hidden_delta_rows, tiled_narrow_forward_rows, tiled_update_forward_row,
-                         tiled_update_forward_rows,
-                         tiled_update_units)
+                         tiled_update_forward_rows, tiled_update_units)
 
 #: SHA-256 of fast_tiles.py, whose intrinsics these kernels compile in (the cache note of
 #: :mod:`mbtrain.fast_kernels`, one file further down).
-FAST_TILES_SHA256 = "8b3984a75ee9c2dcd1d24ae6d4fefed508a8a718593ddf6b25241c5cd7f6adc9"
+FAST_TILES_SHA256 = "3e4bdaae4430f4b812090ee927d34d78bb04066ef8a7e47416f87847a6df0b0b"
 #: ``reassoc`` and ``contract`` only: vectorized reductions and fused multiply-adds, inf and NaN kept.
 FASTMATH = {"reassoc", "contract"}
 #: Rows and units of a forward register tile (the tile loops below are written out for 4 x 4).
@@ -480,7 +479,7 @@ def _ol_subnormal_limits_like(x):
 def quiet_row(w, x, ch, alpha_w):
     """``w <- alpha_w w`` (when ``alpha_w`` is not 1), and whether ``w[j] + ch x[j]`` is then ``w[j]`` for every ``j``.
 
-    For a subnormal ``ch`` only: a product with a subnormal factor or result
+    Asked for a subnormal ``ch`` (the answer holds for any): a product with a subnormal factor or result
     is a microcode assist on x86 (about 100 cycles a vector): one [784,30,10]
     unit with a subnormal coefficient took a fused pass from 6.2 to 13.3 us,
     all 30 to 174 (Intel Xeon), and saturated units give them (eta 3, batch 1:

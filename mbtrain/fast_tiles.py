@@ -623,13 +623,15 @@ def tiled_update_forward_rows(w, o0, o1, n_in, x, c0, c1, alpha_w, x_next):
     (Intel Xeon, Emerald Rapids: [784,100] rows with ``c`` 1e-37, 3 us each
     instead of 0.07). Two rows share each load of ``x`` and ``x_next``: the
     pass streams ``W`` from L2, and the rows' loads and stores were the limit
-    (same machine, 64-byte aligned rows, [784,100] 9.0 -> 6.8 us a pass,
-    [784,30] 2.7 -> 1.9; four rows at a time no faster). Each row's dot
+    (same machine, 64-byte aligned rows, the whole
+    :func:`mbtrain.fast_layers.first_layer_update_forward`: [784,100] 9.0 ->
+    7.6-7.8 us a pass, [784,30] 2.7 -> 2.3-2.4; a scratch loop of two rows
+    reached 6.5-6.8 and 1.9, four rows at a time no faster). Each row's dot
     product is in two accumulators (even and odd vectors), summed the same
     way for one row (:func:`tiled_update_forward_row`) as for two. ``n_in``
     is a whole number of vectors (the caller checks it). Offsets into one
-    flat array, not row views: inlined, a view per row cost reference
-    counting calls (8.2 against 6.8 us a pass). Returns ``(dot0, dot1)``.
+    flat array, not row views: a view per row cost reference counting calls.
+    Returns ``(dot0, dot1)``.
     """
     c0v, c1v, av, zv = vsplat(c0), vsplat(c1), vsplat(alpha_w), vzero(c0)
     if alpha_w != 1:  # two loops, each with its constant: inlined, LLVM kept the test in the loop
