@@ -50,7 +50,7 @@ from .fast_layers import (
 )
 
 #: SHA-256 of fast_layers.py these kernels were last compiled against (see above).
-FAST_LAYERS_SHA256 = "6590f86a732a55ac8bd41de3d860c72e2dde36426b558fb6f3d85e5f7f58df8d"
+FAST_LAYERS_SHA256 = "f652455f29d269f5a099ffeb810c627475294e30c3c69554a36f46907370f347"
 
 
 #: Integer and boolean arguments spelled as typed constants, never as literals: numba compiles a
