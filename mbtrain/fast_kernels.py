@@ -50,7 +50,7 @@ from .fast_layers import (
 )
 
 #: SHA-256 of fast_layers.py these kernels were last compiled against (see above).
-FAST_LAYERS_SHA256 = "f652455f29d269f5a099ffeb810c627475294e30c3c69554a36f46907370f347"
+FAST_LAYERS_SHA256 = "03f4d4b6b07d7395261c574a4400383301d0887b226a5d79ca6f028053b2ee12"
 
 
 #: Integer and boolean arguments spelled as typed constants, never as literals: numba compiles a

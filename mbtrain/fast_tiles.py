@@ -593,20 +593,13 @@ def _stepped(w, o, xv, cv, av, scaled):
 @njit(inline="always")
 def _step_two(w, o0, o1, x, x_next, j, c0v, c1v, av, scaled, q0, q1):
     """The vectors of both rows (at ``o0 + j`` and ``o1 + j`` in ``w``) stepped and stored, and added into
-    their dot products ``q0``, ``q1`` with ``x_next[j:j + lanes]``."""
+    their dot products ``q0``, ``q1`` with ``x_next[j:j + lanes]``. Both rows are loaded before either is
+    stored, so ``o0 == o1`` steps one row (:func:`tiled_update_forward_row`)."""
     xv, nv = vload(x, j), vload(x_next, j)
     v0, v1 = _stepped(w, o0 + j, xv, c0v, av, scaled), _stepped(w, o1 + j, xv, c1v, av, scaled)
     vstore(w, o0 + j, v0)
     vstore(w, o1 + j, v1)
     return vfma(v0, nv, q0), vfma(v1, nv, q1)
-
-
-@njit(inline="always")
-def _step_one(w, o, x, x_next, j, cv, av, scaled, q):
-    """:func:`_step_two` for one row."""
-    v = _stepped(w, o + j, vload(x, j), cv, av, scaled)
-    vstore(w, o + j, v)
-    return vfma(v, vload(x_next, j), q)
 
 
 @njit(inline="always")
@@ -660,30 +653,14 @@ def _rows_loop(w, o0, o1, n_in, x, x_next, c0v, c1v, av, zv, scaled):
 
 @njit(inline="always")
 def tiled_update_forward_row(w, o, n_in, x, c, alpha_w, x_next):
-    """:func:`tiled_update_forward_rows` for one row: the same arithmetic, the same two accumulators."""
-    cv, av, zv = vsplat(c), vsplat(alpha_w), vzero(c)
-    if alpha_w != 1:
-        p, q = _row_loop(w, o, n_in, x, x_next, cv, av, zv, True)
-    else:
-        p, q = _row_loop(w, o, n_in, x, x_next, cv, av, zv, False)
-    s, t, _, _ = vsum4(p, q, zv, zv)
-    return s + t
+    """:func:`tiled_update_forward_rows` for one row: the pair kernel given the row twice.
 
-
-@njit(inline="always")
-def _row_loop(w, o, n_in, x, x_next, cv, av, zv, scaled):
-    """The loop of :func:`tiled_update_forward_row`."""
-    lanes = 64 // w.itemsize
-    p = q = zv
-    j = 0
-    while j + 2 * lanes <= n_in:
-        p = _step_one(w, o, x, x_next, j, cv, av, scaled, p)
-        q = _step_one(w, o, x, x_next, j + lanes, cv, av, scaled, q)
-        j += 2 * lanes
-    while j < n_in:  # the last odd vector (see _rows_loop)
-        p = _step_one(w, o, x, x_next, j, cv, av, scaled, p)
-        j += lanes
-    return p, q
+    Both vectors of a step are loaded before either is stored, so the row is
+    stepped once (the same value stored twice) and rounded as in a pair; it
+    runs for a last odd row or a subnormal coefficient's, where doing its
+    arithmetic twice costs nothing that matters.
+    """
+    return tiled_update_forward_rows(w, o, o, n_in, x, c, c, alpha_w, x_next)[0]
 
 
 # -- the biases: b <- s b + beta sum_i D[i] --------------------------------------------------------------
