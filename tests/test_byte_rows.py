@@ -43,7 +43,7 @@ def test_byte_valued_rows_become_their_codes(dtype, scale):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("scale", BYTE_SCALES)
-@pytest.mark.parametrize("n", [256, 1000])  # whole vectors, and a last partial one
+@pytest.mark.parametrize("n", [256, 1000])  # every code once, and a row of 1000 (LLVM's vector loop and its remainder)
 def test_every_code_decodes_to_its_quotient_bit_for_bit(dtype, scale, n):
     """decode_row's reciprocal corrected by the exact residual (fused multiply-adds) against the division,
     for all 256 codes: the rows the epochs decode are the rows the caller gave, whatever the codes."""
