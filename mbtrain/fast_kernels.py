@@ -44,13 +44,14 @@ from numba.extending import intrinsic, overload
 from numba.np.arrayobj import populate_array
 
 from ._kernel_api import ADAM_KIND, DIVERGED_AT_UNKNOWN_BATCH, FINITE, SOFTMAX, numba_variant
+from .fast_tiles import WIDE_VECTORS, vfma, vload_as, vmul, vsplat, vstore
 from .fast_layers import (
     FORWARD_UNITS, add_partials, dense_forward_rows, dense_update_rows, first_layer_update_forward,
     hidden_delta_rows, optimizer_step, output_delta_rows, range_finite, sigmoid_rows, softmax_rows,
 )
 
 #: SHA-256 of fast_layers.py these kernels were last compiled against (see above).
-FAST_LAYERS_SHA256 = "03f4d4b6b07d7395261c574a4400383301d0887b226a5d79ca6f028053b2ee12"
+FAST_LAYERS_SHA256 = "cc34a15a96034e5846fe704208f3c42a8815051443b96f3d3ab350e93aae5852"
 
 
 #: Integer and boolean arguments spelled as typed constants, never as literals: numba compiles a
@@ -283,20 +284,35 @@ def _ol_fused_multiply_add(a, b, c):
 def decode_row(to, source, scale):
     """``to[:] = source / scale``: byte codes to floats, as the data sets scale them (divided in ``to``'s dtype).
 
-    As the quotient ``q = k (1 / scale)`` corrected by its exact residual
-    ``k - q scale`` (both steps fused multiply-adds, :func:`fused_multiply_add`):
-    the correctly rounded ``k / scale`` for every code ``k`` and each of
-    ``BYTE_SCALES`` in float32 and float64 (all 256 codes checked in
-    ``tests/test_byte_rows.py``), without a vector division (Intel Xeon,
-    Emerald Rapids, one thread: the gather of a [784,30,10] epoch's batches of
-    100 rows 8.3 -> 7.4 ms; the epoch at batch 10 about 4% faster).
+    As ``k r + k r_lo`` in one fused multiply-add (:func:`fused_multiply_add`),
+    where ``r = 1 / scale`` rounded and ``r_lo`` is what that rounding lost
+    (``(1 - r scale) / scale``, from the exact residual): the correctly rounded
+    ``k / scale`` for every code ``k`` and each of ``BYTE_SCALES`` in float32
+    and float64 (all 256 codes checked in ``tests/test_byte_rows.py``; for
+    255 the binary digits of ``k / 255`` repeat every 8 places, so no quotient
+    lies near a rounding midpoint), without a vector division. On AVX-512 in
+    explicit 512-bit vectors (:mod:`mbtrain.fast_tiles`: 16 bytes loaded as 16
+    float32 lanes, a multiply and a multiply-add), where LLVM had chosen
+    256-bit vectors for the loop. Against the quotient corrected by its
+    residual (two multiply-adds after the multiply), Intel Xeon (Emerald
+    Rapids), one thread, [784,30,10] batch 100: the gather of an epoch
+    (``benchmarks/epoch_pieces.py``, ``gather bytes``) 10.3-11.0 -> 9.4-9.9 ms.
     """
-    r = (scale / scale) / scale
-    for j in range(to.shape[0]):
+    one = scale / scale
+    r = one / scale
+    r_lo = fused_multiply_add(-r, scale, one) / scale
+    j = 0
+    if WIDE_VECTORS:
+        lanes = 64 // to.itemsize
+        rv, lv = vsplat(r), vsplat(r_lo)
+        while j + lanes <= to.shape[0]:
+            k = vload_as(source, j, r)
+            vstore(to, j, vfma(k, rv, vmul(k, lv)))
+            j += lanes
+    for j in range(j, to.shape[0]):
         to[j] = source[j]
         k = to[j]
-        q = k * r
-        to[j] = fused_multiply_add(fused_multiply_add(-q, scale, k), r, q)
+        to[j] = fused_multiply_add(k, r, k * r_lo)
 
 
 @njit(cache=True, error_model="numpy")

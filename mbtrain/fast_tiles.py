@@ -123,10 +123,16 @@ def _load(context, builder, array_type, array, i, lanes, n=None):
                                ir.Constant(vector_type, None)])
 
 
-def _convert(builder, value, to_type):
-    """``value`` (a vector or a scalar) as ``to_type``: widened or narrowed as numpy's astype does."""
+def _convert(builder, value, to_type, signed=False):
+    """``value`` (a vector or a scalar) as ``to_type``: widened or narrowed as numpy's astype does.
+
+    Integers (byte codes: unsigned unless ``signed``) convert exactly to the float lanes.
+    """
     if value.type == to_type:
         return value
+    element = value.type.element if isinstance(value.type, ir.VectorType) else value.type
+    if isinstance(element, ir.IntType):
+        return builder.sitofp(value, to_type) if signed else builder.uitofp(value, to_type)
     lane = to_type.element if isinstance(to_type, ir.VectorType) else to_type
     if isinstance(lane, ir.DoubleType):
         return builder.fpext(value, to_type)
@@ -155,12 +161,14 @@ def _vload_first(typingctx, a, i, n):
 
 @intrinsic
 def _vload_as(typingctx, a, i, like):
-    """``a[i:i + lanes]`` in the dtype of scalar ``like`` (its lanes): float32 rows for a float64 layer."""
+    """``a[i:i + lanes]`` in the dtype of scalar ``like`` (its lanes): float32 rows for a float64 layer, or
+    16 (8) byte codes as float32 (float64) lanes."""
     vec = Vec(like)
 
     def codegen(context, builder, sig, args):
         value = _load(context, builder, sig.args[0], args[0], args[1], vec.lanes)
-        return _convert(builder, value, context.get_value_type(vec))
+        source = sig.args[0].dtype
+        return _convert(builder, value, context.get_value_type(vec), isinstance(source, types.Integer) and source.signed)
     return vec(a, types.intp, like), codegen
 
 
@@ -415,30 +423,47 @@ def _fma4(a, vs, q):
     return vfma(a, vs[0], q[0]), vfma(a, vs[1], q[1]), vfma(a, vs[2], q[2]), vfma(a, vs[3], q[3])
 
 
-@njit(inline="always")
-def _put(w, j, s, beta, acc, zero_start):
-    """``w[j:j + lanes] = s w[j:j + lanes] + beta acc`` (``w`` unread from zero)."""
-    vstore(w, j, vmul(beta, acc) if zero_start else vfma(beta, acc, vmul(s, vload(w, j))))
+#: How an update starts from ``W`` (see :func:`tiled_update_units`): unread (``s == 0``, a gradient written
+#: from zero), as it is (``s == 1``: no weight decay, so no multiply by one per value), or scaled by ``s``.
+FROM_ZERO, FROM_W, FROM_SCALED_W = 0, 1, 2
 
 
 @njit(inline="always")
-def _put4(w, j, lanes, s, beta, q, zero_start):
+def _start(s):
+    """The start (:data:`FROM_ZERO`, :data:`FROM_W` or :data:`FROM_SCALED_W`) of an update scaling ``W`` by ``s``."""
+    return FROM_ZERO if s == 0 else FROM_W if s == 1 else FROM_SCALED_W
+
+
+@njit(inline="always")
+def _started(w, s, start):
+    """``s w`` (a vector), or ``w`` itself where ``s`` is one: the same value, without the multiply."""
+    return w if start == FROM_W else vmul(s, w)
+
+
+@njit(inline="always")
+def _put(w, j, s, beta, acc, start):
+    """``w[j:j + lanes] = s w[j:j + lanes] + beta acc``, as :func:`_started` starts from ``w``."""
+    vstore(w, j, vfma(beta, acc, _started(vload(w, j), s, start)) if start != FROM_ZERO else vmul(beta, acc))
+
+
+@njit(inline="always")
+def _put4(w, j, lanes, s, beta, q, start):
     """:func:`_put` for the 4 vectors of one unit."""
-    _put(w, j, s, beta, q[0], zero_start)
-    _put(w, j + lanes, s, beta, q[1], zero_start)
-    _put(w, j + 2 * lanes, s, beta, q[2], zero_start)
-    _put(w, j + 3 * lanes, s, beta, q[3], zero_start)
+    _put(w, j, s, beta, q[0], start)
+    _put(w, j + lanes, s, beta, q[1], start)
+    _put(w, j + 2 * lanes, s, beta, q[2], start)
+    _put(w, j + 3 * lanes, s, beta, q[3], start)
 
 
 @njit(inline="always")
-def _put1(w, j, n, s, beta, q, zero_start):
+def _put1(w, j, n, s, beta, q, start):
     """The same for one vector of ``n`` lanes."""
-    new = vmul(beta, q) if zero_start else vfma(beta, q, vmul(s, vload_first(w, j, n)))
+    new = vfma(beta, q, _started(vload_first(w, j, n), s, start)) if start != FROM_ZERO else vmul(beta, q)
     vstore_first(w, j, new, n)
 
 
 @njit(inline="always")
-def _tile6x4(W, A, rows, D, h, j, lanes, s, sv, bv, zv, zero_start):
+def _tile6x4(W, A, rows, D, h, j, lanes, s, sv, bv, zv, start):
     q0 = q1 = q2 = q3 = q4 = q5 = (zv, zv, zv, zv)
     for i in range(rows.shape[0]):
         i = rolled(i)
@@ -447,39 +472,39 @@ def _tile6x4(W, A, rows, D, h, j, lanes, s, sv, bv, zv, zero_start):
         q0, q1 = _fma4(vsplat(d[h]), xs, q0), _fma4(vsplat(d[h + 1]), xs, q1)
         q2, q3 = _fma4(vsplat(d[h + 2]), xs, q2), _fma4(vsplat(d[h + 3]), xs, q3)
         q4, q5 = _fma4(vsplat(d[h + 4]), xs, q4), _fma4(vsplat(d[h + 5]), xs, q5)
-    _put4(W[h], j, lanes, sv, bv, q0, zero_start)
-    _put4(W[h + 1], j, lanes, sv, bv, q1, zero_start)
-    _put4(W[h + 2], j, lanes, sv, bv, q2, zero_start)
-    _put4(W[h + 3], j, lanes, sv, bv, q3, zero_start)
-    _put4(W[h + 4], j, lanes, sv, bv, q4, zero_start)
-    _put4(W[h + 5], j, lanes, sv, bv, q5, zero_start)
+    _put4(W[h], j, lanes, sv, bv, q0, start)
+    _put4(W[h + 1], j, lanes, sv, bv, q1, start)
+    _put4(W[h + 2], j, lanes, sv, bv, q2, start)
+    _put4(W[h + 3], j, lanes, sv, bv, q3, start)
+    _put4(W[h + 4], j, lanes, sv, bv, q4, start)
+    _put4(W[h + 5], j, lanes, sv, bv, q5, start)
 
 
 @njit(inline="always")
-def _tile2x4(W, A, rows, D, h, j, lanes, s, sv, bv, zv, zero_start):
+def _tile2x4(W, A, rows, D, h, j, lanes, s, sv, bv, zv, start):
     q0 = q1 = (zv, zv, zv, zv)
     for i in range(rows.shape[0]):
         i = rolled(i)
         x, d = A[rows[i]], D[i]
         xs = vload_as(x, j, s), vload_as(x, j + lanes, s), vload_as(x, j + 2 * lanes, s), vload_as(x, j + 3 * lanes, s)
         q0, q1 = _fma4(vsplat(d[h]), xs, q0), _fma4(vsplat(d[h + 1]), xs, q1)
-    _put4(W[h], j, lanes, sv, bv, q0, zero_start)
-    _put4(W[h + 1], j, lanes, sv, bv, q1, zero_start)
+    _put4(W[h], j, lanes, sv, bv, q0, start)
+    _put4(W[h + 1], j, lanes, sv, bv, q1, start)
 
 
 @njit(inline="always")
-def _tile1x4(W, A, rows, D, h, j, lanes, s, sv, bv, zv, zero_start):
+def _tile1x4(W, A, rows, D, h, j, lanes, s, sv, bv, zv, start):
     q0 = (zv, zv, zv, zv)
     for i in range(rows.shape[0]):
         i = rolled(i)
         x = A[rows[i]]
         xs = vload_as(x, j, s), vload_as(x, j + lanes, s), vload_as(x, j + 2 * lanes, s), vload_as(x, j + 3 * lanes, s)
         q0 = _fma4(vsplat(D[i, h]), xs, q0)
-    _put4(W[h], j, lanes, sv, bv, q0, zero_start)
+    _put4(W[h], j, lanes, sv, bv, q0, start)
 
 
 @njit(inline="always")
-def _tile6x1(W, A, rows, D, h, j, n, s, sv, bv, zv, zero_start):
+def _tile6x1(W, A, rows, D, h, j, n, s, sv, bv, zv, start):
     """Six units x one vector of ``n`` lanes (a masked load when ``n`` is short)."""
     r0 = r1 = r2 = r3 = r4 = r5 = zv
     for i in range(rows.shape[0]):
@@ -487,38 +512,38 @@ def _tile6x1(W, A, rows, D, h, j, n, s, sv, bv, zv, zero_start):
         x, d = vload_first_as(A[rows[i]], j, n, s), D[i]
         r0, r1, r2 = vfma(vsplat(d[h]), x, r0), vfma(vsplat(d[h + 1]), x, r1), vfma(vsplat(d[h + 2]), x, r2)
         r3, r4, r5 = vfma(vsplat(d[h + 3]), x, r3), vfma(vsplat(d[h + 4]), x, r4), vfma(vsplat(d[h + 5]), x, r5)
-    _put1(W[h], j, n, sv, bv, r0, zero_start)
-    _put1(W[h + 1], j, n, sv, bv, r1, zero_start)
-    _put1(W[h + 2], j, n, sv, bv, r2, zero_start)
-    _put1(W[h + 3], j, n, sv, bv, r3, zero_start)
-    _put1(W[h + 4], j, n, sv, bv, r4, zero_start)
-    _put1(W[h + 5], j, n, sv, bv, r5, zero_start)
+    _put1(W[h], j, n, sv, bv, r0, start)
+    _put1(W[h + 1], j, n, sv, bv, r1, start)
+    _put1(W[h + 2], j, n, sv, bv, r2, start)
+    _put1(W[h + 3], j, n, sv, bv, r3, start)
+    _put1(W[h + 4], j, n, sv, bv, r4, start)
+    _put1(W[h + 5], j, n, sv, bv, r5, start)
 
 
 @njit(inline="always")
-def _tile4x1(W, A, rows, D, h, j, n, s, sv, bv, zv, zero_start):
+def _tile4x1(W, A, rows, D, h, j, n, s, sv, bv, zv, start):
     """Four units x one vector: 4 chains in flight where 1 x 1 tiles wait on one (the output layer's 10 = 6 + 4)."""
     r0 = r1 = r2 = r3 = zv
     for i in range(rows.shape[0]):
         x, d = vload_first_as(A[rows[i]], j, n, s), D[i]
         r0, r1 = vfma(vsplat(d[h]), x, r0), vfma(vsplat(d[h + 1]), x, r1)
         r2, r3 = vfma(vsplat(d[h + 2]), x, r2), vfma(vsplat(d[h + 3]), x, r3)
-    _put1(W[h], j, n, sv, bv, r0, zero_start)
-    _put1(W[h + 1], j, n, sv, bv, r1, zero_start)
-    _put1(W[h + 2], j, n, sv, bv, r2, zero_start)
-    _put1(W[h + 3], j, n, sv, bv, r3, zero_start)
+    _put1(W[h], j, n, sv, bv, r0, start)
+    _put1(W[h + 1], j, n, sv, bv, r1, start)
+    _put1(W[h + 2], j, n, sv, bv, r2, start)
+    _put1(W[h + 3], j, n, sv, bv, r3, start)
 
 
 @njit(inline="always")
-def _tile1x1(W, A, rows, D, h, j, n, s, sv, bv, zv, zero_start):
+def _tile1x1(W, A, rows, D, h, j, n, s, sv, bv, zv, start):
     r0 = zv
     for i in range(rows.shape[0]):
         r0 = vfma(vsplat(D[i, h]), vload_first_as(A[rows[i]], j, n, s), r0)
-    _put1(W[h], j, n, sv, bv, r0, zero_start)
+    _put1(W[h], j, n, sv, bv, r0, start)
 
 
 @njit(inline="always")
-def _update_one_row(W, x, D, s, sv, beta, h_lo, h_hi, lanes, zero_start):
+def _update_one_row(W, x, D, s, sv, beta, h_lo, h_hi, lanes, start):
     """One example: ``W[h] <- s W[h] + (beta D[0, h]) x``, the coefficient first, as the row-wise kernel does.
 
     A multiply-add of the coefficient and ``x`` rounds once, so no product
@@ -535,10 +560,10 @@ def _update_one_row(W, x, D, s, sv, beta, h_lo, h_hi, lanes, zero_start):
         xv = vload_first_as(x, j, n, s)
         for h in range(h_lo, h_hi):
             cv = vsplat(beta * D[0, h])
-            if zero_start:
+            if start == FROM_ZERO:
                 vstore_first(W[h], j, vmul(cv, xv), n)
             else:
-                vstore_first(W[h], j, vfma(cv, xv, vmul(sv, vload_first(W[h], j, n))), n)
+                vstore_first(W[h], j, vfma(cv, xv, _started(vload_first(W[h], j, n), sv, start)), n)
         j += lanes
 
 
@@ -553,33 +578,33 @@ def tiled_update_units(W, A, rows, D, s, beta, h_lo, h_hi):
     """
     n_in = W.shape[1]
     lanes = 64 // W.itemsize
-    sv, bv, zv, zero_start = vsplat(s), vsplat(beta), vzero(s), s == s - s
+    sv, bv, zv, start = vsplat(s), vsplat(beta), vzero(s), _start(s)
     if rows.shape[0] == 1:
-        _update_one_row(W, A[rows[0]], D, s, sv, beta, h_lo, h_hi, lanes, zero_start)
+        _update_one_row(W, A[rows[0]], D, s, sv, beta, h_lo, h_hi, lanes, start)
         return
     j = 0
     while j + 4 * lanes <= n_in:
         h = h_lo
         while h + TILE_UNITS <= h_hi:
-            _tile6x4(W, A, rows, D, h, j, lanes, s, sv, bv, zv, zero_start)
+            _tile6x4(W, A, rows, D, h, j, lanes, s, sv, bv, zv, start)
             h += TILE_UNITS
         while h + 2 <= h_hi:
-            _tile2x4(W, A, rows, D, h, j, lanes, s, sv, bv, zv, zero_start)
+            _tile2x4(W, A, rows, D, h, j, lanes, s, sv, bv, zv, start)
             h += 2
         if h < h_hi:
-            _tile1x4(W, A, rows, D, h, j, lanes, s, sv, bv, zv, zero_start)
+            _tile1x4(W, A, rows, D, h, j, lanes, s, sv, bv, zv, start)
         j += 4 * lanes
     while j < n_in:
         n = min(lanes, n_in - j)
         h = h_lo
         while h + TILE_UNITS <= h_hi:
-            _tile6x1(W, A, rows, D, h, j, n, s, sv, bv, zv, zero_start)
+            _tile6x1(W, A, rows, D, h, j, n, s, sv, bv, zv, start)
             h += TILE_UNITS
         if h + 4 <= h_hi:
-            _tile4x1(W, A, rows, D, h, j, n, s, sv, bv, zv, zero_start)
+            _tile4x1(W, A, rows, D, h, j, n, s, sv, bv, zv, start)
             h += 4
         for h in range(h, h_hi):
-            _tile1x1(W, A, rows, D, h, j, n, s, sv, bv, zv, zero_start)
+            _tile1x1(W, A, rows, D, h, j, n, s, sv, bv, zv, start)
         j += lanes
 
 
