@@ -38,7 +38,7 @@ import math
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
-from numba.core import cgutils
+from numba.core import cgutils, config
 from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic, overload
 from numba.np.arrayobj import populate_array
@@ -51,7 +51,7 @@ from .fast_layers import (
 )
 
 #: SHA-256 of fast_layers.py these kernels were last compiled against (see above).
-FAST_LAYERS_SHA256 = "cc34a15a96034e5846fe704208f3c42a8815051443b96f3d3ab350e93aae5852"
+FAST_LAYERS_SHA256 = "68f97cbb257220c2a3a2d7e496a409a6f4f707499d3ddafe5e9e77842cead4fd"
 
 
 #: Integer and boolean arguments spelled as typed constants, never as literals: numba compiles a
@@ -67,6 +67,8 @@ UNCHECKED, CHECKED = np.bool_(False), np.bool_(True)
 #: tiles against without (same process, alternating, Zen 5): [784,30,10] batch 100 18.3 against 23.2
 #: ms an epoch, [784,100,10] CE batch 100 45.2 against 56.0.
 TILES = np.bool_(True)
+#: Whether these kernels run as plain Python (``NUMBA_DISABLE_JIT``, read and never changed here).
+PLAIN_PYTHON = bool(config.DISABLE_JIT)
 #: How many rows ahead of the one it copies :func:`gather_rows` prefetches.
 ROWS_AHEAD = 4
 #: How many of the next batch's rows the batch epochs prefetch before each update, so the next gather
@@ -298,6 +300,11 @@ def decode_row(to, source, scale):
     Rapids), one thread, [784,30,10] batch 100: the gather of an epoch
     (``benchmarks/epoch_pieces.py``, ``gather bytes``) 10.3-11.0 -> 9.4-9.9 ms.
     """
+    if PLAIN_PYTHON:  # where fused multiply-adds round twice (see fused_multiply_add): the quotient itself
+        for j in range(to.shape[0]):
+            to[j] = source[j]
+            to[j] = to[j] / scale
+        return
     one = scale / scale
     r = one / scale
     r_lo = fused_multiply_add(-r, scale, one) / scale

@@ -56,7 +56,7 @@ from .fast_tiles import (NARROW_ROWS, WIDE_VECTORS, tiled_bias_units, tiled_forw
 
 #: SHA-256 of fast_tiles.py, whose intrinsics these kernels compile in (the cache note of
 #: :mod:`mbtrain.fast_kernels`, one file further down).
-FAST_TILES_SHA256 = "2b1be84ee5e521ee635c370673ddc427046051d905e40abcde87b2e720b4bb7d"
+FAST_TILES_SHA256 = "2adf5d48370f15eea7697b7daf0b5436ae86b63391607b7d49ace57e9fc97799"
 #: ``reassoc`` and ``contract`` only: vectorized reductions and fused multiply-adds, inf and NaN kept.
 FASTMATH = {"reassoc", "contract"}
 #: Rows and units of a forward register tile (the tile loops below are written out for 4 x 4).

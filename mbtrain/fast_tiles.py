@@ -168,7 +168,8 @@ def _vload_as(typingctx, a, i, like):
     def codegen(context, builder, sig, args):
         value = _load(context, builder, sig.args[0], args[0], args[1], vec.lanes)
         source = sig.args[0].dtype
-        return _convert(builder, value, context.get_value_type(vec), isinstance(source, types.Integer) and source.signed)
+        signed = isinstance(source, types.Integer) and source.signed
+        return _convert(builder, value, context.get_value_type(vec), signed)
     return vec(a, types.intp, like), codegen
 
 

@@ -7,6 +7,8 @@ every epoch kernel (online, serial, parallel, the optimizers).
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -18,6 +20,8 @@ from mbtrain.bench.arms import BackendRunner
 from mbtrain.datasets._convert import scale_to_unit
 
 DTYPES = [np.float32, np.float64]
+#: tests/test_nojit.py runs this file without the JIT too.
+JIT_DISABLED = os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0")
 
 
 def byte_rows(n, f, dtype, scale=255, seed=0):
@@ -53,6 +57,7 @@ def test_every_code_decodes_to_its_quotient_bit_for_bit(dtype, scale, n):
     np.testing.assert_array_equal(out, codes.astype(dtype) / dtype(scale))
 
 
+@pytest.mark.skipif(JIT_DISABLED, reason="plain Python rounds the product first (decode_row divides there)")
 def test_fused_multiply_add_rounds_once():
     """The compiled fma keeps what a separate product would round away: (1 + 2^-12)^2 - 1 in float32."""
     from numba import njit

@@ -133,6 +133,25 @@ def test_float32_rows_of_a_float64_layer_are_widened_as_astype_would(kernel):
     np.testing.assert_array_equal(W, W_cast)
 
 
+@pytest.mark.parametrize("codes_dtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_integer_codes_load_as_float_lanes_exactly(codes_dtype, dtype):
+    """``vload_as`` of byte codes: a vector's worth of them (16 for float32, 8 for float64) from any offset,
+    converted as ``astype`` would (unsigned bytes above 127 stay positive, signed ones negative)."""
+    from numba import njit
+
+    @njit
+    def lanes_of(a, i, out):  # a vector does not leave compiled code: stored back through vstore
+        ft.vstore(out, 0, ft.vload_as(a, i, out[0]))
+
+    codes = (np.arange(300) * 37 % 256).astype(np.uint8).view(codes_dtype)
+    lanes = 64 // np.dtype(dtype).itemsize
+    for i in (0, 1, 100, len(codes) - lanes):
+        out = np.full(lanes, np.nan, dtype=dtype)
+        lanes_of(codes, i, out)
+        np.testing.assert_array_equal(out, codes[i:i + lanes].astype(dtype))
+
+
 # -- the forward pass --------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n_out, n_in, m, h_lo, h_hi", [

@@ -1,4 +1,4 @@
-"""The kernel and backend-edge tests once more with NUMBA_DISABLE_JIT=1: the kernels as plain Python.
+"""The kernel, backend-edge and byte-row tests once more with NUMBA_DISABLE_JIT=1: the kernels as plain Python.
 
 This catches kernels that only work because numba is lenient (or only fail
 because it is not), and gives line-level tracebacks for the kernels' logic.
@@ -15,7 +15,7 @@ TESTS = Path(__file__).parent
 
 @pytest.mark.slow
 def test_kernel_tests_pass_without_jit():
-    targets = [str(TESTS / "test_kernels.py"), str(TESTS / "test_backend_edges.py")]
+    targets = [str(TESTS / "test_kernels.py"), str(TESTS / "test_backend_edges.py"), str(TESTS / "test_byte_rows.py")]
     env = dict(os.environ, NUMBA_DISABLE_JIT="1")
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *targets],
                             env=env, capture_output=True, text=True, timeout=600, cwd=TESTS.parent)
