@@ -28,8 +28,10 @@ only, and these kernels compile in code of :mod:`mbtrain.fast_layers`: so this
 file records the SHA-256 of ``fast_layers.py`` it was last compiled against
 (``FAST_LAYERS_SHA256``). ``tests/test_kernels.py`` fails while it is out of
 date, and updating it changes this file, which discards the stale cache. The
-module calls nothing else of mbtrain; the helpers it shares with
-:mod:`mbtrain.kernels` are copies.
+vector operations of :mod:`mbtrain.fast_tiles` that the byte decode compiles in
+are covered the same way: ``fast_layers.py`` records the SHA-256 of
+``fast_tiles.py``. The module calls nothing else of mbtrain; the helpers it
+shares with :mod:`mbtrain.kernels` are copies.
 """
 from __future__ import annotations
 
