@@ -53,7 +53,7 @@ from .fast_layers import (
 )
 
 #: SHA-256 of fast_layers.py these kernels were last compiled against (see above).
-FAST_LAYERS_SHA256 = "68f97cbb257220c2a3a2d7e496a409a6f4f707499d3ddafe5e9e77842cead4fd"
+FAST_LAYERS_SHA256 = "9e75b4b221b48e6bc2862536a14d71cc925d32f26370a628de6f1814da66a1be"
 
 
 #: Integer and boolean arguments spelled as typed constants, never as literals: numba compiles a

@@ -56,7 +56,7 @@ from .fast_tiles import (NARROW_ROWS, WIDE_VECTORS, tiled_bias_units, tiled_forw
 
 #: SHA-256 of fast_tiles.py, whose intrinsics these kernels compile in (the cache note of
 #: :mod:`mbtrain.fast_kernels`, one file further down).
-FAST_TILES_SHA256 = "2adf5d48370f15eea7697b7daf0b5436ae86b63391607b7d49ace57e9fc97799"
+FAST_TILES_SHA256 = "4473309f967fc0b1e0a461ed20ade46e92975a0751af640df009a5672ba25d61"
 #: ``reassoc`` and ``contract`` only: vectorized reductions and fused multiply-adds, inf and NaN kept.
 FASTMATH = {"reassoc", "contract"}
 #: Rows and units of a forward register tile (the tile loops below are written out for 4 x 4).

@@ -424,8 +424,9 @@ def _fma4(a, vs, q):
     return vfma(a, vs[0], q[0]), vfma(a, vs[1], q[1]), vfma(a, vs[2], q[2]), vfma(a, vs[3], q[3])
 
 
-#: How an update starts from ``W`` (see :func:`tiled_update_units`): unread (``s == 0``, a gradient written
-#: from zero), as it is (``s == 1``: no weight decay, so no multiply by one per value), or scaled by ``s``.
+#: How an update starts from ``W`` (the tiles of :func:`tiled_update_units`, :func:`tiled_bias_units` and the
+#: online pass, :func:`tiled_update_forward_rows`): unread (``s == 0``, a gradient written from zero), as it is
+#: (``s == 1``: no weight decay, so no multiply by one per value), or scaled by ``s``.
 FROM_ZERO, FROM_W, FROM_SCALED_W = 0, 1, 2
 
 
@@ -611,18 +612,18 @@ def tiled_update_units(W, A, rows, D, s, beta, h_lo, h_hi):
 
 # -- online SGD: first-layer rows updated, and their dot products with the next input ------------------
 @njit(inline="always")
-def _stepped(w, o, xv, cv, av, scaled):
-    """``c x + (alpha w[o:o + lanes])``: one multiply-add onto ``alpha w`` rounded first (or ``w``)."""
-    return vfma(cv, xv, vmul(av, vload(w, o)) if scaled else vload(w, o))
+def _stepped(w, o, xv, cv, av, start):
+    """``c x + (alpha w[o:o + lanes])``: one multiply-add onto ``alpha w`` rounded first (:func:`_started`)."""
+    return vfma(cv, xv, _started(vload(w, o), av, start))
 
 
 @njit(inline="always")
-def _step_two(w, o0, o1, x, x_next, j, c0v, c1v, av, scaled, q0, q1):
+def _step_two(w, o0, o1, x, x_next, j, c0v, c1v, av, start, q0, q1):
     """The vectors of both rows (at ``o0 + j`` and ``o1 + j`` in ``w``) stepped and stored, and added into
     their dot products ``q0``, ``q1`` with ``x_next[j:j + lanes]``. Both rows are loaded before either is
     stored, so ``o0 == o1`` steps one row (:func:`tiled_update_forward_row`)."""
     xv, nv = vload(x, j), vload(x_next, j)
-    v0, v1 = _stepped(w, o0 + j, xv, c0v, av, scaled), _stepped(w, o1 + j, xv, c1v, av, scaled)
+    v0, v1 = _stepped(w, o0 + j, xv, c0v, av, start), _stepped(w, o1 + j, xv, c1v, av, start)
     vstore(w, o0 + j, v0)
     vstore(w, o1 + j, v1)
     return vfma(v0, nv, q0), vfma(v1, nv, q1)
@@ -654,25 +655,25 @@ def tiled_update_forward_rows(w, o0, o1, n_in, x, c0, c1, alpha_w, x_next):
     """
     c0v, c1v, av, zv = vsplat(c0), vsplat(c1), vsplat(alpha_w), vzero(c0)
     if alpha_w != 1:  # two loops, each with its constant: inlined, LLVM kept the test in the loop
-        p0, q0, p1, q1 = _rows_loop(w, o0, o1, n_in, x, x_next, c0v, c1v, av, zv, True)
+        p0, q0, p1, q1 = _rows_loop(w, o0, o1, n_in, x, x_next, c0v, c1v, av, zv, FROM_SCALED_W)
     else:
-        p0, q0, p1, q1 = _rows_loop(w, o0, o1, n_in, x, x_next, c0v, c1v, av, zv, False)
+        p0, q0, p1, q1 = _rows_loop(w, o0, o1, n_in, x, x_next, c0v, c1v, av, zv, FROM_W)
     s0, t0, s1, t1 = vsum4(p0, q0, p1, q1)
     return s0 + t0, s1 + t1
 
 
 @njit(inline="always")
-def _rows_loop(w, o0, o1, n_in, x, x_next, c0v, c1v, av, zv, scaled):
+def _rows_loop(w, o0, o1, n_in, x, x_next, c0v, c1v, av, zv, start):
     """The loop of :func:`tiled_update_forward_rows`; the four accumulators (row 0 even and odd vectors, row 1)."""
     lanes = 64 // w.itemsize
     p0 = q0 = p1 = q1 = zv
     j = 0
     while j + 2 * lanes <= n_in:
-        p0, p1 = _step_two(w, o0, o1, x, x_next, j, c0v, c1v, av, scaled, p0, p1)
-        q0, q1 = _step_two(w, o0, o1, x, x_next, j + lanes, c0v, c1v, av, scaled, q0, q1)
+        p0, p1 = _step_two(w, o0, o1, x, x_next, j, c0v, c1v, av, start, p0, p1)
+        q0, q1 = _step_two(w, o0, o1, x, x_next, j + lanes, c0v, c1v, av, start, q0, q1)
         j += 2 * lanes
     while j < n_in:  # the last odd vector; as an if, the whole pass ran 15-20% slower (it compiles otherwise)
-        p0, p1 = _step_two(w, o0, o1, x, x_next, j, c0v, c1v, av, scaled, p0, p1)
+        p0, p1 = _step_two(w, o0, o1, x, x_next, j, c0v, c1v, av, start, p0, p1)
         j += lanes
     return p0, q0, p1, q1
 
@@ -700,13 +701,13 @@ def tiled_bias_units(b, D, s, beta, h_lo, h_hi):
     (``b`` may alias ``D`` for LLVM): 2-3 us a batch of 10 rows.
     """
     m, lanes = D.shape[0], 64 // b.itemsize
-    sv, bv, zero_start = vsplat(s), vsplat(beta), s == s - s
+    sv, bv, start = vsplat(s), vsplat(beta), _start(s)
     h = h_lo
     while h < h_hi:
         n0 = min(lanes, h_hi - h)
         n1 = min(lanes, max(0, h_hi - h - lanes))
-        q0 = vzero(s) if zero_start else vmul(sv, vload_first(b, h, n0))
-        q1 = vzero(s) if zero_start else vmul(sv, vload_first(b, h + lanes, n1))
+        q0 = vzero(s) if start == FROM_ZERO else _started(vload_first(b, h, n0), sv, start)
+        q1 = vzero(s) if start == FROM_ZERO else _started(vload_first(b, h + lanes, n1), sv, start)
         for i in range(m):
             d = D[i]
             q0, q1 = vfma(bv, vload_first(d, h, n0), q0), vfma(bv, vload_first(d, h + lanes, n1), q1)
